@@ -1,0 +1,22 @@
+# lota: the LoTA pipeline. Rules live in workflow/rules/, one file per stage family; each calls
+# `python -m lota.<stage>`. Run e.g. `snakemake --cores 1 results/lota_gsm8k_s90.json`.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        "results/base_gsm8k.json",
+        "results/fft_gsm8k.json",
+        "results/lota_gsm8k_s90.json",
+    default_target: True

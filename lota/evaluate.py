@@ -1,0 +1,136 @@
+"""Stage evaluate: score a run's samples and write results/<run>.json with its provenance.
+
+The result holds accuracy, n, a 95% Wilson interval, and what produced it: method, task,
+sparsity, trainable parameter count, base model, the config values used, the wall time and
+peak memory of each stage (from the workflow's benchmark files), and package versions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from lota.cli import arg, run_main
+from lota.errors import UserError
+from lota.io import read_json, read_jsonl, write_json
+from lota.tasks import get_task
+
+log = logging.getLogger("lota.evaluate")
+VERSIONED_PACKAGES = ["lota", "torch", "transformers", "safetensors", "tokenizers", "snakemake", "vllm"]
+
+
+@dataclass
+class EvaluateArgs:
+    samples: Path = arg(help="samples JSONL from the generate stage")
+    task: str = arg(help="task name, which picks the scorer")
+    out: Path = arg(help="output results JSON")
+    run: str = arg("", "run name, e.g. lota_gsm8k_s90")
+    method: str = arg("", "base, fft or lota")
+    sparsity: float | None = arg(None, "the LoTA mask's sparsity")
+    base_model: str = arg("", "the base model's source")
+    train_summary: Path | None = arg(None, "summary.json of the training run, if any")
+    benchmark: list[str] = arg([], "STAGE=PATH of a benchmark TSV per stage, for wall time and memory")
+    config_json: str = arg("{}", "the config values used, as JSON")
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The 95% Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def stage_costs(benchmarks: list[str]) -> dict[str, dict[str, float]]:
+    """Wall seconds and peak RSS (MB) per stage from Snakemake benchmark TSVs; missing files skipped."""
+    costs = {}
+    for entry in benchmarks:
+        stage, separator, path = entry.partition("=")
+        if not separator:
+            raise UserError(f"--benchmark expects STAGE=PATH, got {entry!r}")
+        if not Path(path).is_file():
+            continue
+        with open(path) as table:
+            rows = list(csv.DictReader(table, delimiter="\t"))
+        if rows:
+            row = rows[-1]
+            costs[stage] = {"wall_s": float(row["s"]), "max_rss_mb": _number(row.get("max_rss"))}
+    return costs
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "", "-", "NA") else None
+    except ValueError:
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def score_samples(task_name: str, samples: list[dict[str, Any]], source: Path) -> list[bool]:
+    task = get_task(task_name)
+    verdicts = []
+    for number, sample in enumerate(samples, start=1):
+        if not isinstance(sample.get("completion"), str) or "gold" not in sample:
+            raise UserError(f"{source}: sample {number} needs a string 'completion' and a 'gold'")
+        verdicts.append(task.score(sample["completion"], str(sample["gold"])))
+    return verdicts
+
+
+def evaluate(args: EvaluateArgs) -> dict[str, Any]:
+    get_task(args.task)
+    try:
+        config = json.loads(args.config_json)
+    except json.JSONDecodeError as error:
+        raise UserError(f"--config-json is not valid JSON: {error}") from None
+    samples = read_jsonl(args.samples, "samples")
+    verdicts = score_samples(args.task, samples, args.samples)
+    correct, n = sum(verdicts), len(verdicts)
+    summary = read_json(args.train_summary, "training summary") if args.train_summary else None
+    low, high = wilson_interval(correct, n)
+    result = {
+        "run": args.run,
+        "task": args.task,
+        "method": args.method,
+        "sparsity": args.sparsity,
+        "accuracy": correct / n,
+        "correct": correct,
+        "n": n,
+        "ci95": [low, high],
+        "trainable_params": summary["trainable_params"] if summary else 0,
+        "train": {key: summary[key] for key in ("steps", "tokens", "final_loss", "train_wall_s", "tokens_per_s", "peak_memory_mb", "device")} if summary else None,
+        "base_model": args.base_model,
+        "generation_backend": samples[0].get("backend"),
+        "stages": stage_costs(args.benchmark),
+        "config": config,
+        "versions": package_versions(),
+    }
+    write_json(args.out, result)
+    log.info("%s: accuracy %.4f (%d/%d), 95%% CI [%.4f, %.4f]", args.run or args.samples, correct / n, correct, n, low, high)
+    return result
+
+
+def run(args: EvaluateArgs) -> None:
+    """Score samples and write the run's results JSON."""
+    evaluate(args)
+
+
+if __name__ == "__main__":
+    run_main(EvaluateArgs, run)

@@ -1,0 +1,68 @@
+"""Stage export: a trained run as an HF directory (config, tokenizer, safetensors) that
+`AutoModelForCausalLM.from_pretrained` loads as it is.
+
+The base model's weights are loaded and the run's weights applied: dense weights replace
+the base's, a sparse delta is added at its indices (frozen entries stay the base's bits).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lota.cli import arg, existing_file, run_main
+from lota.errors import UserError
+from lota.io import TensorReader, atomic_path
+from lota.modeling import load_model, load_tokenizer
+from lota.sparse_delta import apply_sparse_delta, is_sparse_delta, read_sparse_delta
+
+log = logging.getLogger("lota.export")
+
+
+@dataclass
+class ExportArgs:
+    base: Path = arg(help="base HF model directory")
+    weights: Path = arg(help="the run's weights.safetensors (dense weights or a sparse delta)")
+    out: Path = arg(help="output HF model directory")
+    trust_remote_code: bool = arg(False, "allow code from the model directory to run (a security risk)")
+
+
+def apply_weights(model: torch.nn.Module, weights: Path) -> None:
+    parameters = dict(model.named_parameters())
+    with TensorReader([weights]) as reader:
+        if is_sparse_delta(reader):
+            delta, shapes = read_sparse_delta(reader)
+            apply_sparse_delta(parameters, delta, shapes, weights)
+            return
+        with torch.no_grad():
+            for name in reader.names():
+                if name not in parameters:
+                    raise UserError(f"weights {weights} have {name}, which the model does not have")
+                tensor = reader.get(name)
+                if tensor.shape != parameters[name].shape:
+                    raise UserError(f"weights {weights}: {name} has shape {tuple(tensor.shape)}, the model's is {tuple(parameters[name].shape)}")
+                parameters[name].copy_(tensor)
+
+
+def export(base: Path, weights: Path, out: Path, trust_remote_code: bool = False) -> Path:
+    existing_file(weights, "run weights")
+    tokenizer = load_tokenizer(base, trust_remote_code)
+    model = load_model(base, torch.float32, trust_remote_code, torch.device("cpu"))
+    apply_weights(model, weights)
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    log.info("exported %s + %s -> %s", base, weights, out)
+    return out
+
+
+def run(args: ExportArgs) -> None:
+    """Write a trained run as a loadable HF model directory."""
+    export(args.base, args.weights, args.out, args.trust_remote_code)
+
+
+if __name__ == "__main__":
+    run_main(ExportArgs, run)

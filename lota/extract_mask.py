@@ -1,0 +1,163 @@
+"""Stage extract_mask: the LoTA mask, the largest |delta| entries of the covered tensors.
+
+Sparsity s is the fraction FROZEN. With the global threshold (the paper's), exactly
+round((1 - s) * N) of the N covered entries are trainable; per tensor, each tensor keeps
+round((1 - s) * n_t) of its own n_t. Ties at the threshold go to the earliest entries in a
+fixed order (tensors by name, entries in row-major order), so a mask is reproducible.
+
+The mask file is safetensors: per covered tensor a uint8 vector of bits packed 8 per byte,
+most significant bit first (numpy.packbits order), and metadata with the sparsity, scope,
+granularity, counts and each tensor's shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import save_file
+
+from lota.cli import arg, check_range, existing_file, run_main
+from lota.errors import UserError
+from lota.io import TensorReader, atomic_path
+
+log = logging.getLogger("lota.extract_mask")
+
+DEFAULT_SCOPE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MASK_FORMAT = "lota-mask"
+_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+@dataclass
+class ExtractMaskArgs:
+    task_vector: Path = arg(help="safetensors of deltas (finetuned - base)")
+    out: Path = arg(help="output mask safetensors")
+    sparsity: float = arg(help="fraction of covered entries kept FROZEN, in [0, 1)")
+    granularity: Literal["global", "per_tensor"] = arg("global", "one threshold for all covered tensors, or one per tensor")
+    scope: list[str] = arg(DEFAULT_SCOPE, "module names whose .weight tensors the mask covers")
+
+
+def in_scope(name: str, scope: Iterable[str]) -> bool:
+    """Whether a tensor named like 'model.layers.0.self_attn.q_proj.weight' is covered."""
+    parts = name.split(".")
+    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in set(scope)
+
+
+def trainable_count(sparsity: float, total: int) -> int:
+    return round((1.0 - sparsity) * total)
+
+
+def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the k largest entries of a 1-D tensor; ties go to the lowest indices."""
+    n = scores.numel()
+    if not 0 <= k <= n:
+        raise ValueError(f"k={k} outside [0, {n}]")
+    if k in (0, n):
+        return torch.full((n,), k == n, dtype=torch.bool)
+    threshold = scores.kthvalue(n - k + 1).values  # the k-th largest value
+    keep = scores > threshold
+    missing = k - int(keep.sum())
+    tied = (scores == threshold).nonzero().squeeze(1)[:missing]
+    keep[tied] = True
+    return keep
+
+
+def select_mask(
+    deltas: Mapping[str, torch.Tensor], sparsity: float, granularity: str
+) -> dict[str, torch.Tensor]:
+    """Boolean masks (shaped like each delta) of the largest-|delta| entries at `sparsity`."""
+    names = sorted(deltas)
+    if granularity == "per_tensor":
+        return {
+            name: top_k_mask(deltas[name].abs().flatten(), trainable_count(sparsity, deltas[name].numel())).view(
+                deltas[name].shape
+            )
+            for name in names
+        }
+    if granularity != "global":
+        raise UserError(f"mask granularity must be 'global' or 'per_tensor', got {granularity!r}")
+    scores = torch.cat([deltas[name].abs().flatten() for name in names])
+    keep = top_k_mask(scores, trainable_count(sparsity, scores.numel()))
+    masks, offset = {}, 0
+    for name in names:
+        size = deltas[name].numel()
+        masks[name] = keep[offset : offset + size].view(deltas[name].shape)
+        offset += size
+    return masks
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """A boolean tensor as uint8 bytes, 8 entries per byte, most significant bit first."""
+    flat = mask.flatten().to(torch.uint8)
+    flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)])
+    return (flat.view(-1, 8) * _BIT_WEIGHTS).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, shape: Iterable[int]) -> torch.Tensor:
+    shape = torch.Size(shape)
+    bits = packed.view(-1, 1).bitwise_and(_BIT_WEIGHTS).ne(0).flatten()
+    return bits[: shape.numel()].view(shape)
+
+
+def save_mask(path: Path, masks: Mapping[str, torch.Tensor], info: Mapping[str, object]) -> None:
+    trainable = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    metadata = {
+        "format": MASK_FORMAT,
+        "trainable": str(trainable),
+        "total": str(total),
+        "shapes": json.dumps({name: list(m.shape) for name, m in masks.items()}),
+        **{key: json.dumps(value) for key, value in info.items()},
+    }
+    with atomic_path(path) as tmp:
+        save_file({name: pack_bits(m) for name, m in masks.items()}, str(tmp), metadata=metadata)
+
+
+def load_mask(path: Path, parameter_shapes: Mapping[str, torch.Size] | None = None) -> dict[str, torch.Tensor]:
+    """Boolean masks from a mask file, checked against a model's parameter shapes when given."""
+    existing_file(path, "mask file")
+    with TensorReader([path]) as reader:
+        if reader.metadata.get("format") != MASK_FORMAT:
+            raise UserError(f"{path} is not a LoTA mask file (metadata format is not {MASK_FORMAT!r})")
+        shapes = json.loads(reader.metadata["shapes"])
+        masks = {name: unpack_bits(reader.get(name), shapes[name]) for name in reader.names()}
+    if parameter_shapes is not None:
+        for name, mask in masks.items():
+            if name not in parameter_shapes:
+                raise UserError(f"mask {path} covers {name}, which the model does not have")
+            if mask.shape != parameter_shapes[name]:
+                raise UserError(
+                    f"mask {path}: {name} has shape {tuple(mask.shape)}, "
+                    f"the model's is {tuple(parameter_shapes[name])}"
+                )
+    return masks
+
+
+def run(args: ExtractMaskArgs) -> None:
+    """Write the top-|delta| mask at the given sparsity."""
+    check_range("sparsity", args.sparsity, 0.0, 1.0, high_open=True)
+    existing_file(args.task_vector, "task vector")
+    with TensorReader([args.task_vector]) as reader:
+        deltas = {name: reader.get(name) for name in reader.names() if in_scope(name, args.scope)}
+    if not deltas:
+        raise UserError(f"no tensor of {args.task_vector} is in the mask scope {args.scope}")
+    for name, delta in deltas.items():
+        if not torch.isfinite(delta).all():
+            raise UserError(f"task vector {args.task_vector}: {name} has non-finite entries")
+    masks = select_mask(deltas, args.sparsity, args.granularity)
+    trainable = sum(int(m.sum()) for m in masks.values())
+    if trainable == 0:
+        raise UserError(f"sparsity {args.sparsity} leaves no trainable entry among {len(deltas)} tensors")
+    info = {"sparsity": args.sparsity, "granularity": args.granularity, "scope": sorted(args.scope)}
+    save_mask(args.out, masks, info)
+    total = sum(m.numel() for m in masks.values())
+    log.info("%d of %d entries trainable (%.4f) in %d tensors -> %s", trainable, total, trainable / total, len(masks), args.out)
+
+
+if __name__ == "__main__":
+    run_main(ExtractMaskArgs, run)

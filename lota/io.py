@@ -1,0 +1,132 @@
+"""Atomic outputs, JSON Lines, and tensor-by-tensor access to safetensors checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from lota.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `final` (file or directory) and rename it into place on success.
+
+    A job killed midway leaves only the hidden temporary, never something that looks finished.
+    """
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create output folder {final.parent}: {error.strerror}") from None
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+        if final.is_dir() and tmp.is_dir():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def write_json(path: Path, payload: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path, what: str) -> Any:
+    if not Path(path).is_file():
+        raise UserError(f"{what} not found: {path}")
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{what} {path} is not valid JSON: {error}") from None
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as out:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path, what: str = "JSONL file") -> list[dict[str, Any]]:
+    """All records of a JSON Lines file; a malformed or empty file is a UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    records = []
+    with open(path) as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserError(f"{path}:{number}: malformed JSON line ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path}:{number}: expected a JSON object per line")
+            records.append(record)
+    if not records:
+        raise UserError(f"{what} is empty: {path}")
+    return records
+
+
+def checkpoint_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of an HF checkpoint directory (one file or an indexed shard set)."""
+    model_dir = Path(model_dir)
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(read_json(index, "checkpoint index")["weight_map"].values()))
+        return [model_dir / shard for shard in shards]
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise UserError(f"no safetensors checkpoint (model.safetensors) in {model_dir}")
+
+
+class TensorReader(contextlib.AbstractContextManager):
+    """Read named tensors one at a time from one or more safetensors files, never all at once."""
+
+    def __init__(self, files: Iterable[Path]):
+        self._stack = contextlib.ExitStack()
+        self._handles: dict[str, Any] = {}
+        for file in files:
+            try:
+                handle = self._stack.enter_context(safe_open(str(file), framework="pt"))
+            except (SafetensorError, OSError) as error:
+                self._stack.close()
+                raise UserError(f"cannot read safetensors file {file}: {error}") from None
+            for name in handle.keys():
+                self._handles[name] = handle
+        self.metadata: dict[str, str] = {}
+        if len(self._handles):
+            first = next(iter(self._handles.values()))
+            self.metadata = first.metadata() or {}
+
+    def names(self) -> list[str]:
+        return sorted(self._handles)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._handles
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._handles[name].get_tensor(name)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stack.close()

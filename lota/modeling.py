@@ -1,0 +1,56 @@
+"""Loading HF causal LMs and tokenizers from local directories, and measuring memory."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from lota.errors import UserError
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _check_model_dir(model_dir: Path) -> None:
+    if not (Path(model_dir) / "config.json").is_file():
+        raise UserError(f"not a model directory (no config.json): {model_dir}")
+
+
+def load_model(
+    model_dir: Path,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    on: torch.device | None = None,
+) -> PreTrainedModel:
+    _check_model_dir(model_dir)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load a causal LM from {model_dir}: {str(error).splitlines()[0]}") from None
+    return model.to(on or device())
+
+
+def load_tokenizer(model_dir: Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    _check_model_dir(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load a tokenizer from {model_dir}: {str(error).splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def peak_memory_mb(on: torch.device) -> float:
+    """Peak memory so far: allocated GPU memory on CUDA, peak resident set size on CPU."""
+    if on.type == "cuda":
+        return torch.cuda.max_memory_allocated(on) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10

@@ -1,0 +1,112 @@
+"""Stage prepare_data: a task's splits as normalized JSONL records, deterministic subsets by seed.
+
+Each record is {"id", "prompt", "response", "gold"}: `prompt` is the full text fed to the
+model (the tokenizer's chat template with a generation prompt, when it has one), `response`
+the target text ending with the end-of-sequence token, `gold` the answer a scorer compares.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from lota.cli import arg, run_main
+from lota.errors import UserError
+from lota.io import write_jsonl
+from lota.modeling import load_tokenizer
+from lota.tasks import Example, get_task
+
+log = logging.getLogger("lota.prepare_data")
+DATA_DIR_ENV = "LOTA_DATA_DIR"
+
+
+@dataclass
+class PrepareDataArgs:
+    task: str = arg(help="task name from the registry, e.g. gsm8k")
+    tokenizer: Path = arg(help="model directory whose tokenizer (and chat template) formats prompts")
+    train_out: Path = arg(help="output JSONL of training records")
+    eval_out: Path = arg(help="output JSONL of evaluation records")
+    data_dir: Path | None = arg(None, f"local task data folder; default ${DATA_DIR_ENV}, else the hub")
+    train_size: int = arg(0, "training records to keep (a seeded random subset); 0 keeps all")
+    eval_size: int = arg(0, "evaluation records to keep (a seeded random subset); 0 keeps all")
+    seed: int = arg(0, "seed of the subset selection")
+    require_chat_template: bool = arg(False, "fail if the tokenizer has no chat template")
+
+
+def resolve_data_dir(data_dir: Path | None) -> Path | None:
+    """The local data folder: the argument, else $LOTA_DATA_DIR, else None (the hub)."""
+    chosen = data_dir or (Path(os.environ[DATA_DIR_ENV]) if os.environ.get(DATA_DIR_ENV) else None)
+    if chosen is not None and not chosen.is_dir():
+        raise UserError(f"data folder not found: {chosen}")
+    return chosen
+
+
+def seeded_subset(items: list[Any], size: int, seed: int) -> list[Any]:
+    """`size` items chosen by a seeded shuffle (all of them, shuffled, when size is 0 or larger)."""
+    if size < 0:
+        raise UserError(f"subset size must be >= 0, got {size}")
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [items[i] for i in order[: size or len(items)]]
+
+
+def format_prompt(question: str, tokenizer: PreTrainedTokenizerBase, require_chat_template: bool) -> str:
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+    if require_chat_template:
+        raise UserError("the tokenizer has no chat template but require_chat_template is set")
+    return f"{tokenizer.bos_token or ''}Question: {question}\nAnswer: "
+
+
+def to_record(index: int, example: Example, tokenizer: PreTrainedTokenizerBase, require_chat: bool) -> dict:
+    return {
+        "id": index,
+        "prompt": format_prompt(example.question, tokenizer, require_chat),
+        "response": example.response + tokenizer.eos_token,
+        "gold": example.gold,
+    }
+
+
+def prepare_split(
+    task_name: str,
+    split: str,
+    data_dir: Path | None,
+    tokenizer: PreTrainedTokenizerBase,
+    size: int,
+    seed: int,
+    require_chat_template: bool = False,
+) -> list[dict[str, Any]]:
+    task = get_task(task_name)
+    raw = task.load(split, data_dir)
+    indexed = seeded_subset(list(enumerate(raw)), size, seed)
+    return [
+        to_record(index, task.to_example(record), tokenizer, require_chat_template) for index, record in indexed
+    ]
+
+
+def run(args: PrepareDataArgs) -> None:
+    """Write a task's train and eval splits as normalized JSONL records."""
+    get_task(args.task)
+    data_dir = resolve_data_dir(args.data_dir)
+    tokenizer = load_tokenizer(args.tokenizer)
+    splits = (("train", args.train_size, args.train_out), ("test", args.eval_size, args.eval_out))
+    # Both splits are built before either is written, so bad data leaves no output at all.
+    prepared = [
+        (split, out, prepare_split(args.task, split, data_dir, tokenizer, size, args.seed, args.require_chat_template))
+        for split, size, out in splits
+    ]
+    for split, out, records in prepared:
+        write_jsonl(out, records)
+        log.info("%s %s: %d records -> %s", args.task, split, len(records), out)
+
+
+if __name__ == "__main__":
+    run_main(PrepareDataArgs, run)

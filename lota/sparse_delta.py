@@ -1,0 +1,55 @@
+"""The sparse delta of a LoTA run: for each masked tensor, the flat indices of its trainable
+entries and their change from the base, so `base.view(-1)[indices] += values` rebuilds it.
+
+Stored as safetensors: '<name>.indices' (int32, or int64 for tensors of 2**31 entries or
+more), '<name>.values' (float32), and metadata with the format and every tensor's shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from lota.errors import UserError
+from lota.io import TensorReader, atomic_path
+
+SPARSE_DELTA_FORMAT = "lota-sparse-delta"
+SparseDelta = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def save_sparse_delta(path: Path, delta: Mapping[str, tuple[torch.Tensor, torch.Tensor]], shapes: Mapping[str, torch.Size]) -> None:
+    tensors = {}
+    for name, (indices, values) in delta.items():
+        index_dtype = torch.int32 if shapes[name].numel() < 2**31 else torch.int64
+        tensors[f"{name}.indices"] = indices.to(index_dtype).contiguous()
+        tensors[f"{name}.values"] = values.float().contiguous()
+    metadata = {"format": SPARSE_DELTA_FORMAT, "shapes": json.dumps({n: list(shapes[n]) for n in delta})}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def is_sparse_delta(reader: TensorReader) -> bool:
+    return reader.metadata.get("format") == SPARSE_DELTA_FORMAT
+
+
+def read_sparse_delta(reader: TensorReader) -> tuple[SparseDelta, dict[str, list[int]]]:
+    """(name -> (int64 indices, float32 values), name -> shape) from an open sparse delta file."""
+    shapes = json.loads(reader.metadata["shapes"])
+    delta = {name: (reader.get(f"{name}.indices").long(), reader.get(f"{name}.values")) for name in shapes}
+    return delta, shapes
+
+
+def apply_sparse_delta(parameters: Mapping[str, torch.Tensor], delta: SparseDelta, shapes: Mapping[str, list[int]], source: Path) -> None:
+    """Add each sparse delta onto the named parameter in place, checking names and shapes."""
+    for name, (indices, values) in delta.items():
+        if name not in parameters:
+            raise UserError(f"sparse delta {source} has {name}, which the model does not have")
+        parameter = parameters[name]
+        if list(parameter.shape) != list(shapes[name]):
+            raise UserError(f"sparse delta {source}: {name} has shape {shapes[name]}, the model's is {list(parameter.shape)}")
+        with torch.no_grad():
+            parameter.view(-1).index_add_(0, indices.to(parameter.device), values.to(parameter.device, parameter.dtype))

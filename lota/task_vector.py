@@ -1,0 +1,53 @@
+"""Stage task_vector: delta = finetuned - base, tensor by tensor.
+
+Only one tensor of each model is in memory at a time; the output holds a delta for every
+tensor the fine-tuned weights file holds (the FFT run trains every parameter).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from lota.cli import arg, existing_file, run_main
+from lota.errors import UserError
+from lota.io import TensorReader, atomic_path, checkpoint_files
+
+log = logging.getLogger("lota.task_vector")
+
+
+@dataclass
+class TaskVectorArgs:
+    base: Path = arg(help="base HF model directory")
+    finetuned: Path = arg(help="fine-tuned weights (safetensors of the FFT run's parameters)")
+    out: Path = arg(help="output safetensors of deltas")
+
+
+def task_vector(base: TensorReader, finetuned: TensorReader) -> dict[str, torch.Tensor]:
+    deltas = {}
+    for name in finetuned.names():
+        if name not in base:
+            raise UserError(f"fine-tuned tensor {name} is not in the base model")
+        tuned, original = finetuned.get(name), base.get(name)
+        if tuned.shape != original.shape:
+            raise UserError(f"shape of {name} differs: fine-tuned {tuple(tuned.shape)}, base {tuple(original.shape)}")
+        deltas[name] = tuned.float() - original.float()
+    return deltas
+
+
+def run(args: TaskVectorArgs) -> None:
+    """Write finetuned - base for every fine-tuned tensor."""
+    existing_file(args.finetuned, "fine-tuned weights")
+    with TensorReader(checkpoint_files(args.base)) as base, TensorReader([args.finetuned]) as finetuned:
+        deltas = task_vector(base, finetuned)
+    with atomic_path(args.out) as tmp:
+        save_file(deltas, str(tmp), metadata={"format": "lota-task-vector"})
+    log.info("wrote %d deltas -> %s", len(deltas), args.out)
+
+
+if __name__ == "__main__":
+    run_main(TaskVectorArgs, run)

