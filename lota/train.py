@@ -202,12 +202,13 @@ def clip_gradients(grads: Sequence[torch.Tensor], mode: str, max_norm: float) ->
     if not grads:
         return 0.0
     norms = torch.stack([g.float().norm() for g in grads])
+    total = norms.norm()
     if mode == "per_tensor":
         for grad, norm in zip(grads, norms):
             grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
     elif mode == "global":
-        torch.nn.utils.clip_grads_with_norm_(grads, max_norm, norms.norm())
-    return float(norms.norm())
+        torch._foreach_mul_(list(grads), torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return float(total)
 
 
 def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -7,8 +7,14 @@ import shlex
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from lota.config import config_errors, load_schema
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+config_problems = config_errors(config, load_schema(CONFIG_SCHEMA))
+if config_problems:
+    raise WorkflowError(config_problems[0])
+validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 
 ENV = "../../envs/lota.yaml"
 BASE_MODEL = "work/base_model"
@@ -22,7 +28,7 @@ RUN_PATTERN = re.compile(
 wildcard_constraints:
     task="[a-z][a-z0-9_]*",
     percent=r"\d+(?:\.\d+)?",
-    run=r"(base|fft|lota)_[a-z][a-z0-9_.]*",
+    run=r"[a-z][a-z0-9_.]*",
 
 
 def parse_run(run):

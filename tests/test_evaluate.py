@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from lota.config import config_errors, load_schema
+from lota.evaluate import EvaluateArgs, evaluate, stage_costs, wilson_interval
+from tests.conftest import REPO, write_records
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(2, 128)
+    assert low == pytest.approx(0.0043, abs=1e-4) and high == pytest.approx(0.0552, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_stage_costs_read_snakemake_benchmarks(tmp_path):
+    (tmp_path / "b.tsv").write_text("s\th:m:s\tmax_rss\tmax_vms\n12.5\t0:00:12\t512.25\t900\n")
+    costs = stage_costs([f"train={tmp_path / 'b.tsv'}", f"export={tmp_path / 'missing.tsv'}"])
+    assert costs == {"train": {"wall_s": 12.5, "max_rss_mb": 512.25}}
+
+
+def test_results_hold_accuracy_and_provenance(tmp_path):
+    samples = write_records(
+        tmp_path / "samples.jsonl",
+        [{"id": 0, "completion": "#### 3", "gold": "3", "backend": "transformers"}, {"id": 1, "completion": "#### 4", "gold": "5"}],
+    )
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"trainable_params": 42, "steps": 3, "tokens": 10, "final_loss": 1.0, "train_wall_s": 2.0, "tokens_per_s": 5.0, "peak_memory_mb": 100.0, "device": "cpu"}))
+    args = EvaluateArgs(
+        samples=samples, task="gsm8k", out=tmp_path / "result.json", run="lota_gsm8k_s90", method="lota",
+        sparsity=0.9, train_summary=summary, config_json='{"seed": 0}',
+    )
+    evaluate(args)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["accuracy"] == 0.5 and result["n"] == 2 and result["correct"] == 1
+    assert result["trainable_params"] == 42 and result["sparsity"] == 0.9
+    assert result["config"] == {"seed": 0} and "torch" in result["versions"]
+    assert result["generation_backend"] == "transformers"
+
+
+def test_default_config_is_valid_and_errors_name_the_key():
+    import yaml
+
+    schema = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert config_errors(config, schema) == []
+    config["train"]["lota"]["lr"] = "fast"
+    assert config_errors(config, schema)[0] == "config key train.lota.lr: 'fast' is not of type 'number'"
+    config["train"]["lota"]["lr"] = 1e-4
+    config["train"]["fft"]["batch_size"] = 0
+    assert config_errors(config, schema)[0] == "config key train.fft.batch_size: 0 is less than the minimum of 1"

@@ -1,0 +1,136 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lota.errors import UserError
+from lota.extract_mask import (
+    ExtractMaskArgs,
+    in_scope,
+    load_mask,
+    pack_bits,
+    run,
+    select_mask,
+    top_k_mask,
+    trainable_count,
+    unpack_bits,
+)
+
+
+def test_top_k_mask_keeps_largest_and_breaks_ties_by_lowest_index():
+    scores = torch.tensor([1.0, 2.0, 2.0, 2.0, 3.0])
+    assert top_k_mask(scores, 3).tolist() == [False, True, True, False, True]
+    assert top_k_mask(scores, 1).tolist() == [False, False, False, False, True]
+    assert top_k_mask(scores, 0).tolist() == [False] * 5
+    assert top_k_mask(scores, 5).tolist() == [True] * 5
+
+
+def test_top_k_mask_all_tied_takes_the_first_k():
+    assert top_k_mask(torch.zeros(10), 4).tolist() == [True] * 4 + [False] * 6
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.95, 0.99, 0.999])
+def test_global_mask_count_is_exact(sparsity):
+    generator = torch.Generator().manual_seed(0)
+    deltas = {
+        "a.q_proj.weight": torch.randn(7, 13, generator=generator),
+        "b.up_proj.weight": torch.randn(31, 5, generator=generator).round(decimals=1),  # many ties
+        "c.down_proj.weight": torch.zeros(3, 3),
+    }
+    masks = select_mask(deltas, sparsity, "global")
+    total = sum(d.numel() for d in deltas.values())
+    assert sum(int(m.sum()) for m in masks.values()) == trainable_count(sparsity, total) == round((1 - sparsity) * total)
+    assert all(masks[name].shape == deltas[name].shape for name in deltas)
+
+
+def test_global_mask_is_one_threshold_across_tensors():
+    deltas = {"x.q_proj.weight": torch.tensor([[5.0, 1.0]]), "y.k_proj.weight": torch.tensor([[-4.0, 0.5]])}
+    masks = select_mask(deltas, 0.5, "global")
+    assert masks["x.q_proj.weight"].tolist() == [[True, False]]
+    assert masks["y.k_proj.weight"].tolist() == [[True, False]]  # |-4| ranks by magnitude
+
+
+def test_global_ties_go_to_the_first_tensor_by_name():
+    deltas = {"z.q_proj.weight": torch.ones(2, 2), "a.q_proj.weight": torch.ones(2, 2)}
+    masks = select_mask(deltas, 0.5, "global")
+    assert masks["a.q_proj.weight"].all() and not masks["z.q_proj.weight"].any()
+
+
+def test_per_tensor_mask_counts_are_exact_per_tensor():
+    deltas = {"a.q_proj.weight": torch.arange(10.0).view(2, 5), "b.v_proj.weight": -torch.arange(20.0).view(4, 5)}
+    masks = select_mask(deltas, 0.7, "per_tensor")
+    assert int(masks["a.q_proj.weight"].sum()) == 3
+    assert int(masks["b.v_proj.weight"].sum()) == 6
+    assert masks["a.q_proj.weight"].flatten().tolist() == [False] * 7 + [True] * 3
+    assert masks["b.v_proj.weight"].flatten().tolist() == [False] * 14 + [True] * 6
+
+
+def test_masks_are_deterministic():
+    deltas = {"a.q_proj.weight": torch.randint(0, 3, (50, 50)).float()}
+    first, second = select_mask(deltas, 0.9, "global"), select_mask(deltas, 0.9, "global")
+    assert torch.equal(first["a.q_proj.weight"], second["a.q_proj.weight"])
+
+
+@pytest.mark.parametrize("numel", [1, 7, 8, 9, 64, 1001])
+def test_pack_bits_matches_numpy_and_round_trips(numel):
+    mask = torch.rand(numel, generator=torch.Generator().manual_seed(numel)) > 0.5
+    packed = pack_bits(mask)
+    assert packed.dtype == torch.uint8
+    assert packed.numpy().tolist() == np.packbits(mask.numpy()).tolist()
+    assert torch.equal(unpack_bits(packed, (numel,)), mask)
+
+
+def test_in_scope_matches_module_names_of_weights():
+    scope = ["q_proj", "down_proj"]
+    assert in_scope("model.layers.0.self_attn.q_proj.weight", scope)
+    assert in_scope("model.layers.3.mlp.down_proj.weight", scope)
+    assert not in_scope("model.layers.0.self_attn.q_proj.bias", scope)
+    assert not in_scope("model.layers.0.self_attn.k_proj.weight", scope)
+    assert not in_scope("model.embed_tokens.weight", scope)
+
+
+def write_task_vector(path, tensors):
+    save_file(tensors, str(path))
+    return path
+
+
+def test_run_writes_packed_mask_with_metadata(tmp_path):
+    deltas = {
+        "m.layers.0.self_attn.q_proj.weight": torch.randn(8, 4),
+        "m.layers.0.mlp.up_proj.weight": torch.randn(6, 4),
+        "m.embed_tokens.weight": torch.randn(10, 4),
+    }
+    vector = write_task_vector(tmp_path / "tv.safetensors", deltas)
+    out = tmp_path / "mask.safetensors"
+    run(ExtractMaskArgs(task_vector=vector, out=out, sparsity=0.75))
+    masks = load_mask(out, {name: t.shape for name, t in deltas.items()})
+    assert set(masks) == {"m.layers.0.self_attn.q_proj.weight", "m.layers.0.mlp.up_proj.weight"}
+    assert sum(int(m.sum()) for m in masks.values()) == round(0.25 * 56)
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as handle:
+        metadata = handle.metadata()
+        assert handle.get_tensor("m.layers.0.self_attn.q_proj.weight").dtype == torch.uint8
+    assert json.loads(metadata["sparsity"]) == 0.75
+    assert json.loads(metadata["granularity"]) == "global"
+    assert metadata["trainable"] == "14" and metadata["total"] == "56"
+
+
+def test_load_mask_rejects_other_models(tmp_path):
+    vector = write_task_vector(tmp_path / "tv.safetensors", {"m.q_proj.weight": torch.randn(4, 4)})
+    out = tmp_path / "mask.safetensors"
+    run(ExtractMaskArgs(task_vector=vector, out=out, sparsity=0.5))
+    with pytest.raises(UserError, match="m.q_proj.weight has shape \\(4, 4\\), the model's is \\(4, 5\\)"):
+        load_mask(out, {"m.q_proj.weight": torch.Size([4, 5])})
+    with pytest.raises(UserError, match="covers m.q_proj.weight, which the model does not have"):
+        load_mask(out, {"other.weight": torch.Size([4, 4])})
+
+
+@pytest.mark.parametrize("sparsity", [1.0, -0.1, 1.5])
+def test_run_rejects_sparsity_out_of_range(tmp_path, sparsity):
+    vector = write_task_vector(tmp_path / "tv.safetensors", {"m.q_proj.weight": torch.randn(4, 4)})
+    with pytest.raises(UserError, match=r"sparsity must be in \[0.0, 1.0\)"):
+        run(ExtractMaskArgs(task_vector=vector, out=tmp_path / "mask.safetensors", sparsity=sparsity))
+    assert not (tmp_path / "mask.safetensors").exists()

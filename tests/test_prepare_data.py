@@ -1,0 +1,76 @@
+import copy
+import json
+
+import pytest
+
+from lota.errors import UserError
+from lota.prepare_data import PrepareDataArgs, format_prompt, prepare_split, resolve_data_dir, run, seeded_subset
+
+
+def test_seeded_subset_is_deterministic_and_bounded():
+    items = list(range(100))
+    assert seeded_subset(items, 10, 0) == seeded_subset(items, 10, 0)
+    assert seeded_subset(items, 10, 0) != seeded_subset(items, 10, 1)
+    assert sorted(seeded_subset(items, 0, 0)) == items
+    assert len(seeded_subset(items, 500, 0)) == 100
+
+
+def test_records_use_the_chat_template(gsm8k_dir, smol_tokenizer):
+    records = prepare_split("gsm8k", "train", gsm8k_dir, smol_tokenizer, size=5, seed=0)
+    assert len(records) == 5 and len({r["id"] for r in records}) == 5
+    first = records[0]
+    assert first["prompt"].startswith("<|im_start|>system") and first["prompt"].endswith("<|im_start|>assistant\n")
+    assert first["response"].endswith("<|im_end|>") and "####" in first["response"]
+    assert first["gold"] == first["response"].rsplit("####", 1)[1].removesuffix("<|im_end|>").strip().replace(",", "")
+
+
+def test_plain_prompt_without_chat_template(smol_tokenizer):
+    plain = copy.deepcopy(smol_tokenizer)
+    plain.chat_template = None
+    assert format_prompt("What is 2+2?", plain, False) == f"{plain.bos_token}Question: What is 2+2?\nAnswer: "
+    with pytest.raises(UserError, match="no chat template"):
+        format_prompt("What is 2+2?", plain, True)
+
+
+def test_run_writes_both_splits(tmp_path, gsm8k_dir, tiny_model):
+    args = PrepareDataArgs(
+        task="gsm8k", tokenizer=tiny_model, train_out=tmp_path / "train.jsonl", eval_out=tmp_path / "eval.jsonl",
+        data_dir=gsm8k_dir, train_size=4, eval_size=3,
+    )
+    run(args)
+    train = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    evaluation = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert len(train) == 4 and len(evaluation) == 3
+    assert set(train[0]) == {"id", "prompt", "response", "gold"}
+
+
+def test_missing_or_malformed_data_is_named(tmp_path, tiny_model, gsm8k_dir):
+    args = PrepareDataArgs(task="gsm8k", tokenizer=tiny_model, train_out=tmp_path / "t.jsonl", eval_out=tmp_path / "e.jsonl")
+    (tmp_path / "empty" / "gsm8k").mkdir(parents=True)
+    args.data_dir = tmp_path / "empty"
+    with pytest.raises(UserError, match="GSM8K train data not found: .*gsm8k/train.jsonl"):
+        run(args)
+    (tmp_path / "empty" / "gsm8k" / "train.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n{broken\n')
+    with pytest.raises(UserError, match="train.jsonl:2: malformed JSON line"):
+        run(args)
+    args.data_dir = tmp_path / "nowhere"
+    with pytest.raises(UserError, match="data folder not found"):
+        run(args)
+    assert not (tmp_path / "t.jsonl").exists() and not (tmp_path / "e.jsonl").exists()
+
+
+def test_data_dir_falls_back_to_the_environment(monkeypatch, gsm8k_dir):
+    monkeypatch.setenv("LOTA_DATA_DIR", str(gsm8k_dir))
+    assert resolve_data_dir(None) == gsm8k_dir
+    monkeypatch.delenv("LOTA_DATA_DIR")
+    assert resolve_data_dir(None) is None
+
+
+def test_no_local_data_and_no_hub_is_a_clear_error(monkeypatch, tmp_path, tiny_model):
+    monkeypatch.delenv("LOTA_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    args = PrepareDataArgs(task="gsm8k", tokenizer=tiny_model, train_out=tmp_path / "t.jsonl", eval_out=tmp_path / "e.jsonl")
+    with pytest.raises(UserError, match="no local data folder is set .* hub dataset openai/gsm8k could not be loaded"):
+        run(args)

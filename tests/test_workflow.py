@@ -1,0 +1,73 @@
+"""The real DAG through the snakemake CLI, on a tiny random Llama and a few GSM8K records."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+
+def snakemake(workdir, *arguments):
+    command = [sys.executable, "-m", "snakemake", *arguments, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(workdir / "config.yaml")]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+
+
+def planned_jobs(output):
+    table = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {match[0]: int(match[1]) for match in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tiny_model, gsm8k_dir):
+    root = tmp_path_factory.mktemp("workflow")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["base_model"]["source"] = str(tiny_model)
+    config["data_dir"] = str(gsm8k_dir)
+    config["tasks"]["gsm8k"] = {"train_size": 8, "eval_size": 4, "max_length": 256, "max_new_tokens": 8}
+    for method in ("fft", "lota"):
+        config["train"][method]["batch_size"] = 4
+    config["generate"]["batch_size"] = 4
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def test_dag_runs_to_a_lota_result_and_reuses_the_dense_run(workdir):
+    done = snakemake(workdir, "--cores", "2", "results/lota_gsm8k_s90.json", "results/base_gsm8k.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((workdir / "results" / "lota_gsm8k_s90.json").read_text())
+    assert result["method"] == "lota" and result["sparsity"] == 0.9 and result["n"] == 4
+    assert 0.0 <= result["accuracy"] <= 1.0 and result["ci95"][0] <= result["accuracy"] <= result["ci95"][1]
+    assert result["trainable_params"] > 0
+    assert {"base_model", "prepare_data", "train_fft", "task_vector", "extract_mask", "train_lota", "export", "generate"} <= set(result["stages"])
+    assert result["config"]["train_lota"]["lr"] == 1e-4
+    base = json.loads((workdir / "results" / "base_gsm8k.json").read_text())
+    assert base["method"] == "base" and base["trainable_params"] == 0
+
+    plan = snakemake(workdir, "-n", "results/lota_gsm8k_s50.json")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert planned_jobs(plan.stdout + plan.stderr) == {"extract_mask": 1, "train_lota": 1, "export": 1, "generate": 1, "evaluate": 1}
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "message"),
+    [
+        ("results/base_gsm9k.json", [], "unknown task 'gsm9k': not under config key 'tasks'"),
+        ("results/lota_gsm8k_s100.json", [], "sparsity s100 is 1.0, outside [0, 1)"),
+        ("results/dpo_gsm8k.json", [], "run name 'dpo_gsm8k' is not base_<task>, fft_<task> or lota_<task>_s<percent>"),
+        ("results/fft_gsm8k.json", ["--config", "seed=-1"], "config key seed: -1 is less than the minimum of 0"),
+        ("results/fft_gsm8k.json", ["--config", "mask={'granularity': 'local'}"], "config key mask.granularity: 'local' is not one of"),
+    ],
+)
+def test_bad_targets_and_config_fail_with_one_clear_line(workdir, target, extra, message):
+    plan = snakemake(workdir, "-n", target, *extra)
+    assert plan.returncode != 0
+    assert message in plan.stdout + plan.stderr
+
+
+def test_workflow_lints_clean():
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
