@@ -211,20 +211,18 @@ def clip_gradients(grads: Sequence[torch.Tensor], mode: str, max_norm: float) ->
     return float(total)
 
 
-def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(summed next-token cross-entropy over response tokens, their count)."""
+def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over the response tokens (labels not IGNORE_INDEX)."""
     shifted_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    shifted_labels = labels[:, 1:].reshape(-1)
-    loss = F.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss, int((shifted_labels != IGNORE_INDEX).sum())
+    return F.cross_entropy(shifted_logits, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 # --- the loop ---------------------------------------------------------------------------
 
+Chosen = list[tuple[str, torch.nn.Parameter, torch.Tensor | None]]
 
-def trainable_parameters(
-    model: torch.nn.Module, method: str, mask_path: Path | None
-) -> list[tuple[str, torch.nn.Parameter, torch.Tensor | None]]:
+
+def trainable_parameters(model: torch.nn.Module, method: str, mask_path: Path | None) -> Chosen:
     """(name, parameter, trainable flat indices or None for all); others get requires_grad False."""
     named = dict(model.named_parameters())
     if method == "fft":
@@ -238,6 +236,23 @@ def trainable_parameters(
         else:
             chosen.append((name, parameter, indices))
     return chosen
+
+
+def optimizer_steps(n_examples: int, args: TrainArgs) -> list[list[tuple[float, list[int]]]]:
+    """The micro-batches of each optimizer step, at most max_steps of them."""
+    batches = list(micro_batches(n_examples, args.batch_size, args.epochs, args.seed))
+    steps = [batches[start : start + args.grad_accum] for start in range(0, len(batches), args.grad_accum)]
+    return steps[: args.max_steps] if args.max_steps else steps
+
+
+def save_weights(path: Path, method: str, chosen: Chosen, base_values: dict[str, torch.Tensor]) -> None:
+    """fft: every trained parameter; lota: the sparse delta of the trained entries from the base."""
+    if method == "fft":
+        tensors = {name: p.detach().contiguous().cpu() for name, p, _ in chosen}
+        save_file(tensors, str(path), metadata={"format": "lota-weights"})
+        return
+    delta = {name: (idx.cpu(), (p.detach().view(-1)[idx] - base_values[name]).cpu()) for name, p, idx in chosen}
+    save_sparse_delta(path, delta, {name: p.shape for name, p, _ in chosen})
 
 
 def train(args: TrainArgs) -> dict[str, Any]:
@@ -255,32 +270,29 @@ def train(args: TrainArgs) -> dict[str, Any]:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer.optimizer, lambda step: min(1.0, (step + 1) / args.warmup_steps) if args.warmup_steps else 1.0
     )
-    batches = list(micro_batches(len(examples), args.batch_size, args.epochs, args.seed))
-    steps = math.ceil(len(batches) / args.grad_accum)
-    if args.max_steps:
-        steps = min(steps, args.max_steps)
-        batches = batches[: steps * args.grad_accum]
-    log.info("%s: %d examples, %d steps, %d trainable parameters on %s", args.method, len(examples), steps, optimizer.trainable_count, on)
+    steps = optimizer_steps(len(examples), args)
+    log.info("%s: %d examples, %d steps, %d trainable parameters on %s", args.method, len(examples), len(steps), optimizer.trainable_count, on)
 
     autocast = torch.autocast(on.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     with atomic_path(args.out) as tmp:
         tmp.mkdir()
         started = time.perf_counter()
         total_tokens, last_loss = 0, float("nan")
-        with open(tmp / "log.jsonl", "w") as log_file, tqdm(total=steps, desc=f"train {args.method}", unit="step") as progress:
-            for step in range(steps):
+        with open(tmp / "log.jsonl", "w") as log_file:
+            for step, micro in enumerate(tqdm(steps, desc=f"train {args.method}", unit="step"), start=1):
                 step_started = time.perf_counter()
-                step_batches = batches[step * args.grad_accum : (step + 1) * args.grad_accum]
-                encoded = [collate([examples[i] for i in chunk], tokenizer.pad_token_id) for _, chunk in step_batches]
+                encoded = [collate([examples[i] for i in chunk], tokenizer.pad_token_id) for _, chunk in micro]
+                # Every micro-batch's loss is divided by the step's response tokens, so that
+                # accumulation gives the same mean as one large batch.
                 target_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in encoded)
-                step_loss, step_tokens = 0.0, 0
+                loss_sum, step_tokens = 0.0, 0
                 for batch in encoded:
                     batch = {key: value.to(on) for key, value in batch.items()}
                     with autocast:
                         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                    loss_sum, _ = response_loss(logits, batch["labels"])
-                    (loss_sum / target_tokens).backward()
-                    step_loss += loss_sum.item()
+                    loss = response_loss(logits, batch["labels"])
+                    (loss / target_tokens).backward()
+                    loss_sum += loss.item()
                     step_tokens += int(batch["attention_mask"].sum())
                 grad_norm = clip_gradients(optimizer.gather_gradients(), args.clip, args.max_grad_norm)
                 optimizer.step()
@@ -289,10 +301,10 @@ def train(args: TrainArgs) -> dict[str, Any]:
                 schedule.step()
                 elapsed = time.perf_counter() - step_started
                 total_tokens += step_tokens
-                last_loss = step_loss / target_tokens
+                last_loss = loss_sum / target_tokens
                 record = {
-                    "step": step + 1,
-                    "epoch": round(step_batches[-1][0], 4),
+                    "step": step,
+                    "epoch": round(micro[-1][0], 4),
                     "loss": last_loss,
                     "lr": lr,
                     "grad_norm": grad_norm,
@@ -303,26 +315,18 @@ def train(args: TrainArgs) -> dict[str, Any]:
                 }
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
-                progress.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                progress.update()
-                log.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f peak %.0f MB", step + 1, steps, last_loss, lr, record["tokens_per_s"], record["peak_memory_mb"])
+                log.info(
+                    "step %d/%d loss %.4f lr %.2e tokens/s %.0f peak %.0f MB",
+                    step, len(steps), last_loss, lr, record["tokens_per_s"], record["peak_memory_mb"],
+                )
         wall = time.perf_counter() - started
-
-        named = {name: p for name, p, _ in chosen}
-        if args.method == "fft":
-            save_file({name: p.detach().contiguous().cpu() for name, p in named.items()}, str(tmp / "weights.safetensors"), metadata={"format": "lota-weights"})
-        else:
-            delta = {
-                name: (idx.cpu(), (p.detach().view(-1)[idx] - base_values[name]).cpu())
-                for name, p, idx in chosen
-            }
-            save_sparse_delta(tmp / "weights.safetensors", delta, {name: p.shape for name, p in named.items()})
+        save_weights(tmp / "weights.safetensors", args.method, chosen, base_values)
         summary = {
             "method": args.method,
             "trainable_params": optimizer.trainable_count,
             "total_params": sum(p.numel() for p in model.parameters()),
             "examples": len(examples),
-            "steps": steps,
+            "steps": len(steps),
             "tokens": total_tokens,
             "final_loss": last_loss,
             "train_wall_s": wall,

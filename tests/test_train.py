@@ -171,3 +171,18 @@ def test_lota_without_mask_or_with_foreign_mask_fails(tmp_path, tiny_model, trai
     with pytest.raises(UserError, match="up_proj.weight has shape \\(3, 3\\)"):
         train(TrainArgs(model=tiny_model, data=train_records, out=tmp_path / "run", method="lota", mask=tmp_path / "foreign.safetensors"))
     assert not (tmp_path / "run").exists()
+
+
+def test_gradient_accumulation_matches_one_large_batch(tmp_path, tiny_model, train_records):
+    def weights(out, batch_size, grad_accum):
+        train(TrainArgs(model=tiny_model, data=train_records, out=out, lr=1e-3, batch_size=batch_size, grad_accum=grad_accum,
+                        max_length=256, max_steps=2, precision="fp32", clip="none"))
+        steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        return load_file(str(out / "weights.safetensors")), steps
+
+    (large, large_steps), (accumulated, accumulated_steps) = weights(tmp_path / "large", 4, 1), weights(tmp_path / "accumulated", 2, 2)
+    for one, other in zip(large_steps, accumulated_steps):  # the gradient itself, not only Adam's scale-free update
+        assert one["grad_norm"] == pytest.approx(other["grad_norm"], rel=1e-4)
+        assert one["loss"] == pytest.approx(other["loss"], rel=1e-5)
+    for name in large:
+        assert torch.allclose(large[name], accumulated[name], atol=1e-6), name
