@@ -50,6 +50,8 @@ def build_parser(args_type: type, description: str) -> argparse.ArgumentParser:
             options["default"] = field.default_factory()
         else:
             options["required"] = True
+        if options.get("default") not in (None, "", []):
+            options["help"] += f" (default: {options['default']})"
         origin = typing.get_origin(annotation)
         if annotation is bool:
             options["action"] = argparse.BooleanOptionalAction
