@@ -115,7 +115,7 @@ def train_summary(wildcards):
 
 def stage_benchmarks(run):
     """STAGE=PATH of the benchmark files of every stage that led to a run."""
-    method, task, sparsity = parse_run(run)
+    method, task, _ = parse_run(run)
     stages = {"base_model": "benchmarks/base_model.tsv", "prepare_data": f"benchmarks/prepare_data/{task}.tsv"}
     if method in ("fft", "lota"):
         stages["train_fft"] = f"benchmarks/train/fft_{task}.tsv"
