@@ -19,7 +19,7 @@ from tqdm import tqdm
 from lota.cli import arg, check_range, run_main
 from lota.errors import UserError
 from lota.io import read_jsonl, write_jsonl
-from lota.modeling import device, load_model, load_tokenizer
+from lota.modeling import device, load_model, load_tokenizer, set_threads
 
 log = logging.getLogger("lota.generate")
 
@@ -35,6 +35,7 @@ class GenerateArgs:
     temperature: float = arg(0.0, "0 is greedy; above 0 samples")
     top_p: float = arg(1.0, "nucleus sampling threshold when sampling")
     seed: int = arg(0, "sampling seed")
+    threads: int = arg(0, "CPU threads; 0 uses every CPU this process may run on")
     trust_remote_code: bool = arg(False, "allow code from the model directory to run (a security risk)")
 
 
@@ -100,6 +101,7 @@ def generate(args: GenerateArgs) -> list[dict[str, Any]]:
         if not isinstance(record.get("prompt"), str) or "gold" not in record:
             raise UserError(f"{args.data}: record {number} needs a string 'prompt' and a 'gold'")
     backend = choose_backend(args.backend)
+    set_threads(args.threads)
     started = time.perf_counter()
     prompts = [record["prompt"] for record in records]
     completions = (generate_vllm if backend == "vllm" else generate_transformers)(args, prompts)

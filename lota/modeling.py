@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 from pathlib import Path
@@ -10,6 +11,19 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lota.errors import UserError
+
+
+def set_threads(count: int) -> int:
+    """Use `count` CPU threads (0: every CPU this process may run on) and return the number.
+
+    Explicit, because Snakemake sets OMP_NUM_THREADS to the job's `threads` (1 by default),
+    while the CPU affinity already reflects what a cluster allocated to the job.
+    """
+    if count < 0:
+        raise UserError(f"threads must be >= 0, got {count}")
+    chosen = count or len(os.sched_getaffinity(0))
+    torch.set_num_threads(chosen)
+    return chosen
 
 
 def device() -> torch.device:

@@ -35,7 +35,7 @@ from lota.cli import arg, check_range, existing_file, run_main
 from lota.errors import UserError
 from lota.extract_mask import load_mask
 from lota.io import atomic_path, read_jsonl, write_json
-from lota.modeling import device, load_model, load_tokenizer, peak_memory_mb
+from lota.modeling import device, load_model, load_tokenizer, peak_memory_mb, set_threads
 from lota.sparse_delta import save_sparse_delta
 
 log = logging.getLogger("lota.train")
@@ -62,6 +62,7 @@ class TrainArgs:
     warmup_steps: int = arg(0, "linear warm-up steps, then a constant learning rate")
     precision: Literal["bf16", "fp32"] = arg("bf16", "bf16 autocast over fp32 weights, or plain fp32")
     seed: int = arg(0, "seed of the data order and of any randomness in the model")
+    threads: int = arg(0, "CPU threads; 0 uses every CPU this process may run on")
     trust_remote_code: bool = arg(False, "allow code from the model directory to run (a security risk)")
 
 
@@ -258,6 +259,7 @@ def save_weights(path: Path, method: str, chosen: Chosen, base_values: dict[str,
 def train(args: TrainArgs) -> dict[str, Any]:
     validate(args)
     torch.manual_seed(args.seed)
+    threads = set_threads(args.threads)
     on = device()
     tokenizer = load_tokenizer(args.model, args.trust_remote_code)
     examples = tokenize_records(read_jsonl(args.data, "training data"), tokenizer, args.max_length, args.data)
@@ -271,7 +273,10 @@ def train(args: TrainArgs) -> dict[str, Any]:
         optimizer.optimizer, lambda step: min(1.0, (step + 1) / args.warmup_steps) if args.warmup_steps else 1.0
     )
     steps = optimizer_steps(len(examples), args)
-    log.info("%s: %d examples, %d steps, %d trainable parameters on %s", args.method, len(examples), len(steps), optimizer.trainable_count, on)
+    log.info(
+        "%s: %d examples, %d steps, %d trainable parameters on %s (%d CPU threads)",
+        args.method, len(examples), len(steps), optimizer.trainable_count, on, threads,
+    )
 
     autocast = torch.autocast(on.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     with atomic_path(args.out) as tmp:
@@ -333,6 +338,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
             "tokens_per_s": total_tokens / wall if wall else 0.0,
             "peak_memory_mb": peak_memory_mb(on),
             "device": str(on),
+            "cpu_threads": threads,
             "args": {key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(args).items()},
         }
         write_json(tmp / "summary.json", summary)

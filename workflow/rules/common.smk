@@ -78,7 +78,12 @@ def trust_option():
 
 
 def resources(kind):
-    return config["resources"][kind]
+    """The scheduler resources of a job kind (its CPU threads go to the stage as --threads)."""
+    return {key: value for key, value in config["resources"][kind].items() if key != "threads"}
+
+
+def threads_option(kind):
+    return cli_options({"threads": config["resources"][kind].get("threads", 0)})
 
 
 def local_task_files(wildcards):
@@ -94,7 +99,7 @@ def local_task_files(wildcards):
 
 def train_options(method, task):
     settings = dict(config["train"][method], max_length=config["tasks"][task]["max_length"])
-    return f"{cli_options(settings | {'seed': config['seed']})} {trust_option()}"
+    return f"{cli_options(settings | {'seed': config['seed']})} {threads_option('train')} {trust_option()}"
 
 
 def model_dir(wildcards):

@@ -35,6 +35,7 @@ rule generate:
     params:
         max_new_tokens=lambda wc: config["tasks"][parse_run(wc.run)[1]]["max_new_tokens"],
         options=cli_options(config["generate"] | {"seed": config["seed"]}),
+        threads=threads_option("generate"),
         trust=trust_option(),
     resources:
         **resources("generate"),
@@ -42,7 +43,8 @@ rule generate:
         ENV
     shell:
         "python -m lota.generate --model {input.model:q} --data {input.data:q} --out {output:q}"
-        " --max-new-tokens {params.max_new_tokens} {params.options} {params.trust} > {log:q} 2>&1"
+        " --max-new-tokens {params.max_new_tokens} {params.options} {params.threads} {params.trust}"
+        " > {log:q} 2>&1"
 
 
 rule evaluate:
