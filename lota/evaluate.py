@@ -115,7 +115,12 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
         "n": n,
         "ci95": [low, high],
         "trainable_params": summary["trainable_params"] if summary else 0,
-        "train": {key: summary[key] for key in ("steps", "tokens", "final_loss", "train_wall_s", "tokens_per_s", "peak_memory_mb", "device")} if summary else None,
+        "train": {
+            key: summary[key]
+            for key in ("steps", "tokens", "final_loss", "train_wall_s", "tokens_per_s", "peak_memory_mb", "device")
+        }
+        if summary
+        else None,
         "base_model": args.base_model,
         "generation_backend": samples[0].get("backend"),
         "stages": stage_costs(args.benchmark),
@@ -123,7 +128,9 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
         "versions": package_versions(),
     }
     write_json(args.out, result)
-    log.info("%s: accuracy %.4f (%d/%d), 95%% CI [%.4f, %.4f]", args.run or args.samples, correct / n, correct, n, low, high)
+    log.info(
+        "%s: accuracy %.4f (%d/%d), 95%% CI [%.4f, %.4f]", args.run or args.samples, correct / n, correct, n, low, high
+    )
     return result
 
 

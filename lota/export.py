@@ -43,7 +43,10 @@ def apply_weights(model: torch.nn.Module, weights: Path) -> None:
                     raise UserError(f"weights {weights} have {name}, which the model does not have")
                 tensor = reader.get(name)
                 if tensor.shape != parameters[name].shape:
-                    raise UserError(f"weights {weights}: {name} has shape {tuple(tensor.shape)}, the model's is {tuple(parameters[name].shape)}")
+                    expected = tuple(parameters[name].shape)
+                    raise UserError(
+                        f"weights {weights}: {name} has shape {tuple(tensor.shape)}, the model's is {expected}"
+                    )
                 parameters[name].copy_(tensor)
 
 

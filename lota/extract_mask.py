@@ -38,7 +38,9 @@ class ExtractMaskArgs:
     task_vector: Path = arg(help="safetensors of deltas (finetuned - base)")
     out: Path = arg(help="output mask safetensors")
     sparsity: float = arg(help="fraction of covered entries kept FROZEN, in [0, 1)")
-    granularity: Literal["global", "per_tensor"] = arg("global", "one threshold for all covered tensors, or one per tensor")
+    granularity: Literal["global", "per_tensor"] = arg(
+        "global", "one threshold for all covered tensors, or one per tensor"
+    )
     scope: list[str] = arg(DEFAULT_SCOPE, "module names whose .weight tensors the mask covers")
 
 
@@ -67,9 +69,7 @@ def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep
 
 
-def select_mask(
-    deltas: Mapping[str, torch.Tensor], sparsity: float, granularity: str
-) -> dict[str, torch.Tensor]:
+def select_mask(deltas: Mapping[str, torch.Tensor], sparsity: float, granularity: str) -> dict[str, torch.Tensor]:
     """Boolean masks (shaped like each delta) of the largest-|delta| entries at `sparsity`."""
     names = sorted(deltas)
     if granularity == "per_tensor":
@@ -132,8 +132,7 @@ def load_mask(path: Path, parameter_shapes: Mapping[str, torch.Size] | None = No
                 raise UserError(f"mask {path} covers {name}, which the model does not have")
             if mask.shape != parameter_shapes[name]:
                 raise UserError(
-                    f"mask {path}: {name} has shape {tuple(mask.shape)}, "
-                    f"the model's is {tuple(parameter_shapes[name])}"
+                    f"mask {path}: {name} has shape {tuple(mask.shape)}, the model's is {tuple(parameter_shapes[name])}"
                 )
     return masks
 
@@ -156,7 +155,14 @@ def run(args: ExtractMaskArgs) -> None:
     info = {"sparsity": args.sparsity, "granularity": args.granularity, "scope": sorted(args.scope)}
     save_mask(args.out, masks, info)
     total = sum(m.numel() for m in masks.values())
-    log.info("%d of %d entries trainable (%.4f) in %d tensors -> %s", trainable, total, trainable / total, len(masks), args.out)
+    log.info(
+        "%d of %d entries trainable (%.4f) in %d tensors -> %s",
+        trainable,
+        total,
+        trainable / total,
+        len(masks),
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ class GenerateArgs:
     model: Path = arg(help="HF model directory")
     data: Path = arg(help="evaluation records (JSONL with id, prompt, gold)")
     out: Path = arg(help="output samples JSONL")
-    backend: Literal["auto", "transformers", "vllm"] = arg("auto", "auto: vllm if installed and a GPU is present, else transformers")
+    backend: Literal["auto", "transformers", "vllm"] = arg(
+        "auto", "auto: vllm if installed and a GPU is present, else transformers"
+    )
     batch_size: int = arg(16, "prompts per batch (transformers backend)")
     max_new_tokens: int = arg(256, "tokens generated at most per prompt")
     temperature: float = arg(0.0, "0 is greedy; above 0 samples")
@@ -56,14 +58,20 @@ def generate_transformers(args: GenerateArgs, prompts: list[str]) -> list[str]:
     on = device()
     dtype = torch.bfloat16 if on.type == "cuda" else torch.float32
     model = load_model(args.model, dtype, args.trust_remote_code, on).eval()
-    sampling = {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p} if args.temperature > 0 else {"do_sample": False}
+    sampling = (
+        {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p}
+        if args.temperature > 0
+        else {"do_sample": False}
+    )
     # Prompts of similar length share a batch, so little padding is generated over.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     completions: list[str] = [""] * len(prompts)
     torch.manual_seed(args.seed)
     for start in tqdm(range(0, len(order), args.batch_size), desc="generate", unit="batch"):
         chosen = order[start : start + args.batch_size]
-        batch = tokenizer([prompts[i] for i in chosen], return_tensors="pt", padding=True, add_special_tokens=False).to(on)
+        batch = tokenizer([prompts[i] for i in chosen], return_tensors="pt", padding=True, add_special_tokens=False).to(
+            on
+        )
         with torch.inference_mode():
             output = model.generate(
                 **batch,
@@ -73,7 +81,7 @@ def generate_transformers(args: GenerateArgs, prompts: list[str]) -> list[str]:
                 **sampling,
             )
         new_tokens = output[:, batch["input_ids"].shape[1] :]
-        for i, text in zip(chosen, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+        for i, text in zip(chosen, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
             completions[i] = text
     return completions
 
@@ -84,7 +92,10 @@ def generate_vllm(args: GenerateArgs, prompts: list[str]) -> list[str]:
     tokenizer = load_tokenizer(args.model, args.trust_remote_code)
     llm = LLM(model=str(args.model), seed=args.seed, trust_remote_code=args.trust_remote_code, dtype="bfloat16")
     params = SamplingParams(
-        temperature=args.temperature, top_p=args.top_p if args.temperature > 0 else 1.0, max_tokens=args.max_new_tokens, seed=args.seed
+        temperature=args.temperature,
+        top_p=args.top_p if args.temperature > 0 else 1.0,
+        max_tokens=args.max_new_tokens,
+        seed=args.seed,
     )
     # Token ids, not text, so that vLLM adds no special tokens the chat template already holds.
     requests = [{"prompt_token_ids": tokenizer(p, add_special_tokens=False).input_ids} for p in prompts]
@@ -108,8 +119,14 @@ def generate(args: GenerateArgs) -> list[dict[str, Any]]:
     seconds = time.perf_counter() - started
     log.info("%s: %d completions in %.1f s", backend, len(completions), seconds)
     return [
-        {"id": record.get("id", number), "prompt": record["prompt"], "completion": completion, "gold": record["gold"], "backend": backend}
-        for number, (record, completion) in enumerate(zip(records, completions))
+        {
+            "id": record.get("id", number),
+            "prompt": record["prompt"],
+            "completion": completion,
+            "gold": record["gold"],
+            "backend": backend,
+        }
+        for number, (record, completion) in enumerate(zip(records, completions, strict=True))
     ]
 
 

@@ -43,9 +43,7 @@ def load_model(
 ) -> PreTrainedModel:
     _check_model_dir(model_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=dtype, trust_remote_code=trust_remote_code
-        )
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot load a causal LM from {model_dir}: {str(error).splitlines()[0]}") from None
     return model.to(on or device())

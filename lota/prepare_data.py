@@ -87,9 +87,7 @@ def prepare_split(
     task = get_task(task_name)
     raw = task.load(split, data_dir)
     indexed = seeded_subset(list(enumerate(raw)), size, seed)
-    return [
-        to_record(index, task.to_example(record), tokenizer, require_chat_template) for index, record in indexed
-    ]
+    return [to_record(index, task.to_example(record), tokenizer, require_chat_template) for index, record in indexed]
 
 
 def run(args: PrepareDataArgs) -> None:

@@ -21,7 +21,9 @@ SPARSE_DELTA_FORMAT = "lota-sparse-delta"
 SparseDelta = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
-def save_sparse_delta(path: Path, delta: Mapping[str, tuple[torch.Tensor, torch.Tensor]], shapes: Mapping[str, torch.Size]) -> None:
+def save_sparse_delta(
+    path: Path, delta: Mapping[str, tuple[torch.Tensor, torch.Tensor]], shapes: Mapping[str, torch.Size]
+) -> None:
     tensors = {}
     for name, (indices, values) in delta.items():
         index_dtype = torch.int32 if shapes[name].numel() < 2**31 else torch.int64
@@ -43,13 +45,17 @@ def read_sparse_delta(reader: TensorReader) -> tuple[SparseDelta, dict[str, list
     return delta, shapes
 
 
-def apply_sparse_delta(parameters: Mapping[str, torch.Tensor], delta: SparseDelta, shapes: Mapping[str, list[int]], source: Path) -> None:
+def apply_sparse_delta(
+    parameters: Mapping[str, torch.Tensor], delta: SparseDelta, shapes: Mapping[str, list[int]], source: Path
+) -> None:
     """Add each sparse delta onto the named parameter in place, checking names and shapes."""
     for name, (indices, values) in delta.items():
         if name not in parameters:
             raise UserError(f"sparse delta {source} has {name}, which the model does not have")
         parameter = parameters[name]
         if list(parameter.shape) != list(shapes[name]):
-            raise UserError(f"sparse delta {source}: {name} has shape {shapes[name]}, the model's is {list(parameter.shape)}")
+            raise UserError(
+                f"sparse delta {source}: {name} has shape {shapes[name]}, the model's is {list(parameter.shape)}"
+            )
         with torch.no_grad():
             parameter.view(-1).index_add_(0, indices.to(parameter.device), values.to(parameter.device, parameter.dtype))

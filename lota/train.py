@@ -49,7 +49,9 @@ class TrainArgs:
     out: Path = arg(help="output directory")
     method: Literal["fft", "lota"] = arg("fft", "fft trains every weight; lota only the mask's entries")
     mask: Path | None = arg(None, "mask file (required for lota)")
-    optimizer: Literal["adamw", "rmsprop"] = arg("adamw", "AdamW, or RMSprop as in the LoTA paper (alpha 0.99, no momentum)")
+    optimizer: Literal["adamw", "rmsprop"] = arg(
+        "adamw", "AdamW, or RMSprop as in the LoTA paper (alpha 0.99, no momentum)"
+    )
     lr: float = arg(1e-5, "learning rate")
     weight_decay: float = arg(0.0, "decoupled weight decay (AdamW) or L2 term (RMSprop)")
     epochs: float = arg(1.0, "passes over the data; a fraction stops part-way through the last one")
@@ -57,7 +59,9 @@ class TrainArgs:
     batch_size: int = arg(8, "sequences per micro-batch")
     grad_accum: int = arg(1, "micro-batches per optimizer step")
     max_length: int = arg(512, "tokens per sequence; longer ones are truncated at the end")
-    clip: Literal["per_tensor", "global", "none"] = arg("per_tensor", "gradient clipping: each tensor's norm (the paper's), the global norm, or none")
+    clip: Literal["per_tensor", "global", "none"] = arg(
+        "per_tensor", "gradient clipping: each tensor's norm (the paper's), the global norm, or none"
+    )
     max_grad_norm: float = arg(1.0, "clipping threshold")
     warmup_steps: int = arg(0, "linear warm-up steps, then a constant learning rate")
     precision: Literal["bf16", "fp32"] = arg("bf16", "bf16 autocast over fp32 weights, or plain fp32")
@@ -110,7 +114,12 @@ def tokenize_records(
     if not examples:
         raise UserError(f"{source}: no record keeps a response token within max_length={max_length}")
     if len(examples) < len(records):
-        log.warning("%d of %d records dropped: prompt fills max_length=%d", len(records) - len(examples), len(records), max_length)
+        log.warning(
+            "%d of %d records dropped: prompt fills max_length=%d",
+            len(records) - len(examples),
+            len(records),
+            max_length,
+        )
     return examples
 
 
@@ -153,7 +162,13 @@ class MaskedOptimizer:
     gathered at those indices, after it the entries are written back with index_copy_.
     """
 
-    def __init__(self, parameters: Sequence[tuple[torch.nn.Parameter, torch.Tensor | None]], kind: str, lr: float, weight_decay: float):
+    def __init__(
+        self,
+        parameters: Sequence[tuple[torch.nn.Parameter, torch.Tensor | None]],
+        kind: str,
+        lr: float,
+        weight_decay: float,
+    ):
         self.slots = []
         for parameter, indices in parameters:
             if indices is None:
@@ -205,7 +220,7 @@ def clip_gradients(grads: Sequence[torch.Tensor], mode: str, max_norm: float) ->
     norms = torch.stack([g.float().norm() for g in grads])
     total = norms.norm()
     if mode == "per_tensor":
-        for grad, norm in zip(grads, norms):
+        for grad, norm in zip(grads, norms, strict=True):
             grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
     elif mode == "global":
         torch._foreach_mul_(list(grads), torch.clamp(max_norm / (total + 1e-6), max=1.0))
@@ -275,7 +290,12 @@ def train(args: TrainArgs) -> dict[str, Any]:
     steps = optimizer_steps(len(examples), args)
     log.info(
         "%s: %d examples, %d steps, %d trainable parameters on %s (%d CPU threads)",
-        args.method, len(examples), len(steps), optimizer.trainable_count, on, threads,
+        args.method,
+        len(examples),
+        len(steps),
+        optimizer.trainable_count,
+        on,
+        threads,
     )
 
     autocast = torch.autocast(on.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
@@ -322,7 +342,12 @@ def train(args: TrainArgs) -> dict[str, Any]:
                 log_file.flush()
                 log.info(
                     "step %d/%d loss %.4f lr %.2e tokens/s %.0f peak %.0f MB",
-                    step, len(steps), last_loss, lr, record["tokens_per_s"], record["peak_memory_mb"],
+                    step,
+                    len(steps),
+                    last_loss,
+                    lr,
+                    record["tokens_per_s"],
+                    record["peak_memory_mb"],
                 )
         wall = time.perf_counter() - started
         save_weights(tmp / "weights.safetensors", args.method, chosen, base_values)
@@ -339,7 +364,9 @@ def train(args: TrainArgs) -> dict[str, Any]:
             "peak_memory_mb": peak_memory_mb(on),
             "device": str(on),
             "cpu_threads": threads,
-            "args": {key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(args).items()},
+            "args": {
+                key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(args).items()
+            },
         }
         write_json(tmp / "summary.json", summary)
     log.info("done in %.1f s: %s", wall, args.out)

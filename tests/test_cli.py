@@ -13,7 +13,15 @@ def run_stage(module, *arguments):
 
 def test_sparsity_out_of_range(tmp_path):
     save_file({"m.q_proj.weight": torch.randn(4, 4)}, str(tmp_path / "tv.safetensors"))
-    done = run_stage("lota.extract_mask", "--task-vector", str(tmp_path / "tv.safetensors"), "--out", str(tmp_path / "mask.safetensors"), "--sparsity", "1.0")
+    done = run_stage(
+        "lota.extract_mask",
+        "--task-vector",
+        str(tmp_path / "tv.safetensors"),
+        "--out",
+        str(tmp_path / "mask.safetensors"),
+        "--sparsity",
+        "1.0",
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == "error: sparsity must be in [0.0, 1.0), got 1.0"
     assert not (tmp_path / "mask.safetensors").exists()
@@ -27,7 +35,17 @@ def test_base_model_that_cannot_be_found(tmp_path):
 
 
 def test_unknown_task(tmp_path, tiny_model):
-    done = run_stage("lota.prepare_data", "--task", "nope", "--tokenizer", str(tiny_model), "--train-out", str(tmp_path / "t.jsonl"), "--eval-out", str(tmp_path / "e.jsonl"))
+    done = run_stage(
+        "lota.prepare_data",
+        "--task",
+        "nope",
+        "--tokenizer",
+        str(tiny_model),
+        "--train-out",
+        str(tmp_path / "t.jsonl"),
+        "--eval-out",
+        str(tmp_path / "e.jsonl"),
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == "error: unknown task 'nope'; known tasks: gsm8k"
 
@@ -35,7 +53,23 @@ def test_unknown_task(tmp_path, tiny_model):
 def test_corrupt_mask_file(tmp_path, tiny_model):
     (tmp_path / "mask.safetensors").write_bytes(b"not a safetensors file")
     (tmp_path / "data.jsonl").write_text('{"prompt": "a", "response": "b"}\n')
-    done = run_stage("lota.train", "--method", "lota", "--mask", str(tmp_path / "mask.safetensors"), "--model", str(tiny_model), "--data", str(tmp_path / "data.jsonl"), "--out", str(tmp_path / "run"))
+    done = run_stage(
+        "lota.train",
+        "--method",
+        "lota",
+        "--mask",
+        str(tmp_path / "mask.safetensors"),
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(tmp_path / "data.jsonl"),
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith(f"error: cannot read safetensors file {tmp_path / 'mask.safetensors'}")
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: cannot read safetensors file {tmp_path / 'mask.safetensors'}")
+    )
     assert not (tmp_path / "run").exists()

@@ -22,13 +22,35 @@ def test_stage_costs_read_snakemake_benchmarks(tmp_path):
 def test_results_hold_accuracy_and_provenance(tmp_path):
     samples = write_records(
         tmp_path / "samples.jsonl",
-        [{"id": 0, "completion": "#### 3", "gold": "3", "backend": "transformers"}, {"id": 1, "completion": "#### 4", "gold": "5"}],
+        [
+            {"id": 0, "completion": "#### 3", "gold": "3", "backend": "transformers"},
+            {"id": 1, "completion": "#### 4", "gold": "5"},
+        ],
     )
     summary = tmp_path / "summary.json"
-    summary.write_text(json.dumps({"trainable_params": 42, "steps": 3, "tokens": 10, "final_loss": 1.0, "train_wall_s": 2.0, "tokens_per_s": 5.0, "peak_memory_mb": 100.0, "device": "cpu"}))
+    summary.write_text(
+        json.dumps(
+            {
+                "trainable_params": 42,
+                "steps": 3,
+                "tokens": 10,
+                "final_loss": 1.0,
+                "train_wall_s": 2.0,
+                "tokens_per_s": 5.0,
+                "peak_memory_mb": 100.0,
+                "device": "cpu",
+            }
+        )
+    )
     args = EvaluateArgs(
-        samples=samples, task="gsm8k", out=tmp_path / "result.json", run="lota_gsm8k_s90", method="lota",
-        sparsity=0.9, train_summary=summary, config_json='{"seed": 0}',
+        samples=samples,
+        task="gsm8k",
+        out=tmp_path / "result.json",
+        run="lota_gsm8k_s90",
+        method="lota",
+        sparsity=0.9,
+        train_summary=summary,
+        config_json='{"seed": 0}',
     )
     evaluate(args)
     result = json.loads((tmp_path / "result.json").read_text())

@@ -40,7 +40,11 @@ def test_export_rejects_weights_of_another_model(tmp_path, tiny_model):
     save_file({"model.norm.weight": torch.ones(17)}, str(tmp_path / "dense.safetensors"))
     with pytest.raises(UserError, match=r"model.norm.weight has shape \(17,\), the model's is \(16,\)"):
         export(tiny_model, tmp_path / "dense.safetensors", tmp_path / "out")
-    save_sparse_delta(tmp_path / "delta.safetensors", {"nope.weight": (torch.tensor([0]), torch.ones(1))}, {"nope.weight": torch.Size([2])})
+    save_sparse_delta(
+        tmp_path / "delta.safetensors",
+        {"nope.weight": (torch.tensor([0]), torch.ones(1))},
+        {"nope.weight": torch.Size([2])},
+    )
     with pytest.raises(UserError, match="has nope.weight, which the model does not have"):
         export(tiny_model, tmp_path / "delta.safetensors", tmp_path / "out")
     assert not (tmp_path / "out").exists()

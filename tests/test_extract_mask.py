@@ -41,7 +41,9 @@ def test_global_mask_count_is_exact(sparsity):
     }
     masks = select_mask(deltas, sparsity, "global")
     total = sum(d.numel() for d in deltas.values())
-    assert sum(int(m.sum()) for m in masks.values()) == trainable_count(sparsity, total) == round((1 - sparsity) * total)
+    assert (
+        sum(int(m.sum()) for m in masks.values()) == trainable_count(sparsity, total) == round((1 - sparsity) * total)
+    )
     assert all(masks[name].shape == deltas[name].shape for name in deltas)
 
 

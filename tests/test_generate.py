@@ -27,7 +27,14 @@ def test_auto_picks_vllm_only_with_vllm_and_a_gpu(monkeypatch):
 def test_transformers_generation_writes_samples_in_input_order(tmp_path, tiny_model, gsm8k_dir, smol_tokenizer):
     records = prepare_split("gsm8k", "test", gsm8k_dir, smol_tokenizer, size=5, seed=0)
     data = write_records(tmp_path / "eval.jsonl", records)
-    args = GenerateArgs(model=tiny_model, data=data, out=tmp_path / "samples.jsonl", backend="transformers", batch_size=2, max_new_tokens=4)
+    args = GenerateArgs(
+        model=tiny_model,
+        data=data,
+        out=tmp_path / "samples.jsonl",
+        backend="transformers",
+        batch_size=2,
+        max_new_tokens=4,
+    )
     run(args)
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert [s["id"] for s in samples] == [r["id"] for r in records]

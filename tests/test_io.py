@@ -40,10 +40,12 @@ def test_read_jsonl_errors_name_the_file_and_line(tmp_path):
 def test_tensor_reader_spans_shards_and_rejects_corrupt_files(tmp_path):
     save_file({"a": torch.ones(2)}, str(tmp_path / "one.safetensors"))
     save_file({"b": torch.zeros(3)}, str(tmp_path / "two.safetensors"))
-    (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": {"a": "one.safetensors", "b": "two.safetensors"}}')
+    (tmp_path / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"a": "one.safetensors", "b": "two.safetensors"}}'
+    )
     with TensorReader(checkpoint_files(tmp_path)) as reader:
         assert reader.names() == ["a", "b"] and torch.equal(reader.get("b"), torch.zeros(3))
-    (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    (tmp_path / "bad.safetensors").write_bytes(b'\x08\x00\x00\x00\x00\x00\x00\x00{"a":')
     with pytest.raises(UserError, match="cannot read safetensors file .*bad.safetensors"):
         TensorReader([tmp_path / "bad.safetensors"])
     with pytest.raises(UserError, match="no safetensors checkpoint"):

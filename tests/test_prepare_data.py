@@ -34,8 +34,13 @@ def test_plain_prompt_without_chat_template(smol_tokenizer):
 
 def test_run_writes_both_splits(tmp_path, gsm8k_dir, tiny_model):
     args = PrepareDataArgs(
-        task="gsm8k", tokenizer=tiny_model, train_out=tmp_path / "train.jsonl", eval_out=tmp_path / "eval.jsonl",
-        data_dir=gsm8k_dir, train_size=4, eval_size=3,
+        task="gsm8k",
+        tokenizer=tiny_model,
+        train_out=tmp_path / "train.jsonl",
+        eval_out=tmp_path / "eval.jsonl",
+        data_dir=gsm8k_dir,
+        train_size=4,
+        eval_size=3,
     )
     run(args)
     train = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
@@ -45,7 +50,9 @@ def test_run_writes_both_splits(tmp_path, gsm8k_dir, tiny_model):
 
 
 def test_missing_or_malformed_data_is_named(tmp_path, tiny_model, gsm8k_dir):
-    args = PrepareDataArgs(task="gsm8k", tokenizer=tiny_model, train_out=tmp_path / "t.jsonl", eval_out=tmp_path / "e.jsonl")
+    args = PrepareDataArgs(
+        task="gsm8k", tokenizer=tiny_model, train_out=tmp_path / "t.jsonl", eval_out=tmp_path / "e.jsonl"
+    )
     (tmp_path / "empty" / "gsm8k").mkdir(parents=True)
     args.data_dir = tmp_path / "empty"
     with pytest.raises(UserError, match="GSM8K train data not found: .*gsm8k/train.jsonl"):
@@ -71,6 +78,8 @@ def test_no_local_data_and_no_hub_is_a_clear_error(monkeypatch, tmp_path, tiny_m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    args = PrepareDataArgs(task="gsm8k", tokenizer=tiny_model, train_out=tmp_path / "t.jsonl", eval_out=tmp_path / "e.jsonl")
+    args = PrepareDataArgs(
+        task="gsm8k", tokenizer=tiny_model, train_out=tmp_path / "t.jsonl", eval_out=tmp_path / "e.jsonl"
+    )
     with pytest.raises(UserError, match="no local data folder is set .* hub dataset openai/gsm8k could not be loaded"):
         run(args)

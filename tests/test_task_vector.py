@@ -12,7 +12,11 @@ def test_task_vector_is_exact_difference(tmp_path):
     (tmp_path / "base").mkdir()
     save_file(base, str(tmp_path / "base" / "model.safetensors"))
     save_file(tuned, str(tmp_path / "tuned.safetensors"))
-    run(TaskVectorArgs(base=tmp_path / "base", finetuned=tmp_path / "tuned.safetensors", out=tmp_path / "tv.safetensors"))
+    run(
+        TaskVectorArgs(
+            base=tmp_path / "base", finetuned=tmp_path / "tuned.safetensors", out=tmp_path / "tv.safetensors"
+        )
+    )
     delta = load_file(str(tmp_path / "tv.safetensors"))
     assert torch.equal(delta["a.weight"], torch.tensor([[0.5, 0.0], [-1.0, 0.25]]))
     assert torch.equal(delta["b.weight"], torch.tensor([0.0, 1.0]))
@@ -23,5 +27,9 @@ def test_task_vector_rejects_mismatched_models(tmp_path):
     save_file({"a.weight": torch.zeros(2, 2)}, str(tmp_path / "base" / "model.safetensors"))
     save_file({"a.weight": torch.zeros(2, 3)}, str(tmp_path / "tuned.safetensors"))
     with pytest.raises(UserError, match="shape of a.weight differs"):
-        run(TaskVectorArgs(base=tmp_path / "base", finetuned=tmp_path / "tuned.safetensors", out=tmp_path / "tv.safetensors"))
+        run(
+            TaskVectorArgs(
+                base=tmp_path / "base", finetuned=tmp_path / "tuned.safetensors", out=tmp_path / "tv.safetensors"
+            )
+        )
     assert not (tmp_path / "tv.safetensors").exists()

@@ -119,13 +119,26 @@ def random_mask(model_dir, sparsity, path):
 def test_lota_training_keeps_frozen_entries_bit_identical(tmp_path, tiny_model, train_records, optimizer):
     masks = random_mask(tiny_model, 0.9, tmp_path / "mask.safetensors")
     args = TrainArgs(
-        model=tiny_model, data=train_records, out=tmp_path / "run", method="lota", mask=tmp_path / "mask.safetensors",
-        optimizer=optimizer, lr=1e-2, weight_decay=0.1, batch_size=4, max_length=256, epochs=2, clip="global",
+        model=tiny_model,
+        data=train_records,
+        out=tmp_path / "run",
+        method="lota",
+        mask=tmp_path / "mask.safetensors",
+        optimizer=optimizer,
+        lr=1e-2,
+        weight_decay=0.1,
+        batch_size=4,
+        max_length=256,
+        epochs=2,
+        clip="global",
     )
     summary = train(args)
     assert summary["trainable_params"] == sum(int(m.sum()) for m in masks.values())
     export(tiny_model, tmp_path / "run" / "weights.safetensors", tmp_path / "exported")
-    base, tuned = load_file(str(tiny_model / "model.safetensors")), load_file(str(tmp_path / "exported" / "model.safetensors"))
+    base, tuned = (
+        load_file(str(tiny_model / "model.safetensors")),
+        load_file(str(tmp_path / "exported" / "model.safetensors")),
+    )
     assert set(base) == set(tuned)
     changed_trainable = 0
     for name, original in base.items():
@@ -145,8 +158,15 @@ def test_lota_training_keeps_frozen_entries_bit_identical(tmp_path, tiny_model, 
 
 def test_fft_training_lowers_the_loss(tmp_path, tiny_model, train_records):
     args = TrainArgs(
-        model=tiny_model, data=train_records, out=tmp_path / "run", method="fft", lr=3e-3,
-        batch_size=8, max_length=256, epochs=8, precision="fp32",
+        model=tiny_model,
+        data=train_records,
+        out=tmp_path / "run",
+        method="fft",
+        lr=3e-3,
+        batch_size=8,
+        max_length=256,
+        epochs=8,
+        precision="fp32",
     )
     summary = train(args)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -157,7 +177,9 @@ def test_fft_training_lowers_the_loss(tmp_path, tiny_model, train_records):
 
 def test_training_is_reproducible(tmp_path, tiny_model, train_records):
     def weights(out):
-        train(TrainArgs(model=tiny_model, data=train_records, out=out, lr=1e-3, batch_size=4, max_length=256, max_steps=2))
+        train(
+            TrainArgs(model=tiny_model, data=train_records, out=out, lr=1e-3, batch_size=4, max_length=256, max_steps=2)
+        )
         return load_file(str(out / "weights.safetensors"))
 
     first, second = weights(tmp_path / "a"), weights(tmp_path / "b")
@@ -167,21 +189,48 @@ def test_training_is_reproducible(tmp_path, tiny_model, train_records):
 def test_lota_without_mask_or_with_foreign_mask_fails(tmp_path, tiny_model, train_records):
     with pytest.raises(UserError, match="method lota needs --mask"):
         train(TrainArgs(model=tiny_model, data=train_records, out=tmp_path / "run", method="lota"))
-    save_mask(tmp_path / "foreign.safetensors", {"model.layers.0.mlp.up_proj.weight": torch.ones(3, 3, dtype=torch.bool)}, {})
+    save_mask(
+        tmp_path / "foreign.safetensors", {"model.layers.0.mlp.up_proj.weight": torch.ones(3, 3, dtype=torch.bool)}, {}
+    )
     with pytest.raises(UserError, match="up_proj.weight has shape \\(3, 3\\)"):
-        train(TrainArgs(model=tiny_model, data=train_records, out=tmp_path / "run", method="lota", mask=tmp_path / "foreign.safetensors"))
+        train(
+            TrainArgs(
+                model=tiny_model,
+                data=train_records,
+                out=tmp_path / "run",
+                method="lota",
+                mask=tmp_path / "foreign.safetensors",
+            )
+        )
     assert not (tmp_path / "run").exists()
 
 
 def test_gradient_accumulation_matches_one_large_batch(tmp_path, tiny_model, train_records):
     def weights(out, batch_size, grad_accum):
-        train(TrainArgs(model=tiny_model, data=train_records, out=out, lr=1e-3, batch_size=batch_size, grad_accum=grad_accum,
-                        max_length=256, max_steps=2, precision="fp32", clip="none"))
+        train(
+            TrainArgs(
+                model=tiny_model,
+                data=train_records,
+                out=out,
+                lr=1e-3,
+                batch_size=batch_size,
+                grad_accum=grad_accum,
+                max_length=256,
+                max_steps=2,
+                precision="fp32",
+                clip="none",
+            )
+        )
         steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
         return load_file(str(out / "weights.safetensors")), steps
 
-    (large, large_steps), (accumulated, accumulated_steps) = weights(tmp_path / "large", 4, 1), weights(tmp_path / "accumulated", 2, 2)
-    for one, other in zip(large_steps, accumulated_steps):  # the gradient itself, not only Adam's scale-free update
+    (large, large_steps), (accumulated, accumulated_steps) = (
+        weights(tmp_path / "large", 4, 1),
+        weights(tmp_path / "accumulated", 2, 2),
+    )
+    for one, other in zip(
+        large_steps, accumulated_steps, strict=True
+    ):  # the gradient itself, not only Adam's scale-free update
         assert one["grad_norm"] == pytest.approx(other["grad_norm"], rel=1e-4)
         assert one["loss"] == pytest.approx(other["loss"], rel=1e-5)
     for name in large:

@@ -12,7 +12,18 @@ from tests.conftest import REPO
 
 
 def snakemake(workdir, *arguments):
-    command = [sys.executable, "-m", "snakemake", *arguments, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(workdir / "config.yaml")]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *arguments,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=900)
 
 
@@ -42,14 +53,29 @@ def test_dag_runs_to_a_lota_result_and_reuses_the_dense_run(workdir):
     assert result["method"] == "lota" and result["sparsity"] == 0.9 and result["n"] == 4
     assert 0.0 <= result["accuracy"] <= 1.0 and result["ci95"][0] <= result["accuracy"] <= result["ci95"][1]
     assert result["trainable_params"] > 0
-    assert {"base_model", "prepare_data", "train_fft", "task_vector", "extract_mask", "train_lota", "export", "generate"} <= set(result["stages"])
+    assert {
+        "base_model",
+        "prepare_data",
+        "train_fft",
+        "task_vector",
+        "extract_mask",
+        "train_lota",
+        "export",
+        "generate",
+    } <= set(result["stages"])
     assert result["config"]["train_lota"]["lr"] == 1e-4
     base = json.loads((workdir / "results" / "base_gsm8k.json").read_text())
     assert base["method"] == "base" and base["trainable_params"] == 0
 
     plan = snakemake(workdir, "-n", "results/lota_gsm8k_s50.json")
     assert plan.returncode == 0, plan.stderr[-3000:]
-    assert planned_jobs(plan.stdout + plan.stderr) == {"extract_mask": 1, "train_lota": 1, "export": 1, "generate": 1, "evaluate": 1}
+    assert planned_jobs(plan.stdout + plan.stderr) == {
+        "extract_mask": 1,
+        "train_lota": 1,
+        "export": 1,
+        "generate": 1,
+        "evaluate": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -59,7 +85,11 @@ def test_dag_runs_to_a_lota_result_and_reuses_the_dense_run(workdir):
         ("results/lota_gsm8k_s100.json", [], "sparsity s100 is 1.0, outside [0, 1)"),
         ("results/dpo_gsm8k.json", [], "run name 'dpo_gsm8k' is not base_<task>, fft_<task> or lota_<task>_s<percent>"),
         ("results/fft_gsm8k.json", ["--config", "seed=-1"], "config key seed: -1 is less than the minimum of 0"),
-        ("results/fft_gsm8k.json", ["--config", "mask={'granularity': 'local'}"], "config key mask.granularity: 'local' is not one of"),
+        (
+            "results/fft_gsm8k.json",
+            ["--config", "mask={'granularity': 'local'}"],
+            "config key mask.granularity: 'local' is not one of",
+        ),
     ],
 )
 def test_bad_targets_and_config_fail_with_one_clear_line(workdir, target, extra, message):
@@ -69,5 +99,7 @@ def test_bad_targets_and_config_fail_with_one_clear_line(workdir, target, extra,
 
 
 def test_workflow_lints_clean():
-    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    lint = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
