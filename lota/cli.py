@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import sys
 import types
 import typing
@@ -98,6 +99,6 @@ def existing_file(path: Path, what: str) -> Path:
 def check_range(name: str, value: float, low: float, high: float, high_open: bool = False) -> None:
     """UserError unless low <= value <= high (or < high when `high_open`)."""
     above = value >= high if high_open else value > high
-    if value < low or above:
+    if math.isnan(value) or value < low or above:
         bracket = ")" if high_open else "]"
         raise UserError(f"{name} must be in [{low}, {high}{bracket}, got {value}")

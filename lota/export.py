@@ -15,7 +15,7 @@ import torch
 
 from lota.cli import arg, existing_file, run_main
 from lota.errors import UserError
-from lota.io import TensorReader, atomic_path
+from lota.io import WEIGHTS_FORMAT, TensorReader, atomic_path
 from lota.modeling import load_model, load_tokenizer
 from lota.sparse_delta import apply_sparse_delta, is_sparse_delta, read_sparse_delta
 
@@ -37,6 +37,7 @@ def apply_weights(model: torch.nn.Module, weights: Path) -> None:
             delta, shapes = read_sparse_delta(reader)
             apply_sparse_delta(parameters, delta, shapes, weights)
             return
+        reader.require_format(WEIGHTS_FORMAT, weights, "run's weights file (dense weights or a sparse delta)")
         with torch.no_grad():
             for name in reader.names():
                 if name not in parameters:

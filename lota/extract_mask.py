@@ -24,12 +24,11 @@ from safetensors.torch import save_file
 
 from lota.cli import arg, check_range, existing_file, run_main
 from lota.errors import UserError
-from lota.io import TensorReader, atomic_path
+from lota.io import MASK_FORMAT, TASK_VECTOR_FORMAT, TensorReader, atomic_path
 
 log = logging.getLogger("lota.extract_mask")
 
 DEFAULT_SCOPE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-MASK_FORMAT = "lota-mask"
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 
@@ -122,10 +121,12 @@ def load_mask(path: Path, parameter_shapes: Mapping[str, torch.Size] | None = No
     """Boolean masks from a mask file, checked against a model's parameter shapes when given."""
     existing_file(path, "mask file")
     with TensorReader([path]) as reader:
-        if reader.metadata.get("format") != MASK_FORMAT:
-            raise UserError(f"{path} is not a LoTA mask file (metadata format is not {MASK_FORMAT!r})")
-        shapes = json.loads(reader.metadata["shapes"])
-        masks = {name: unpack_bits(reader.get(name), shapes[name]) for name in reader.names()}
+        reader.require_format(MASK_FORMAT, path, "LoTA mask file")
+        try:
+            shapes = json.loads(reader.metadata["shapes"])
+            masks = {name: unpack_bits(reader.get(name), shapes[name]) for name in reader.names()}
+        except (KeyError, ValueError, RuntimeError) as error:
+            raise UserError(f"mask {path} is malformed: {error}") from None
     if parameter_shapes is not None:
         for name, mask in masks.items():
             if name not in parameter_shapes:
@@ -142,6 +143,7 @@ def run(args: ExtractMaskArgs) -> None:
     check_range("sparsity", args.sparsity, 0.0, 1.0, high_open=True)
     existing_file(args.task_vector, "task vector")
     with TensorReader([args.task_vector]) as reader:
+        reader.require_format(TASK_VECTOR_FORMAT, args.task_vector, "task vector")
         deltas = {name: reader.get(name) for name in reader.names() if in_scope(name, args.scope)}
     if not deltas:
         raise UserError(f"no tensor of {args.task_vector} is in the mask scope {args.scope}")

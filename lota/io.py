@@ -15,6 +15,12 @@ from safetensors import SafetensorError, safe_open
 
 from lota.errors import UserError
 
+# The kinds of safetensors file the pipeline writes, named in each file's "format" metadata.
+WEIGHTS_FORMAT = "lota-weights"
+TASK_VECTOR_FORMAT = "lota-task-vector"
+MASK_FORMAT = "lota-mask"
+SPARSE_DELTA_FORMAT = "lota-sparse-delta"
+
 
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
@@ -118,6 +124,12 @@ class TensorReader(contextlib.AbstractContextManager):
         if len(self._handles):
             first = next(iter(self._handles.values()))
             self.metadata = first.metadata() or {}
+
+    def require_format(self, expected: str, source: Path, what: str) -> None:
+        """UserError unless the file's metadata says it is a `what` written by this pipeline."""
+        found = self.metadata.get("format")
+        if found != expected:
+            raise UserError(f"{source} is not a {what} (metadata format {found!r}, expected {expected!r})")
 
     def names(self) -> list[str]:
         return sorted(self._handles)

@@ -15,9 +15,8 @@ import torch
 from safetensors.torch import save_file
 
 from lota.errors import UserError
-from lota.io import TensorReader, atomic_path
+from lota.io import SPARSE_DELTA_FORMAT, TensorReader, atomic_path
 
-SPARSE_DELTA_FORMAT = "lota-sparse-delta"
 SparseDelta = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -40,8 +39,11 @@ def is_sparse_delta(reader: TensorReader) -> bool:
 
 def read_sparse_delta(reader: TensorReader) -> tuple[SparseDelta, dict[str, list[int]]]:
     """(name -> (int64 indices, float32 values), name -> shape) from an open sparse delta file."""
-    shapes = json.loads(reader.metadata["shapes"])
-    delta = {name: (reader.get(f"{name}.indices").long(), reader.get(f"{name}.values")) for name in shapes}
+    try:
+        shapes = json.loads(reader.metadata["shapes"])
+        delta = {name: (reader.get(f"{name}.indices").long(), reader.get(f"{name}.values")) for name in shapes}
+    except (KeyError, ValueError) as error:
+        raise UserError(f"sparse delta is malformed: missing or bad entry {error}") from None
     return delta, shapes
 
 
@@ -57,5 +59,8 @@ def apply_sparse_delta(
             raise UserError(
                 f"sparse delta {source}: {name} has shape {shapes[name]}, the model's is {list(parameter.shape)}"
             )
+        in_range = indices.numel() == 0 or (0 <= int(indices.min()) and int(indices.max()) < parameter.numel())
+        if indices.numel() != values.numel() or not in_range:
+            raise UserError(f"sparse delta {source}: {name} has indices outside its entries or a length mismatch")
         with torch.no_grad():
             parameter.view(-1).index_add_(0, indices.to(parameter.device), values.to(parameter.device, parameter.dtype))

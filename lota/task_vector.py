@@ -1,7 +1,8 @@
 """Stage task_vector: delta = finetuned - base, tensor by tensor.
 
-Only one tensor of each model is in memory at a time; the output holds a delta for every
-tensor the fine-tuned weights file holds (the FFT run trains every parameter).
+The two models are read one tensor at a time, never whole; the deltas (one model's worth,
+in float32) are collected and written as one safetensors file. The output holds a delta for
+every tensor the fine-tuned weights file holds (the FFT run trains every parameter).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from safetensors.torch import save_file
 
 from lota.cli import arg, existing_file, run_main
 from lota.errors import UserError
-from lota.io import TensorReader, atomic_path, checkpoint_files
+from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, atomic_path, checkpoint_files
 
 log = logging.getLogger("lota.task_vector")
 
@@ -43,9 +44,10 @@ def run(args: TaskVectorArgs) -> None:
     """Write finetuned - base for every fine-tuned tensor."""
     existing_file(args.finetuned, "fine-tuned weights")
     with TensorReader(checkpoint_files(args.base)) as base, TensorReader([args.finetuned]) as finetuned:
+        finetuned.require_format(WEIGHTS_FORMAT, args.finetuned, "dense run's weights file")
         deltas = task_vector(base, finetuned)
     with atomic_path(args.out) as tmp:
-        save_file(deltas, str(tmp), metadata={"format": "lota-task-vector"})
+        save_file(deltas, str(tmp), metadata={"format": TASK_VECTOR_FORMAT})
     log.info("wrote %d deltas -> %s", len(deltas), args.out)
 
 

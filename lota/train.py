@@ -34,7 +34,7 @@ from transformers import PreTrainedTokenizerBase
 from lota.cli import arg, check_range, existing_file, run_main
 from lota.errors import UserError
 from lota.extract_mask import load_mask
-from lota.io import atomic_path, read_jsonl, write_json
+from lota.io import WEIGHTS_FORMAT, atomic_path, read_jsonl, write_json
 from lota.modeling import device, load_model, load_tokenizer, peak_memory_mb, set_threads
 from lota.sparse_delta import save_sparse_delta
 
@@ -75,11 +75,12 @@ def validate(args: TrainArgs) -> None:
     if args.lr == 0:
         raise UserError("lr must be > 0")
     check_range("weight_decay", args.weight_decay, 0.0, 1.0)
-    for name in ("batch_size", "grad_accum", "max_length"):
-        if getattr(args, name) < 1:
-            raise UserError(f"{name} must be >= 1, got {getattr(args, name)}")
-    if args.epochs <= 0 and args.max_steps <= 0:
-        raise UserError("epochs must be > 0 (or max_steps set)")
+    check_range("max_grad_norm", args.max_grad_norm, 1e-12, math.inf)
+    for name, low in (("batch_size", 1), ("grad_accum", 1), ("max_length", 2), ("max_steps", 0), ("warmup_steps", 0)):
+        if getattr(args, name) < low:
+            raise UserError(f"{name} must be >= {low}, got {getattr(args, name)}")
+    if not args.epochs > 0 or math.isinf(args.epochs):
+        raise UserError(f"epochs must be a positive number, got {args.epochs}")
     if args.method == "lota" and args.mask is None:
         raise UserError("method lota needs --mask")
     existing_file(args.data, "training data")
@@ -174,7 +175,7 @@ class MaskedOptimizer:
             if indices is None:
                 self.slots.append((parameter, None, parameter))
             else:
-                compact = parameter.detach().view(-1)[indices].clone()
+                compact = parameter.detach().view(-1)[indices]  # indexing copies
                 self.slots.append((parameter, indices, compact))
         leaves = [leaf for _, _, leaf in self.slots]
         if kind == "adamw":
@@ -224,6 +225,8 @@ def clip_gradients(grads: Sequence[torch.Tensor], mode: str, max_norm: float) ->
             grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
     elif mode == "global":
         torch._foreach_mul_(list(grads), torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    elif mode != "none":
+        raise UserError(f"clip must be per_tensor, global or none, got {mode!r}")
     return float(total)
 
 
@@ -265,13 +268,14 @@ def save_weights(path: Path, method: str, chosen: Chosen, base_values: dict[str,
     """fft: every trained parameter; lota: the sparse delta of the trained entries from the base."""
     if method == "fft":
         tensors = {name: p.detach().contiguous().cpu() for name, p, _ in chosen}
-        save_file(tensors, str(path), metadata={"format": "lota-weights"})
+        save_file(tensors, str(path), metadata={"format": WEIGHTS_FORMAT})
         return
     delta = {name: (idx.cpu(), (p.detach().view(-1)[idx] - base_values[name]).cpu()) for name, p, idx in chosen}
     save_sparse_delta(path, delta, {name: p.shape for name, p, _ in chosen})
 
 
-def train(args: TrainArgs) -> dict[str, Any]:
+def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
+    """Train as `args` say and write the run directory; return its summary and the trained model."""
     validate(args)
     torch.manual_seed(args.seed)
     threads = set_threads(args.threads)
@@ -302,7 +306,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
     with atomic_path(args.out) as tmp:
         tmp.mkdir()
         started = time.perf_counter()
-        total_tokens, last_loss = 0, float("nan")
+        total_tokens, last_loss = 0, None
         with open(tmp / "log.jsonl", "w") as log_file:
             for step, micro in enumerate(tqdm(steps, desc=f"train {args.method}", unit="step"), start=1):
                 step_started = time.perf_counter()
@@ -370,7 +374,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
         }
         write_json(tmp / "summary.json", summary)
     log.info("done in %.1f s: %s", wall, args.out)
-    return summary
+    return summary, model
 
 
 def run(args: TrainArgs) -> None:

@@ -6,13 +6,15 @@ import sys
 import torch
 from safetensors.torch import save_file
 
+from lota.io import TASK_VECTOR_FORMAT
+
 
 def run_stage(module, *arguments):
     return subprocess.run([sys.executable, "-m", module, *arguments], capture_output=True, text=True, timeout=300)
 
 
 def test_sparsity_out_of_range(tmp_path):
-    save_file({"m.q_proj.weight": torch.randn(4, 4)}, str(tmp_path / "tv.safetensors"))
+    save_file({"m.q_proj.weight": torch.randn(4, 4)}, str(tmp_path / "tv.safetensors"), {"format": TASK_VECTOR_FORMAT})
     done = run_stage(
         "lota.extract_mask",
         "--task-vector",

@@ -17,6 +17,7 @@ from lota.extract_mask import (
     trainable_count,
     unpack_bits,
 )
+from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT
 
 
 def test_top_k_mask_keeps_largest_and_breaks_ties_by_lowest_index():
@@ -69,12 +70,6 @@ def test_per_tensor_mask_counts_are_exact_per_tensor():
     assert masks["b.v_proj.weight"].flatten().tolist() == [False] * 14 + [True] * 6
 
 
-def test_masks_are_deterministic():
-    deltas = {"a.q_proj.weight": torch.randint(0, 3, (50, 50)).float()}
-    first, second = select_mask(deltas, 0.9, "global"), select_mask(deltas, 0.9, "global")
-    assert torch.equal(first["a.q_proj.weight"], second["a.q_proj.weight"])
-
-
 @pytest.mark.parametrize("numel", [1, 7, 8, 9, 64, 1001])
 def test_pack_bits_matches_numpy_and_round_trips(numel):
     mask = torch.rand(numel, generator=torch.Generator().manual_seed(numel)) > 0.5
@@ -94,7 +89,7 @@ def test_in_scope_matches_module_names_of_weights():
 
 
 def write_task_vector(path, tensors):
-    save_file(tensors, str(path))
+    save_file(tensors, str(path), {"format": TASK_VECTOR_FORMAT})
     return path
 
 
@@ -135,4 +130,11 @@ def test_run_rejects_sparsity_out_of_range(tmp_path, sparsity):
     vector = write_task_vector(tmp_path / "tv.safetensors", {"m.q_proj.weight": torch.randn(4, 4)})
     with pytest.raises(UserError, match=r"sparsity must be in \[0.0, 1.0\)"):
         run(ExtractMaskArgs(task_vector=vector, out=tmp_path / "mask.safetensors", sparsity=sparsity))
+    assert not (tmp_path / "mask.safetensors").exists()
+
+
+def test_run_refuses_weights_in_place_of_a_task_vector(tmp_path):
+    save_file({"m.q_proj.weight": torch.randn(4, 4)}, str(tmp_path / "w.safetensors"), {"format": WEIGHTS_FORMAT})
+    with pytest.raises(UserError, match="is not a task vector"):
+        run(ExtractMaskArgs(task_vector=tmp_path / "w.safetensors", out=tmp_path / "mask.safetensors", sparsity=0.5))
     assert not (tmp_path / "mask.safetensors").exists()

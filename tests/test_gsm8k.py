@@ -21,6 +21,11 @@ from lota.tasks.gsm8k import extract_answer, gold_answer, score, to_example
         ("earlier 4 and 5, then ####", Decimal(5)),
         ("half is .5", Decimal("0.5")),
         ("no digits at all", None),
+        ("The answer is:\n- 18", Decimal(18)),
+        ("Steps:\n- 3 apples\n- 5 pears", Decimal(5)),
+        ("ages 10-12", Decimal(12)),
+        ("It is -7 degrees", Decimal(-7)),
+        ("#### $ 40", Decimal(40)),
     ],
 )
 def test_extract_answer(completion, expected):

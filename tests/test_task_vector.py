@@ -3,6 +3,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lota.errors import UserError
+from lota.io import WEIGHTS_FORMAT
 from lota.task_vector import TaskVectorArgs, run
 
 
@@ -11,7 +12,7 @@ def test_task_vector_is_exact_difference(tmp_path):
     tuned = {"a.weight": torch.tensor([[1.5, 2.0], [2.0, 4.25]]), "b.weight": torch.tensor([0.5, 0.75])}
     (tmp_path / "base").mkdir()
     save_file(base, str(tmp_path / "base" / "model.safetensors"))
-    save_file(tuned, str(tmp_path / "tuned.safetensors"))
+    save_file(tuned, str(tmp_path / "tuned.safetensors"), {"format": WEIGHTS_FORMAT})
     run(
         TaskVectorArgs(
             base=tmp_path / "base", finetuned=tmp_path / "tuned.safetensors", out=tmp_path / "tv.safetensors"
@@ -25,7 +26,7 @@ def test_task_vector_is_exact_difference(tmp_path):
 def test_task_vector_rejects_mismatched_models(tmp_path):
     (tmp_path / "base").mkdir()
     save_file({"a.weight": torch.zeros(2, 2)}, str(tmp_path / "base" / "model.safetensors"))
-    save_file({"a.weight": torch.zeros(2, 3)}, str(tmp_path / "tuned.safetensors"))
+    save_file({"a.weight": torch.zeros(2, 3)}, str(tmp_path / "tuned.safetensors"), {"format": WEIGHTS_FORMAT})
     with pytest.raises(UserError, match="shape of a.weight differs"):
         run(
             TaskVectorArgs(

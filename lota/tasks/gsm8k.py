@@ -12,7 +12,8 @@ from lota.io import read_jsonl
 from lota.tasks import Example, Task
 
 HUB_ID = "openai/gsm8k"
-_NUMBER = re.compile(r"-?\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
+# A minus sign counts only when nothing word-like precedes it: "- 18" is a bullet, "10-12" a range.
+_NUMBER = re.compile(r"(?<![\w.])-?(?:\$\s?)?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
 
 
 def load(split: str, data_dir: Path | None) -> list[dict[str, Any]]:
