@@ -8,13 +8,8 @@ from lota.errors import UserError
 
 
 def load_hub_split(dataset_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
-    try:
-        import datasets
-    except ImportError:
-        raise UserError(
-            f"no local data folder is set (config data_dir or $LOTA_DATA_DIR) and the "
-            f"'datasets' package needed to load {dataset_id} from the hub is not installed"
-        ) from None
+    import datasets
+
     try:
         return list(datasets.load_dataset(dataset_id, config, split=split))
     except Exception as error:  # noqa: BLE001 - offline, auth and missing-split errors all end here

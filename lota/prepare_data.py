@@ -37,6 +37,7 @@ class PrepareDataArgs:
     eval_size: int = arg(0, "evaluation records to keep (a seeded random subset); 0 keeps all")
     seed: int = arg(0, "seed of the subset selection")
     require_chat_template: bool = arg(False, "fail if the tokenizer has no chat template")
+    trust_remote_code: bool = arg(False, "allow code from the model directory to run (a security risk)")
 
 
 def resolve_data_dir(data_dir: Path | None) -> Path | None:
@@ -94,7 +95,7 @@ def run(args: PrepareDataArgs) -> None:
     """Write a task's train and eval splits as normalized JSONL records."""
     get_task(args.task)
     data_dir = resolve_data_dir(args.data_dir)
-    tokenizer = load_tokenizer(args.tokenizer)
+    tokenizer = load_tokenizer(args.tokenizer, args.trust_remote_code)
     splits = (("train", args.train_size, args.train_out), ("test", args.eval_size, args.eval_out))
     # Both splits are built before either is written, so bad data leaves no output at all.
     prepared = [

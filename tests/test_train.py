@@ -236,3 +236,21 @@ def test_gradient_accumulation_matches_one_large_batch(tmp_path, tiny_model, tra
         assert one["loss"] == pytest.approx(other["loss"], rel=1e-5)
     for name in large:
         assert torch.allclose(large[name], accumulated[name], atol=1e-6), name
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": 0.0, "max_steps": 5}, "epochs must be a positive number, got 0.0"),
+        ({"lr": float("nan")}, r"lr must be in \[0.0, 1.0\], got nan"),
+        ({"max_steps": -1}, "max_steps must be >= 0, got -1"),
+        ({"warmup_steps": -2}, "warmup_steps must be >= 0, got -2"),
+        ({"max_grad_norm": -1.0}, "max_grad_norm must be in"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ],
+)
+def test_bad_training_arguments_are_named(tmp_path, train_records, change, message):
+    args = TrainArgs(model=tmp_path, data=train_records, out=tmp_path / "run", **change)
+    with pytest.raises(UserError, match=message):
+        train(args)
+    assert not (tmp_path / "run").exists()

@@ -84,6 +84,7 @@ def test_dag_runs_to_a_lota_result_and_reuses_the_dense_run(workdir):
         ("results/base_gsm9k.json", [], "unknown task 'gsm9k': not under config key 'tasks'"),
         ("results/lota_gsm8k_s100.json", [], "sparsity s100 is 1.0, outside [0, 1)"),
         ("results/dpo_gsm8k.json", [], "run name 'dpo_gsm8k' is not base_<task>, fft_<task> or lota_<task>_s<percent>"),
+        ("results/fft_gsm8k.json", ["--config", "tasks={'mawps': {}}"], "config key tasks: unknown task 'mawps'"),
         ("results/fft_gsm8k.json", ["--config", "seed=-1"], "config key seed: -1 is less than the minimum of 0"),
         (
             "results/fft_gsm8k.json",

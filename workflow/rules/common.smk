@@ -3,11 +3,13 @@ import json
 import os
 import re
 import shlex
+from decimal import Decimal
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from lota.config import config_errors, load_schema
+from lota.tasks import task_names
 
 
 CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -21,13 +23,13 @@ BASE_MODEL = "work/base_model"
 DATA_DIR = config["data_dir"] or os.environ.get("LOTA_DATA_DIR") or None
 RUN_PATTERN = re.compile(
     r"^(?P<method>base|fft)_(?P<task>[a-z][a-z0-9_]*)$"
-    r"|^(?P<lota>lota)_(?P<lota_task>[a-z][a-z0-9_]*)_s(?P<percent>\d+(?:\.\d+)?)$"
+    r"|^(?P<lota>lota)_(?P<lota_task>[a-z][a-z0-9_]*)_s(?P<percent>(?:0|[1-9]\d*)(?:\.\d*[1-9])?)$"
 )
 
 
 wildcard_constraints:
     task="[a-z][a-z0-9_]*",
-    percent=r"\d+(?:\.\d+)?",
+    percent=r"(?:0|[1-9]\d*)(?:\.\d*[1-9])?",
     run=r"[a-z][a-z0-9_.]*",
 
 
@@ -52,8 +54,13 @@ def check_task(task):
     return task
 
 
+unknown_tasks = sorted(set(config["tasks"]) - set(task_names()))
+if unknown_tasks:
+    raise WorkflowError(f"config key tasks: unknown task {unknown_tasks[0]!r}; known tasks: {', '.join(task_names())}")
+
+
 def percent_to_sparsity(percent):
-    sparsity = float(percent) / 100
+    sparsity = float(Decimal(percent) / 100)  # exact: s99.9 is 0.999, not 0.9990000000000001
     if not 0 <= sparsity < 1:
         raise WorkflowError(f"sparsity s{percent} is {sparsity}, outside [0, 1): use s0 to s99.9")
     return sparsity

@@ -32,6 +32,7 @@ rule prepare_data:
         "benchmarks/prepare_data/{task}.tsv"
     params:
         data_dir=cli_options({"data_dir": DATA_DIR}) if DATA_DIR else "",
+        trust=trust_option(),
         options=lambda wc: cli_options(
             {
                 "train_size": config["tasks"][wc.task]["train_size"],
@@ -45,5 +46,5 @@ rule prepare_data:
         ENV
     shell:
         "python -m lota.prepare_data --task {wildcards.task} --tokenizer {input.model:q}"
-        " --train-out {output.train:q} --eval-out {output.eval:q} {params.data_dir} {params.options}"
+        " --train-out {output.train:q} --eval-out {output.eval:q} {params.data_dir} {params.options} {params.trust}"
         " > {log:q} 2>&1"
