@@ -96,6 +96,8 @@ def run(args: PrepareDataArgs) -> None:
     get_task(args.task)
     data_dir = resolve_data_dir(args.data_dir)
     tokenizer = load_tokenizer(args.tokenizer, args.trust_remote_code)
+    if tokenizer.eos_token is None:
+        raise UserError(f"the tokenizer in {args.tokenizer} has no end-of-sequence token to end responses with")
     splits = (("train", args.train_size, args.train_out), ("test", args.eval_size, args.eval_out))
     # Both splits are built before either is written, so bad data leaves no output at all.
     prepared = [

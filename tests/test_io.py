@@ -18,6 +18,15 @@ def test_atomic_path_publishes_only_on_success(tmp_path):
     assert target.read_text() == "whole"
 
 
+def test_atomic_path_clears_what_a_killed_attempt_left(tmp_path):
+    leftover = tmp_path / ".model.tmp-12345"
+    leftover.mkdir()
+    (leftover / "half.bin").write_text("partial")
+    with atomic_path(tmp_path / "model") as tmp:
+        tmp.mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 def test_atomic_path_replaces_a_directory_whole(tmp_path):
     target = tmp_path / "model"
     target.mkdir()

@@ -29,6 +29,8 @@ def to_example(record: dict[str, Any]) -> Example:
         question, answer = record["question"], record["answer"]
     except KeyError as missing:
         raise UserError(f"GSM8K record lacks the field {missing}") from None
+    if not isinstance(question, str) or not isinstance(answer, str):
+        raise UserError("GSM8K record fields 'question' and 'answer' must be strings")
     gold = gold_answer(answer)
     return Example(question=question.strip(), response=answer.strip(), gold=gold)
 
