@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lota.cli import arg, run_main
+from lota.cli import arg, run_main, trust_remote_code_arg
 from lota.errors import UserError
 from lota.io import atomic_path
 
@@ -28,7 +28,7 @@ PACKAGE_PREFIX = "package:"
 class BaseModelArgs:
     source: str = arg(help="package:PKG/FILE.gguf, a local model directory or .gguf file, or a hub id")
     out: Path = arg(help="output HF directory (config, tokenizer, model.safetensors)")
-    trust_remote_code: bool = arg(False, "allow code from the model repository to run (a security risk)")
+    trust_remote_code: bool = trust_remote_code_arg()
 
 
 def resolve_source(source: str) -> tuple[str, str | None]:

@@ -30,6 +30,16 @@ def arg(default: Any = dataclasses.MISSING, help: str = "") -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+def trust_remote_code_arg() -> Any:
+    """The --trust-remote-code option every stage that loads a model shares; off by default."""
+    return arg(False, "allow code from the model repository to run (a security risk)")
+
+
+def threads_arg() -> Any:
+    """The --threads option of the compute-heavy stages."""
+    return arg(0, "CPU threads; 0 uses every CPU this process may run on")
+
+
 def _strip_optional(annotation: Any) -> Any:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         members = [a for a in typing.get_args(annotation) if a is not type(None)]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from lota.cli import arg, existing_file, run_main
+from lota.cli import arg, existing_file, run_main, trust_remote_code_arg
 from lota.errors import UserError
 from lota.io import WEIGHTS_FORMAT, TensorReader, atomic_path
 from lota.modeling import load_model, load_tokenizer
@@ -27,7 +27,7 @@ class ExportArgs:
     base: Path = arg(help="base HF model directory")
     weights: Path = arg(help="the run's weights.safetensors (dense weights or a sparse delta)")
     out: Path = arg(help="output HF model directory")
-    trust_remote_code: bool = arg(False, "allow code from the model directory to run (a security risk)")
+    trust_remote_code: bool = trust_remote_code_arg()
 
 
 def apply_weights(model: torch.nn.Module, weights: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from lota.cli import arg, check_range, run_main
+from lota.cli import arg, check_range, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.io import read_jsonl, write_jsonl
 from lota.modeling import device, load_model, load_tokenizer, set_threads
@@ -37,8 +37,8 @@ class GenerateArgs:
     temperature: float = arg(0.0, "0 is greedy; above 0 samples")
     top_p: float = arg(1.0, "nucleus sampling threshold when sampling")
     seed: int = arg(0, "sampling seed")
-    threads: int = arg(0, "CPU threads; 0 uses every CPU this process may run on")
-    trust_remote_code: bool = arg(False, "allow code from the model directory to run (a security risk)")
+    threads: int = threads_arg()
+    trust_remote_code: bool = trust_remote_code_arg()
 
 
 def choose_backend(requested: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from lota.cli import arg, run_main
+from lota.cli import arg, run_main, trust_remote_code_arg
 from lota.errors import UserError
 from lota.io import write_jsonl
 from lota.modeling import load_tokenizer
@@ -37,7 +37,7 @@ class PrepareDataArgs:
     eval_size: int = arg(0, "evaluation records to keep (a seeded random subset); 0 keeps all")
     seed: int = arg(0, "seed of the subset selection")
     require_chat_template: bool = arg(False, "fail if the tokenizer has no chat template")
-    trust_remote_code: bool = arg(False, "allow code from the model directory to run (a security risk)")
+    trust_remote_code: bool = trust_remote_code_arg()
 
 
 def resolve_data_dir(data_dir: Path | None) -> Path | None:

@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from lota.cli import arg, check_range, existing_file, run_main
+from lota.cli import arg, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.extract_mask import load_mask
 from lota.io import WEIGHTS_FORMAT, atomic_path, read_jsonl, write_json
@@ -66,8 +66,8 @@ class TrainArgs:
     warmup_steps: int = arg(0, "linear warm-up steps, then a constant learning rate")
     precision: Literal["bf16", "fp32"] = arg("bf16", "bf16 autocast over fp32 weights, or plain fp32")
     seed: int = arg(0, "seed of the data order and of any randomness in the model")
-    threads: int = arg(0, "CPU threads; 0 uses every CPU this process may run on")
-    trust_remote_code: bool = arg(False, "allow code from the model directory to run (a security risk)")
+    threads: int = threads_arg()
+    trust_remote_code: bool = trust_remote_code_arg()
 
 
 def validate(args: TrainArgs) -> None:

@@ -16,6 +16,9 @@ CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 config_problems = config_errors(config, load_schema(CONFIG_SCHEMA))
 if config_problems:
     raise WorkflowError(config_problems[0])
+unknown_tasks = sorted(set(config["tasks"]) - set(task_names()))
+if unknown_tasks:
+    raise WorkflowError(f"config key tasks: unknown task {unknown_tasks[0]!r}; known tasks: {', '.join(task_names())}")
 validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 
 ENV = "../../envs/lota.yaml"
@@ -52,11 +55,6 @@ def check_task(task):
             f"unknown task {task!r}: not under config key 'tasks' (configured: {', '.join(config['tasks'])})"
         )
     return task
-
-
-unknown_tasks = sorted(set(config["tasks"]) - set(task_names()))
-if unknown_tasks:
-    raise WorkflowError(f"config key tasks: unknown task {unknown_tasks[0]!r}; known tasks: {', '.join(task_names())}")
 
 
 def percent_to_sparsity(percent):
