@@ -2,7 +2,8 @@
 `AutoModelForCausalLM.from_pretrained` loads as it is.
 
 The base model's weights are loaded and the run's weights applied: dense weights replace
-the base's, a sparse delta is added at its indices (frozen entries stay the base's bits).
+the base's, a sparse delta is added at its indices (frozen entries stay the base's bits), a
+LoRA adapter is merged into the weights it adapts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from lota.cli import arg, existing_file, run_main, trust_remote_code_arg
 from lota.errors import UserError
 from lota.io import WEIGHTS_FORMAT, TensorReader, atomic_path
+from lota.lora import is_lora_adapter, merge_lora_adapter
 from lota.modeling import load_model, load_tokenizer
 from lota.sparse_delta import apply_sparse_delta, is_sparse_delta, read_sparse_delta
 
@@ -25,19 +27,22 @@ log = logging.getLogger("lota.export")
 @dataclass
 class ExportArgs:
     base: Path = arg(help="base HF model directory")
-    weights: Path = arg(help="the run's weights.safetensors (dense weights or a sparse delta)")
+    weights: Path = arg(help="the run's weights.safetensors (dense weights, a sparse delta or a LoRA adapter)")
     out: Path = arg(help="output HF model directory")
     trust_remote_code: bool = trust_remote_code_arg()
 
 
-def apply_weights(model: torch.nn.Module, weights: Path) -> None:
+def apply_weights(model: torch.nn.Module, weights: Path) -> torch.nn.Module:
+    """The base `model` with a run's weights applied (in place, except a LoRA merge's new module)."""
     parameters = dict(model.named_parameters())
     with TensorReader([weights]) as reader:
+        if is_lora_adapter(reader):
+            return merge_lora_adapter(model, reader, weights)
         if is_sparse_delta(reader):
             delta, shapes = read_sparse_delta(reader)
             apply_sparse_delta(parameters, delta, shapes, weights)
-            return
-        reader.require_format(WEIGHTS_FORMAT, weights, "run's weights file (dense weights or a sparse delta)")
+            return model
+        reader.require_format(WEIGHTS_FORMAT, weights, "run's weights file (dense weights, sparse delta or LoRA)")
         with torch.no_grad():
             for name in reader.names():
                 if name not in parameters:
@@ -49,13 +54,14 @@ def apply_weights(model: torch.nn.Module, weights: Path) -> None:
                         f"weights {weights}: {name} has shape {tuple(tensor.shape)}, the model's is {expected}"
                     )
                 parameters[name].copy_(tensor)
+    return model
 
 
 def export(base: Path, weights: Path, out: Path, trust_remote_code: bool = False) -> Path:
     existing_file(weights, "run weights")
     tokenizer = load_tokenizer(base, trust_remote_code)
     model = load_model(base, torch.float32, trust_remote_code, torch.device("cpu"))
-    apply_weights(model, weights)
+    model = apply_weights(model, weights)
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

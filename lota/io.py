@@ -21,6 +21,7 @@ WEIGHTS_FORMAT = "lota-weights"
 TASK_VECTOR_FORMAT = "lota-task-vector"
 MASK_FORMAT = "lota-mask"
 SPARSE_DELTA_FORMAT = "lota-sparse-delta"
+LORA_ADAPTER_FORMAT = "lota-lora-adapter"
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
@@ -60,9 +61,26 @@ def load_tokenizer(model_dir: Path, trust_remote_code: bool = False) -> PreTrain
     return tokenizer
 
 
+def reset_peak_memory(on: torch.device) -> None:
+    """Restart the peak-memory measurement, so that a figure covers training and not loading.
+
+    On CPU this resets the kernel's resident-set high-water mark (Linux only; elsewhere the peak
+    stays the process's since its start).
+    """
+    if on.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(on)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_memory_mb(on: torch.device) -> float:
-    """Peak memory so far: allocated GPU memory on CUDA, peak resident set size on CPU."""
+    """Peak memory since the start or the last reset: allocated GPU memory on CUDA, resident set on CPU."""
     if on.type == "cuda":
         return torch.cuda.max_memory_allocated(on) / 2**20
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10

@@ -1,20 +1,23 @@
-"""Stage train: dense fine-tuning (fft) or sparse adaptation through a mask (lota).
+"""Stage train: dense fine-tuning (fft), sparse adaptation through a mask (lota), or LoRA (lora),
+all on one engine (lota.optim), so the three methods are compared on one code path.
 
-The loss is the mean cross-entropy over response tokens only. For lota the model restarts
-from the base weights and only the mask's entries are trained: the optimizer works on a
-compact copy of those entries (so its state is that size too) and writes them back by index,
-so frozen entries are never written and stay bit-identical to the base under any optimizer,
-weight decay or momentum. Parameters the mask does not cover get no gradient at all.
+The loss is the mean cross-entropy over response tokens only. For lota the model restarts from
+the base weights and only the mask's entries are trained, with optimizer state for those entries
+alone; frozen entries are never written and stay bit-identical to the base. Parameters no
+method trains get no gradient at all. By default each parameter is updated inside the backward
+pass as soon as its gradient is complete, so no full gradient buffer exists.
 
 Outputs, in one directory written atomically:
-  weights.safetensors  fft: every parameter; lota: the sparse delta (see lota.sparse_delta)
+  weights.safetensors  fft: every parameter; lota: the sparse delta (lota.sparse_delta);
+                       lora: the adapter (lota.lora)
   log.jsonl            one line per optimizer step: loss, lr, grad norm, tokens/s, peak memory
-  summary.json         arguments, trainable parameter count, steps, tokens, wall time
+  summary.json         arguments, trainable parameter count, steps, tokens, wall time, memory
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -27,15 +30,18 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from peft import PeftModel
 from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from lota.cli import arg, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
-from lota.extract_mask import load_mask
-from lota.io import WEIGHTS_FORMAT, atomic_path, read_jsonl, write_json
-from lota.modeling import device, load_model, load_tokenizer, peak_memory_mb, set_threads
+from lota.extract_mask import DEFAULT_SCOPE, load_mask
+from lota.io import WEIGHTS_FORMAT, TensorReader, atomic_path, checkpoint_files, read_jsonl, write_json
+from lota.lora import LoraSettings, add_lora, save_lora_adapter
+from lota.modeling import device, load_model, load_tokenizer, peak_memory_mb, reset_peak_memory, set_threads
+from lota.optim import ParameterUpdater, make_slots
 from lota.sparse_delta import save_sparse_delta
 
 log = logging.getLogger("lota.train")
@@ -47,8 +53,14 @@ class TrainArgs:
     model: Path = arg(help="base HF model directory (training starts from these weights)")
     data: Path = arg(help="training records (JSONL with prompt and response)")
     out: Path = arg(help="output directory")
-    method: Literal["fft", "lota"] = arg("fft", "fft trains every weight; lota only the mask's entries")
+    method: Literal["fft", "lota", "lora"] = arg(
+        "fft", "fft trains every weight; lota only the mask's entries; lora low-rank adapters (PEFT)"
+    )
     mask: Path | None = arg(None, "mask file (required for lota)")
+    lora_rank: int = arg(16, "LoRA rank r")
+    lora_alpha: float = arg(32.0, "LoRA alpha; the update is scaled by alpha / r")
+    lora_dropout: float = arg(0.0, "dropout on the LoRA input")
+    lora_targets: list[str] = arg(DEFAULT_SCOPE, "module names that get LoRA adapters")
     optimizer: Literal["adamw", "rmsprop"] = arg(
         "adamw", "AdamW, or RMSprop as in the LoTA paper (alpha 0.99, no momentum)"
     )
@@ -64,7 +76,14 @@ class TrainArgs:
     )
     max_grad_norm: float = arg(1.0, "clipping threshold")
     warmup_steps: int = arg(0, "linear warm-up steps, then a constant learning rate")
-    precision: Literal["bf16", "fp32"] = arg("bf16", "bf16 autocast over fp32 weights, or plain fp32")
+    precision: Literal["bf16", "fp32"] = arg("bf16", "compute in bf16 (autocast over fp32 weights), or in fp32")
+    weights: Literal["fp32", "bf16"] = arg(
+        "fp32", "dtype of the model's weights; bf16 keeps an fp32 master copy of the trainable entries only"
+    )
+    activation_checkpointing: bool = arg(False, "recompute activations in the backward pass: less memory, more time")
+    optimizer_in_backward: bool = arg(
+        True, "update each parameter as soon as its gradient is complete (not with grad_accum > 1 or clip global)"
+    )
     seed: int = arg(0, "seed of the data order and of any randomness in the model")
     threads: int = threads_arg()
     trust_remote_code: bool = trust_remote_code_arg()
@@ -83,6 +102,10 @@ def validate(args: TrainArgs) -> None:
         raise UserError(f"epochs must be a positive number, got {args.epochs}")
     if args.method == "lota" and args.mask is None:
         raise UserError("method lota needs --mask")
+    if args.weights == "bf16" and args.precision == "fp32":
+        raise UserError("weights bf16 computes in bf16: use precision bf16 with it")
+    if args.method == "lora":
+        lora_settings(args)
     existing_file(args.data, "training data")
     if args.mask is not None:
         existing_file(args.mask, "mask file")
@@ -152,93 +175,27 @@ def micro_batches(n_examples: int, batch_size: int, epochs: float, seed: int) ->
         epoch += 1
 
 
-# --- optimization ---------------------------------------------------------------------------
-
-
-class MaskedOptimizer:
-    """A torch optimizer over chosen entries of each parameter.
-
-    A dense parameter (indices None) is optimized as it is. A masked one is optimized through
-    a compact leaf holding only its trainable entries: before each step the gradient is
-    gathered at those indices, after it the entries are written back with index_copy_.
-    """
-
-    def __init__(
-        self,
-        parameters: Sequence[tuple[torch.nn.Parameter, torch.Tensor | None]],
-        kind: str,
-        lr: float,
-        weight_decay: float,
-    ):
-        self.slots = []
-        for parameter, indices in parameters:
-            if indices is None:
-                self.slots.append((parameter, None, parameter))
-            else:
-                compact = parameter.detach().view(-1)[indices]  # indexing copies
-                self.slots.append((parameter, indices, compact))
-        leaves = [leaf for _, _, leaf in self.slots]
-        if kind == "adamw":
-            self.optimizer = torch.optim.AdamW(leaves, lr=lr, weight_decay=weight_decay)
-        elif kind == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(leaves, lr=lr, alpha=0.99, momentum=0.0, weight_decay=weight_decay)
-        else:
-            raise UserError(f"unknown optimizer {kind!r}; known: adamw, rmsprop")
-
-    @property
-    def trainable_count(self) -> int:
-        return sum(leaf.numel() for _, _, leaf in self.slots)
-
-    @torch.no_grad()
-    def gather_gradients(self) -> list[torch.Tensor]:
-        grads = []
-        for parameter, indices, leaf in self.slots:
-            if indices is not None:
-                leaf.grad = parameter.grad.view(-1)[indices] if parameter.grad is not None else None
-                parameter.grad = None
-            if leaf.grad is not None:
-                grads.append(leaf.grad)
-        return grads
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.optimizer.step()
-        for parameter, indices, leaf in self.slots:
-            if indices is not None:
-                parameter.view(-1).index_copy_(0, indices, leaf)
-
-    def zero_grad(self) -> None:
-        for parameter, _, leaf in self.slots:
-            parameter.grad = None
-            leaf.grad = None
-
-
-@torch.no_grad()
-def clip_gradients(grads: Sequence[torch.Tensor], mode: str, max_norm: float) -> float:
-    """Clip in place, each tensor to `max_norm` or all together; return the global norm before."""
-    if not grads:
-        return 0.0
-    norms = torch.stack([g.float().norm() for g in grads])
-    total = norms.norm()
-    if mode == "per_tensor":
-        for grad, norm in zip(grads, norms, strict=True):
-            grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
-    elif mode == "global":
-        torch._foreach_mul_(list(grads), torch.clamp(max_norm / (total + 1e-6), max=1.0))
-    elif mode != "none":
-        raise UserError(f"clip must be per_tensor, global or none, got {mode!r}")
-    return float(total)
-
-
-def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over the response tokens (labels not IGNORE_INDEX)."""
-    shifted_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    return F.cross_entropy(shifted_logits, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-
-
-# --- the loop ---------------------------------------------------------------------------
+# --- the model and its trainable entries -------------------------------------------------
 
 Chosen = list[tuple[str, torch.nn.Parameter, torch.Tensor | None]]
+
+
+def lora_settings(args: TrainArgs) -> LoraSettings:
+    return LoraSettings(args.lora_rank, args.lora_alpha, args.lora_dropout, tuple(args.lora_targets))
+
+
+def load_for_training(args: TrainArgs, on: torch.device) -> torch.nn.Module:
+    """The base model in the weight dtype, with activation checkpointing and LoRA adapters if asked."""
+    dtype = torch.bfloat16 if args.weights == "bf16" else torch.float32
+    model = load_model(args.model, dtype, args.trust_remote_code, on)
+    model.config.use_cache = False
+    if args.activation_checkpointing:
+        # Non-reentrant: works with frozen inputs (LoRA, LoTA) and with the in-backward updates.
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if args.method == "lora":
+        model = add_lora(model, lora_settings(args))
+    model.train()
+    return model
 
 
 def trainable_parameters(model: torch.nn.Module, method: str, mask_path: Path | None) -> Chosen:
@@ -246,15 +203,117 @@ def trainable_parameters(model: torch.nn.Module, method: str, mask_path: Path | 
     named = dict(model.named_parameters())
     if method == "fft":
         return [(name, p, None) for name, p in named.items()]
+    if method == "lora":  # PEFT has frozen everything but the adapters
+        return [(name, p, None) for name, p in named.items() if p.requires_grad]
     masks = load_mask(mask_path, {name: p.shape for name, p in named.items()})
     chosen = []
     for name, parameter in named.items():
-        indices = masks[name].flatten().nonzero().squeeze(1).to(parameter.device) if name in masks else None
+        indices = masks[name].flatten().nonzero().squeeze(1) if name in masks else None
         if indices is None or indices.numel() == 0:
             parameter.requires_grad_(False)
         else:
             chosen.append((name, parameter, indices))
     return chosen
+
+
+class CheckpointValues:
+    """fp32 values of the base model's tensors, read from its checkpoint one tensor at a time."""
+
+    def __init__(self, model_dir: Path):
+        self.model_dir = model_dir
+
+    def __call__(self, name: str) -> torch.Tensor:
+        with TensorReader(checkpoint_files(self.model_dir)) as reader:
+            if name not in reader:
+                raise UserError(f"{name} is not in the checkpoint of {self.model_dir}; train with --weights fp32")
+            return reader.get(name).float()
+
+
+def make_updater(model: torch.nn.Module, args: TrainArgs) -> ParameterUpdater:
+    chosen = trainable_parameters(model, args.method, args.mask)
+    slots = make_slots(chosen, args.optimizer, args.lr, args.weight_decay, CheckpointValues(args.model))
+    return ParameterUpdater(slots, args.clip, args.max_grad_norm, in_backward=updates_in_backward(args))
+
+
+def updates_in_backward(args: TrainArgs) -> bool:
+    """In-backward updates need each gradient final on arrival and clipped on its own."""
+    return args.optimizer_in_backward and args.grad_accum == 1 and args.clip != "global"
+
+
+def save_weights(path: Path, args: TrainArgs, model: torch.nn.Module, updater: ParameterUpdater) -> None:
+    """fft: every parameter; lota: the sparse delta of the trained entries; lora: the adapter."""
+    if args.method == "lora":
+        save_lora_adapter(path, model, lora_settings(args))
+    elif args.method == "fft":
+        tensors = {slot.name: slot.master.detach().contiguous().cpu() for slot in updater.slots}
+        save_file(tensors, str(path), metadata={"format": WEIGHTS_FORMAT})
+    else:
+        with TensorReader(checkpoint_files(args.model)) as base:
+            delta = {
+                slot.name: (slot.indices.cpu(), slot.master.cpu() - base.get(slot.name).view(-1)[slot.indices.cpu()])
+                for slot in updater.slots
+            }
+        save_sparse_delta(path, delta, {slot.name: slot.parameter.shape for slot in updater.slots})
+
+
+# --- the loop ---------------------------------------------------------------------------
+
+
+def first_target_column(labels: torch.Tensor) -> int:
+    """The first column holding a response token of any row (never 0: nothing predicts it)."""
+    columns = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()
+    return int(columns[0]) + 1 if columns.numel() else labels.shape[1]
+
+
+def response_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], trim_logits: bool) -> torch.Tensor:
+    """Summed next-token cross-entropy over the response tokens (labels not IGNORE_INDEX).
+
+    With `trim_logits`, logits are computed only from the first position that predicts a
+    response token on: the prompt costs no output-layer work or logit memory.
+    """
+    labels = batch["labels"]
+    first = first_target_column(labels) if trim_logits else 1
+    extra = {"logits_to_keep": labels.shape[1] - first + 1} if trim_logits else {}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
+    predictions = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    return F.cross_entropy(predictions, labels[:, first:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean over the step's response tokens
+    target_tokens: int
+    tokens: int
+    grad_norm: float
+
+
+def train_step(
+    model: torch.nn.Module,
+    updater: ParameterUpdater,
+    batches: Sequence[dict[str, torch.Tensor]],
+    precision: str,
+    on: torch.device,
+    trim_logits: bool,
+) -> StepResult:
+    """One optimizer step over the micro-batches `batches`."""
+    # Every micro-batch's loss is divided by the step's response tokens, so that accumulation
+    # gives the same mean as one large batch.
+    target_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+    loss_sum, tokens = 0.0, 0
+    for batch in batches:
+        batch = {key: value.to(on) for key, value in batch.items()}
+        with torch.autocast(on.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = response_loss(model, batch, trim_logits)
+        (loss / target_tokens).backward()
+        loss_sum += loss.item()
+        tokens += int(batch["attention_mask"].sum())
+    grad_norm = updater.step()
+    return StepResult(loss_sum / target_tokens, target_tokens, tokens, grad_norm)
 
 
 def optimizer_steps(n_examples: int, args: TrainArgs) -> list[list[tuple[float, list[int]]]]:
@@ -264,14 +323,9 @@ def optimizer_steps(n_examples: int, args: TrainArgs) -> list[list[tuple[float, 
     return steps[: args.max_steps] if args.max_steps else steps
 
 
-def save_weights(path: Path, method: str, chosen: Chosen, base_values: dict[str, torch.Tensor]) -> None:
-    """fft: every trained parameter; lota: the sparse delta of the trained entries from the base."""
-    if method == "fft":
-        tensors = {name: p.detach().contiguous().cpu() for name, p, _ in chosen}
-        save_file(tensors, str(path), metadata={"format": WEIGHTS_FORMAT})
-        return
-    delta = {name: (idx.cpu(), (p.detach().view(-1)[idx] - base_values[name]).cpu()) for name, p, idx in chosen}
-    save_sparse_delta(path, delta, {name: p.shape for name, p, _ in chosen})
+def learning_rate(step: int, args: TrainArgs) -> float:
+    """Linear warm-up over `warmup_steps` (step counts from 1), then constant."""
+    return args.lr * min(1.0, step / args.warmup_steps) if args.warmup_steps else args.lr
 
 
 def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
@@ -282,27 +336,23 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
     on = device()
     tokenizer = load_tokenizer(args.model, args.trust_remote_code)
     examples = tokenize_records(read_jsonl(args.data, "training data"), tokenizer, args.max_length, args.data)
-    model = load_model(args.model, torch.float32, args.trust_remote_code, on)
-    model.config.use_cache = False
-    model.train()
-    chosen = trainable_parameters(model, args.method, args.mask)
-    base_values = {name: p.detach().view(-1)[idx].clone() for name, p, idx in chosen if idx is not None}
-    optimizer = MaskedOptimizer([(p, idx) for _, p, idx in chosen], args.optimizer, args.lr, args.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer.optimizer, lambda step: min(1.0, (step + 1) / args.warmup_steps) if args.warmup_steps else 1.0
-    )
+    model = load_for_training(args, on)
+    updater = make_updater(model, args)
+    trim_logits = accepts_logits_to_keep(model)
     steps = optimizer_steps(len(examples), args)
     log.info(
-        "%s: %d examples, %d steps, %d trainable parameters on %s (%d CPU threads)",
+        "%s: %d examples, %d steps, %d trainable parameters, %s weights, updates %s, on %s (%d CPU threads)",
         args.method,
         len(examples),
         len(steps),
-        optimizer.trainable_count,
+        updater.trainable_count,
+        args.weights,
+        "in the backward pass" if updater.in_backward else "after the backward pass",
         on,
         threads,
     )
 
-    autocast = torch.autocast(on.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    reset_peak_memory(on)
     with atomic_path(args.out) as tmp:
         tmp.mkdir()
         started = time.perf_counter()
@@ -310,35 +360,21 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
         with open(tmp / "log.jsonl", "w") as log_file:
             for step, micro in enumerate(tqdm(steps, desc=f"train {args.method}", unit="step"), start=1):
                 step_started = time.perf_counter()
-                encoded = [collate([examples[i] for i in chunk], tokenizer.pad_token_id) for _, chunk in micro]
-                # Every micro-batch's loss is divided by the step's response tokens, so that
-                # accumulation gives the same mean as one large batch.
-                target_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in encoded)
-                loss_sum, step_tokens = 0.0, 0
-                for batch in encoded:
-                    batch = {key: value.to(on) for key, value in batch.items()}
-                    with autocast:
-                        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                    loss = response_loss(logits, batch["labels"])
-                    (loss / target_tokens).backward()
-                    loss_sum += loss.item()
-                    step_tokens += int(batch["attention_mask"].sum())
-                grad_norm = clip_gradients(optimizer.gather_gradients(), args.clip, args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-                lr = schedule.get_last_lr()[0]
-                schedule.step()
+                lr = learning_rate(step, args)
+                updater.set_lr(lr)
+                batches = [collate([examples[i] for i in chunk], tokenizer.pad_token_id) for _, chunk in micro]
+                result = train_step(model, updater, batches, args.precision, on, trim_logits)
                 elapsed = time.perf_counter() - step_started
-                total_tokens += step_tokens
-                last_loss = loss_sum / target_tokens
+                total_tokens += result.tokens
+                last_loss = result.loss
                 record = {
                     "step": step,
                     "epoch": round(micro[-1][0], 4),
-                    "loss": last_loss,
+                    "loss": result.loss,
                     "lr": lr,
-                    "grad_norm": grad_norm,
-                    "tokens": step_tokens,
-                    "tokens_per_s": step_tokens / elapsed,
+                    "grad_norm": result.grad_norm,
+                    "tokens": result.tokens,
+                    "tokens_per_s": result.tokens / elapsed,
                     "step_s": elapsed,
                     "peak_memory_mb": peak_memory_mb(on),
                 }
@@ -348,17 +384,19 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
                     "step %d/%d loss %.4f lr %.2e tokens/s %.0f peak %.0f MB",
                     step,
                     len(steps),
-                    last_loss,
+                    result.loss,
                     lr,
                     record["tokens_per_s"],
                     record["peak_memory_mb"],
                 )
         wall = time.perf_counter() - started
-        save_weights(tmp / "weights.safetensors", args.method, chosen, base_values)
+        updater.remove_hooks()
+        save_weights(tmp / "weights.safetensors", args, model, updater)
         summary = {
             "method": args.method,
-            "trainable_params": optimizer.trainable_count,
-            "total_params": sum(p.numel() for p in model.parameters()),
+            "trainable_params": updater.trainable_count,
+            "total_params": sum(p.numel() for p in model.parameters())
+            - (updater.trainable_count if args.method == "lora" else 0),
             "examples": len(examples),
             "steps": len(steps),
             "tokens": total_tokens,
@@ -366,6 +404,8 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
             "train_wall_s": wall,
             "tokens_per_s": total_tokens / wall if wall else 0.0,
             "peak_memory_mb": peak_memory_mb(on),
+            "optimizer_state_bytes": updater.state_bytes(),
+            "updates_in_backward": updater.in_backward,
             "device": str(on),
             "cpu_threads": threads,
             "args": {
@@ -378,7 +418,7 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
 
 
 def run(args: TrainArgs) -> None:
-    """Fine-tune a causal LM densely (fft) or through a sparse mask (lota)."""
+    """Fine-tune a causal LM densely (fft), through a sparse mask (lota), or with LoRA adapters (lora)."""
     train(args)
 
 

@@ -7,77 +7,22 @@ from safetensors.torch import load_file
 from lota.errors import UserError
 from lota.export import export
 from lota.extract_mask import save_mask
-from lota.io import TensorReader, checkpoint_files
+from lota.io import TensorReader, checkpoint_files, read_jsonl
+from lota.modeling import load_model, load_tokenizer
 from lota.prepare_data import prepare_split
 from lota.sparse_delta import is_sparse_delta
 from lota.train import (
     IGNORE_INDEX,
-    MaskedOptimizer,
     TrainArgs,
-    clip_gradients,
+    collate,
     micro_batches,
+    optimizer_steps,
+    response_loss,
     tokenize_example,
+    tokenize_records,
     train,
 )
 from tests.conftest import write_records
-
-
-@pytest.mark.parametrize("kind", ["adamw", "rmsprop"])
-def test_masked_optimizer_never_writes_frozen_entries(kind):
-    torch.manual_seed(0)
-    parameter = torch.nn.Parameter(torch.randn(6, 5))
-    before = parameter.detach().clone()
-    indices = torch.tensor([0, 7, 12, 29])
-    optimizer = MaskedOptimizer([(parameter, indices)], kind, lr=1e-2, weight_decay=0.1)
-    for _ in range(5):
-        (parameter * torch.randn(6, 5)).sum().backward()
-        optimizer.gather_gradients()
-        optimizer.step()
-        optimizer.zero_grad()
-    frozen = torch.ones(30, dtype=torch.bool)
-    frozen[indices] = False
-    flat_now, flat_before = parameter.detach().view(-1), before.view(-1)
-    assert torch.equal(flat_now[frozen], flat_before[frozen])
-    assert (flat_now[indices] != flat_before[indices]).all()
-    assert optimizer.trainable_count == 4
-    state = optimizer.optimizer.state[optimizer.slots[0][2]]
-    assert all(t.numel() in (1, 4) for t in state.values() if torch.is_tensor(t))
-
-
-def test_masked_optimizer_matches_dense_optimizer_on_trainable_entries():
-    torch.manual_seed(1)
-    dense = torch.nn.Parameter(torch.randn(4, 4))
-    masked = torch.nn.Parameter(dense.detach().clone())
-    indices = torch.tensor([1, 5, 6])
-    reference = torch.optim.AdamW([dense], lr=1e-2, weight_decay=0.0)
-    optimizer = MaskedOptimizer([(masked, indices)], "adamw", lr=1e-2, weight_decay=0.0)
-    weights = torch.randn(4, 4)
-    keep = torch.zeros(16)
-    keep[indices] = 1
-    for _ in range(3):
-        (dense * weights).sum().backward()
-        dense.grad.mul_(keep.view(4, 4))
-        reference.step()
-        reference.zero_grad()
-        (masked * weights).sum().backward()
-        optimizer.gather_gradients()
-        optimizer.step()
-        optimizer.zero_grad()
-    assert torch.allclose(masked.detach().view(-1)[indices], dense.detach().view(-1)[indices])
-
-
-def test_clip_gradients_per_tensor_and_global():
-    grads = [torch.tensor([3.0, 4.0]), torch.tensor([0.3, 0.4])]
-    norm = clip_gradients(grads, "per_tensor", 1.0)
-    assert norm == pytest.approx((25 + 0.25) ** 0.5)
-    assert grads[0].norm() == pytest.approx(1.0, rel=1e-5)
-    assert torch.allclose(grads[1], torch.tensor([0.3, 0.4]))
-    grads = [torch.tensor([3.0, 4.0]), torch.tensor([0.0, 0.0])]
-    clip_gradients(grads, "global", 1.0)
-    assert torch.stack([g.norm() for g in grads]).norm() == pytest.approx(1.0, rel=1e-5)
-    untouched = [torch.tensor([3.0, 4.0])]
-    clip_gradients(untouched, "none", 1.0)
-    assert untouched[0].tolist() == [3.0, 4.0]
 
 
 def test_micro_batches_are_seeded_and_cover_fractional_epochs():
@@ -115,8 +60,15 @@ def random_mask(model_dir, sparsity, path):
     return masks
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "rmsprop"])
-def test_lota_training_keeps_frozen_entries_bit_identical(tmp_path, tiny_model, train_records, optimizer):
+@pytest.mark.parametrize(
+    ("optimizer", "engine"),
+    [
+        ("adamw", {"clip": "global"}),
+        ("rmsprop", {}),
+        ("adamw", {"weights": "bf16", "activation_checkpointing": True}),
+    ],
+)
+def test_lota_training_keeps_frozen_entries_bit_identical(tmp_path, tiny_model, train_records, optimizer, engine):
     masks = random_mask(tiny_model, 0.9, tmp_path / "mask.safetensors")
     args = TrainArgs(
         model=tiny_model,
@@ -130,19 +82,23 @@ def test_lota_training_keeps_frozen_entries_bit_identical(tmp_path, tiny_model, 
         batch_size=4,
         max_length=256,
         epochs=2,
-        clip="global",
+        **engine,
     )
     summary, model = train(args)
     assert summary["trainable_params"] == sum(int(m.sum()) for m in masks.values())
     export(tiny_model, tmp_path / "run" / "weights.safetensors", tmp_path / "exported")
     base = load_file(str(tiny_model / "model.safetensors"))
     in_memory = {name: p.detach() for name, p in model.named_parameters()}
+    if engine.get("weights") == "bf16":  # trained in bf16: the base to keep is the rounded one
+        base_in_memory = {name: t.to(torch.bfloat16) for name, t in base.items()}
+    else:
+        base_in_memory = base
     exported = load_file(str(tmp_path / "exported" / "model.safetensors"))
     # The trained model itself, and its export rebuilt from the sparse delta.
-    for tuned in (in_memory, exported):
-        assert set(base) == set(tuned)
+    for tuned, reference in ((in_memory, base_in_memory), (exported, base)):
+        assert set(reference) == set(tuned)
         changed_trainable = 0
-        for name, original in base.items():
+        for name, original in reference.items():
             if name in masks:
                 mask = masks[name]
                 assert torch.equal(tuned[name][~mask], original[~mask]), name
@@ -254,3 +210,112 @@ def test_bad_training_arguments_are_named(tmp_path, train_records, change, messa
     with pytest.raises(UserError, match=message):
         train(args)
     assert not (tmp_path / "run").exists()
+
+
+def reference_training(args, masks=None):
+    """The plain loop the engine must match: one dense torch optimizer over the trained
+    parameters, optimizer.step() after the backward pass, full logits; with masks, gradients
+    are masked and the frozen entries put back after every step."""
+    torch.manual_seed(args.seed)
+    tokenizer = load_tokenizer(args.model)
+    examples = tokenize_records(read_jsonl(args.data), tokenizer, args.max_length, args.data)
+    model = load_model(args.model)
+    model.config.use_cache = False
+    model.train()
+    base = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trained = {name: p for name, p in model.named_parameters() if masks is None or name in masks}
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in trained)
+    optimizer = torch.optim.AdamW(trained.values(), lr=args.lr, weight_decay=args.weight_decay)
+    for (_, chunk), *_ in optimizer_steps(len(examples), args):
+        batch = collate([examples[i] for i in chunk], tokenizer.pad_token_id)
+        targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        (response_loss(model, batch, trim_logits=False) / targets).backward()
+        for name, parameter in trained.items():
+            if masks is not None:
+                parameter.grad.mul_(masks[name])
+            torch.nn.utils.clip_grad_norm_([parameter], args.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+        if masks is not None:
+            with torch.no_grad():
+                for name, parameter in trained.items():
+                    parameter.copy_(torch.where(masks[name], parameter, base[name]))
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def assert_same_weights(model, expected, atol):
+    for name, parameter in model.named_parameters():
+        assert torch.allclose(parameter.detach(), expected[name], rtol=0, atol=atol), name
+
+
+@pytest.mark.parametrize("in_backward", [True, False])
+def test_fft_engine_matches_a_standard_optimizer_loop(tmp_path, tiny_model, train_records, in_backward):
+    args = TrainArgs(
+        model=tiny_model,
+        data=train_records,
+        out=tmp_path / "run",
+        lr=1e-3,
+        weight_decay=0.01,
+        batch_size=4,
+        max_length=256,
+        max_steps=3,
+        precision="fp32",
+        optimizer_in_backward=in_backward,
+    )
+    summary, model = train(args)
+    assert summary["updates_in_backward"] is in_backward
+    assert_same_weights(model, reference_training(args), atol=1e-6)
+
+
+def test_lota_sparse_state_matches_the_masked_dense_update(tmp_path, tiny_model, train_records):
+    masks = random_mask(tiny_model, 0.7, tmp_path / "mask.safetensors")
+    args = TrainArgs(
+        model=tiny_model,
+        data=train_records,
+        out=tmp_path / "run",
+        method="lota",
+        mask=tmp_path / "mask.safetensors",
+        lr=1e-3,
+        weight_decay=0.1,
+        batch_size=4,
+        max_length=256,
+        max_steps=3,
+        precision="fp32",
+    )
+    summary, model = train(args)
+    dense_state = 2 * 4 * sum(m.numel() for m in masks.values())
+    assert summary["optimizer_state_bytes"] < 0.35 * dense_state  # moments of the 30% trainable entries
+    assert_same_weights(model, reference_training(args, masks), atol=1e-6)
+
+
+def test_lora_trains_adapters_only_and_exports_merged(tmp_path, tiny_model, train_records):
+    args = TrainArgs(
+        model=tiny_model,
+        data=train_records,
+        out=tmp_path / "run",
+        method="lora",
+        lr=1e-2,
+        lora_rank=2,
+        lora_alpha=4.0,
+        lora_targets=["q_proj", "down_proj"],
+        batch_size=4,
+        max_length=256,
+        max_steps=3,
+    )
+    summary, model = train(args)
+    base = load_file(str(tiny_model / "model.safetensors"))
+    # rank 2 on q_proj (16 -> 16) and down_proj (32 -> 16) of two layers: A and B each
+    assert summary["trainable_params"] == 2 * (2 * (16 + 16) + 2 * (32 + 16))
+    assert summary["total_params"] == sum(t.numel() for name, t in base.items() if name != "lm_head.weight")
+    adapter = load_file(str(tmp_path / "run" / "weights.safetensors"))
+    assert sum(t.numel() for t in adapter.values()) == summary["trainable_params"]
+    merged_in_memory = {name: p.detach().clone() for name, p in model.merge_and_unload().named_parameters()}
+    export(tiny_model, tmp_path / "run" / "weights.safetensors", tmp_path / "exported")
+    exported = load_file(str(tmp_path / "exported" / "model.safetensors"))
+    for name, original in base.items():
+        if name == "lm_head.weight":
+            continue
+        adapted = "q_proj" in name or "down_proj" in name
+        assert torch.equal(exported[name], original) is not adapted, name
+        assert torch.allclose(exported[name], merged_in_memory[name], atol=1e-7), name
