@@ -32,8 +32,9 @@ class EvaluateArgs:
     task: str = arg(help="task name, which picks the scorer")
     out: Path = arg(help="output results JSON")
     run: str = arg("", "run name, e.g. lota_gsm8k_s90")
-    method: str = arg("", "base, fft or lota")
+    method: str = arg("", "base, fft, lora or lota")
     sparsity: float | None = arg(None, "the LoTA mask's sparsity")
+    lora_rank: int | None = arg(None, "the LoRA adapters' rank")
     base_model: str = arg("", "the base model's source")
     train_summary: Path | None = arg(None, "summary.json of the training run, if any")
     benchmark: list[str] = arg([], "STAGE=PATH of a benchmark TSV per stage, for wall time and memory")
@@ -110,14 +111,24 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
         "task": args.task,
         "method": args.method,
         "sparsity": args.sparsity,
+        "lora_rank": args.lora_rank,
         "accuracy": correct / n,
         "correct": correct,
         "n": n,
         "ci95": [low, high],
         "trainable_params": summary["trainable_params"] if summary else 0,
         "train": {
-            key: summary[key]
-            for key in ("steps", "tokens", "final_loss", "train_wall_s", "tokens_per_s", "peak_memory_mb", "device")
+            key: summary.get(key)
+            for key in (
+                "steps",
+                "tokens",
+                "final_loss",
+                "train_wall_s",
+                "tokens_per_s",
+                "peak_memory_mb",
+                "optimizer_state_bytes",
+                "device",
+            )
         }
         if summary
         else None,

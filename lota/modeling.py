@@ -41,10 +41,14 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
     on: torch.device | None = None,
+    attention: str | None = None,
 ) -> PreTrainedModel:
+    """A causal LM from a local directory; `attention` picks the kernel (sdpa, eager; None: the model's)."""
     _check_model_dir(model_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation=attention
+        )
     except (OSError, ValueError) as error:
         raise UserError(f"cannot load a causal LM from {model_dir}: {str(error).splitlines()[0]}") from None
     return model.to(on or device())

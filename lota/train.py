@@ -81,6 +81,10 @@ class TrainArgs:
         "fp32", "dtype of the model's weights; bf16 keeps an fp32 master copy of the trainable entries only"
     )
     activation_checkpointing: bool = arg(False, "recompute activations in the backward pass: less memory, more time")
+    attention: Literal["sdpa", "eager"] = arg(
+        "sdpa", "attention kernel: sdpa keeps memory linear in length; eager can be faster on CPU for short sequences"
+    )
+    compile: bool = arg(False, "torch.compile each decoder layer (compiling takes a minute or two per input shape)")
     optimizer_in_backward: bool = arg(
         True, "update each parameter as soon as its gradient is complete (not with grad_accum > 1 or clip global)"
     )
@@ -187,15 +191,27 @@ def lora_settings(args: TrainArgs) -> LoraSettings:
 def load_for_training(args: TrainArgs, on: torch.device) -> torch.nn.Module:
     """The base model in the weight dtype, with activation checkpointing and LoRA adapters if asked."""
     dtype = torch.bfloat16 if args.weights == "bf16" else torch.float32
-    model = load_model(args.model, dtype, args.trust_remote_code, on)
+    model = load_model(args.model, dtype, args.trust_remote_code, on, args.attention)
     model.config.use_cache = False
     if args.activation_checkpointing:
         # Non-reentrant: works with frozen inputs (LoRA, LoTA) and with the in-backward updates.
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if args.method == "lora":
         model = add_lora(model, lora_settings(args))
+    if args.compile:
+        compile_layers(model)
     model.train()
     return model
+
+
+def compile_layers(model: torch.nn.Module) -> None:
+    """torch.compile every decoder layer: one compiled graph serves all layers of a model."""
+    layer_classes = set(getattr(model, "_no_split_modules", None) or [])
+    layers = [module for module in model.modules() if type(module).__name__ in layer_classes]
+    if not layers:
+        raise UserError(f"{type(model).__name__} names no decoder layer class (_no_split_modules) to compile")
+    for layer in layers:
+        layer.compile()
 
 
 def trainable_parameters(model: torch.nn.Module, method: str, mask_path: Path | None) -> Chosen:
@@ -273,7 +289,11 @@ def response_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], trim_l
     """
     labels = batch["labels"]
     first = first_target_column(labels) if trim_logits else 1
-    extra = {"logits_to_keep": labels.shape[1] - first + 1} if trim_logits else {}
+    # Positions as an index tensor, not a count: indexing copies the kept hidden states into a
+    # contiguous tensor, where a slice would leave them strided, and a strided input to a frozen
+    # output layer makes matmul expand the weight over the batch (a copy of it per sequence).
+    positions = torch.arange(first - 1, labels.shape[1], device=labels.device)
+    extra = {"logits_to_keep": positions} if trim_logits else {}
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
     predictions = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
     return F.cross_entropy(predictions, labels[:, first:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")

@@ -249,8 +249,11 @@ def assert_same_weights(model, expected, atol):
         assert torch.allclose(parameter.detach(), expected[name], rtol=0, atol=atol), name
 
 
-@pytest.mark.parametrize("in_backward", [True, False])
-def test_fft_engine_matches_a_standard_optimizer_loop(tmp_path, tiny_model, train_records, in_backward):
+@pytest.mark.parametrize(
+    "engine",
+    [{"optimizer_in_backward": True}, {"optimizer_in_backward": False}, {"compile": True, "attention": "eager"}],
+)
+def test_fft_engine_matches_a_standard_optimizer_loop(tmp_path, tiny_model, train_records, engine):
     args = TrainArgs(
         model=tiny_model,
         data=train_records,
@@ -261,10 +264,10 @@ def test_fft_engine_matches_a_standard_optimizer_loop(tmp_path, tiny_model, trai
         max_length=256,
         max_steps=3,
         precision="fp32",
-        optimizer_in_backward=in_backward,
+        **engine,
     )
     summary, model = train(args)
-    assert summary["updates_in_backward"] is in_backward
+    assert summary["updates_in_backward"] is engine.get("optimizer_in_backward", True)
     assert_same_weights(model, reference_training(args), atol=1e-6)
 
 

@@ -39,15 +39,16 @@ def workdir(tmp_path_factory, tiny_model, gsm8k_dir):
     config["base_model"]["source"] = str(tiny_model)
     config["data_dir"] = str(gsm8k_dir)
     config["tasks"]["gsm8k"] = {"train_size": 8, "eval_size": 4, "max_length": 256, "max_new_tokens": 8}
-    for method in ("fft", "lota"):
+    for method in ("fft", "lota", "lora"):
         config["train"][method]["batch_size"] = 4
     config["generate"]["batch_size"] = 4
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     return root
 
 
-def test_dag_runs_to_a_lota_result_and_reuses_the_dense_run(workdir):
-    done = snakemake(workdir, "--cores", "2", "results/lota_gsm8k_s90.json", "results/base_gsm8k.json")
+def test_dag_runs_to_lota_and_lora_results_and_reuses_the_dense_run(workdir):
+    targets = ["results/lota_gsm8k_s90.json", "results/base_gsm8k.json", "results/lora_gsm8k.json"]
+    done = snakemake(workdir, "--cores", "2", *targets)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((workdir / "results" / "lota_gsm8k_s90.json").read_text())
     assert result["method"] == "lota" and result["sparsity"] == 0.9 and result["n"] == 4
@@ -66,6 +67,10 @@ def test_dag_runs_to_a_lota_result_and_reuses_the_dense_run(workdir):
     assert result["config"]["train_lota"]["lr"] == 1e-4
     base = json.loads((workdir / "results" / "base_gsm8k.json").read_text())
     assert base["method"] == "base" and base["trainable_params"] == 0
+    lora = json.loads((workdir / "results" / "lora_gsm8k.json").read_text())
+    assert lora["method"] == "lora" and lora["lora_rank"] == 16 and 0 < lora["trainable_params"]
+    assert {"train_lora", "export", "generate"} <= set(lora["stages"]) and "train_fft" not in lora["stages"]
+    assert lora["config"]["lora"]["rank"] == 16 and lora["train"]["optimizer_state_bytes"] > 0
 
     plan = snakemake(workdir, "-n", "results/lota_gsm8k_s50.json")
     assert plan.returncode == 0, plan.stderr[-3000:]
@@ -76,6 +81,9 @@ def test_dag_runs_to_a_lota_result_and_reuses_the_dense_run(workdir):
         "generate": 1,
         "evaluate": 1,
     }
+    plan = snakemake(workdir, "-n", "results/lora_gsm8k_r4.json")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert planned_jobs(plan.stdout + plan.stderr) == {"train_lora": 1, "export": 1, "generate": 1, "evaluate": 1}
 
 
 @pytest.mark.parametrize(
@@ -83,7 +91,8 @@ def test_dag_runs_to_a_lota_result_and_reuses_the_dense_run(workdir):
     [
         ("results/base_gsm9k.json", [], "unknown task 'gsm9k': not under config key 'tasks'"),
         ("results/lota_gsm8k_s100.json", [], "sparsity s100 is 1.0, outside [0, 1)"),
-        ("results/dpo_gsm8k.json", [], "run name 'dpo_gsm8k' is not base_<task>, fft_<task> or lota_<task>_s<percent>"),
+        ("results/dpo_gsm8k.json", [], "run name 'dpo_gsm8k' is not base_<task>, fft_<task>, lora_<task>[_r<rank>]"),
+        ("results/lora_gsm8k_r16.json", [], "rank 16 is the configured one (config key lora.rank): name it lora_gsm8k"),
         ("results/fft_gsm8k.json", ["--config", "tasks={'mawps': {}}"], "config key tasks: unknown task 'mawps'"),
         ("results/fft_gsm8k.json", ["--config", "seed=-1"], "config key seed: -1 is less than the minimum of 0"),
         (

@@ -3,6 +3,7 @@ import json
 import os
 import re
 import shlex
+from collections import namedtuple
 from decimal import Decimal
 
 from snakemake.exceptions import WorkflowError
@@ -27,26 +28,33 @@ DATA_DIR = config["data_dir"] or os.environ.get("LOTA_DATA_DIR") or None
 RUN_PATTERN = re.compile(
     r"^(?P<method>base|fft)_(?P<task>[a-z][a-z0-9_]*)$"
     r"|^(?P<lota>lota)_(?P<lota_task>[a-z][a-z0-9_]*)_s(?P<percent>(?:0|[1-9]\d*)(?:\.\d*[1-9])?)$"
+    r"|^(?P<lora>lora)_(?P<lora_task>[a-z][a-z0-9_]*?)(?:_r(?P<rank>[1-9]\d*))?$"
 )
+RUN_NAMES = "base_<task>, fft_<task>, lora_<task>[_r<rank>] or lota_<task>_s<percent>"
+Run = namedtuple("Run", "method task sparsity rank")
 
 
 wildcard_constraints:
     task="[a-z][a-z0-9_]*",
     percent=r"(?:0|[1-9]\d*)(?:\.\d*[1-9])?",
     run=r"[a-z][a-z0-9_.]*",
+    lora_run=r"lora_[a-z][a-z0-9_]*",
 
 
 def parse_run(run):
-    """(method, task, sparsity or None) of a run name: base_<task>, fft_<task>, lota_<task>_s<NN>."""
+    """Run(method, task, sparsity, rank) of a run name; sparsity is lota's, rank lora's."""
     match = RUN_PATTERN.match(run)
     if not match:
-        raise WorkflowError(
-            f"run name {run!r} is not base_<task>, fft_<task> or lota_<task>_s<percent>"
-        )
-    method = match["method"] or match["lota"]
-    task = check_task(match["task"] or match["lota_task"])
+        raise WorkflowError(f"run name {run!r} is not {RUN_NAMES}")
+    method = match["method"] or match["lota"] or match["lora"]
+    task = check_task(match["task"] or match["lota_task"] or match["lora_task"])
     sparsity = percent_to_sparsity(match["percent"]) if match["percent"] else None
-    return method, task, sparsity
+    rank = None
+    if method == "lora":
+        rank = int(match["rank"] or config["lora"]["rank"])
+        if match["rank"] and rank == config["lora"]["rank"]:
+            raise WorkflowError(f"run {run!r}: rank {rank} is the configured one (config key lora.rank): name it lora_{task}")
+    return Run(method, task, sparsity, rank)
 
 
 def check_task(task):
@@ -102,31 +110,53 @@ def local_task_files(wildcards):
     return sorted(os.path.join(folder, name) for name in os.listdir(folder))
 
 
-def train_options(method, task):
-    settings = dict(config["train"][method], max_length=config["tasks"][task]["max_length"])
-    return f"{cli_options(settings | {'seed': config['seed']})} {threads_option('train')} {trust_option()}"
+def train_options(method, task, rank=None):
+    settings = dict(config["train"][method], max_length=config["tasks"][task]["max_length"], seed=config["seed"])
+    if method == "lora":
+        adapters = config["lora"]
+        settings |= {
+            "lora_rank": rank,
+            "lora_alpha": adapters["alpha"],
+            "lora_dropout": adapters["dropout"],
+            "lora_targets": adapters["target_modules"],
+        }
+    return f"{cli_options(settings)} {threads_option('train')} {trust_option()}"
+
+
+def lora_options(wildcards):
+    run = parse_run(wildcards.lora_run)
+    return train_options("lora", run.task, run.rank)
+
+
+def lora_data(wildcards):
+    return f"work/data/{parse_run(wildcards.lora_run).task}/train.jsonl"
+
+
+def run_shape_options(run):
+    """--sparsity of a LoTA run, --lora-rank of a LoRA run."""
+    _, _, sparsity, rank = parse_run(run)
+    return cli_options({key: value for key, value in (("sparsity", sparsity), ("lora_rank", rank)) if value is not None})
 
 
 def model_dir(wildcards):
     """The untrained base model for base_<task>, the run's export otherwise."""
-    method, _, _ = parse_run(wildcards.run)
-    return BASE_MODEL if method == "base" else f"work/models/{wildcards.run}"
+    return BASE_MODEL if parse_run(wildcards.run).method == "base" else f"work/models/{wildcards.run}"
 
 
 def eval_data(wildcards):
-    _, task, _ = parse_run(wildcards.run)
-    return f"work/data/{task}/eval.jsonl"
+    return f"work/data/{parse_run(wildcards.run).task}/eval.jsonl"
 
 
 def train_summary(wildcards):
-    method, _, _ = parse_run(wildcards.run)
-    return [] if method == "base" else f"work/runs/{wildcards.run}/summary.json"
+    return [] if parse_run(wildcards.run).method == "base" else f"work/runs/{wildcards.run}/summary.json"
 
 
 def stage_benchmarks(run):
     """STAGE=PATH of the benchmark files of every stage that led to a run."""
-    method, task, _ = parse_run(run)
+    method, task, _, _ = parse_run(run)
     stages = {"base_model": "benchmarks/base_model.tsv", "prepare_data": f"benchmarks/prepare_data/{task}.tsv"}
+    if method == "lora":
+        stages["train_lora"] = f"benchmarks/train/{run}.tsv"
     if method in ("fft", "lota"):
         stages["train_fft"] = f"benchmarks/train/fft_{task}.tsv"
     if method == "lota":
@@ -142,7 +172,7 @@ def stage_benchmarks(run):
 
 def provenance(run):
     """The config values a run's result depends on, as JSON."""
-    method, task, _ = parse_run(run)
+    method, task, _, rank = parse_run(run)
     used = {
         "seed": config["seed"],
         "data_dir": DATA_DIR,
@@ -155,4 +185,7 @@ def provenance(run):
     if method == "lota":
         used["mask"] = config["mask"]
         used["train_lota"] = config["train"]["lota"]
+    if method == "lora":
+        used["lora"] = config["lora"] | {"rank": rank}
+        used["train_lora"] = config["train"]["lora"]
     return json.dumps(used, sort_keys=True)

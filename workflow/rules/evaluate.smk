@@ -33,7 +33,7 @@ rule generate:
     benchmark:
         "benchmarks/generate/{run}.tsv"
     params:
-        max_new_tokens=lambda wc: config["tasks"][parse_run(wc.run)[1]]["max_new_tokens"],
+        max_new_tokens=lambda wc: config["tasks"][parse_run(wc.run).task]["max_new_tokens"],
         options=cli_options(config["generate"] | {"seed": config["seed"]}),
         threads=threads_option("generate"),
         trust=trust_option(),
@@ -58,9 +58,9 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{run}.tsv"
     params:
-        task=lambda wc: parse_run(wc.run)[1],
-        method=lambda wc: parse_run(wc.run)[0],
-        sparsity=lambda wc: "" if parse_run(wc.run)[2] is None else f"--sparsity {parse_run(wc.run)[2]}",
+        task=lambda wc: parse_run(wc.run).task,
+        method=lambda wc: parse_run(wc.run).method,
+        shape=lambda wc: run_shape_options(wc.run),
         summary=lambda wc, input: f"--train-summary {shlex.quote(input.summary)}" if input.summary else "",
         benchmarks=lambda wc: stage_benchmarks(wc.run),
         base_model=config["base_model"]["source"],
@@ -71,6 +71,6 @@ rule evaluate:
         ENV
     shell:
         "python -m lota.evaluate --samples {input.samples:q} --task {params.task} --out {output:q}"
-        " --run {wildcards.run} --method {params.method} {params.sparsity} {params.summary}"
+        " --run {wildcards.run} --method {params.method} {params.shape} {params.summary}"
         " --base-model {params.base_model:q} --config-json {params.config_json:q}"
         " --benchmark {params.benchmarks} > {log:q} 2>&1"

@@ -1,4 +1,5 @@
-# Dense calibration run -> task vector -> mask -> sparse adaptation from the base weights.
+# Dense calibration run -> task vector -> mask -> sparse adaptation from the base weights;
+# and the LoRA baseline, adapters trained on the frozen base.
 # One dense run and one task vector per task serve every sparsity.
 
 
@@ -89,3 +90,27 @@ rule train_lota:
     shell:
         "python -m lota.train --method lota --mask {input.mask:q} --model {input.model:q}"
         " --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
+
+
+rule train_lora:
+    input:
+        model=BASE_MODEL,
+        data=lora_data,
+    output:
+        weights="work/runs/{lora_run}/weights.safetensors",
+        summary="work/runs/{lora_run}/summary.json",
+        steps="work/runs/{lora_run}/log.jsonl",
+    log:
+        "logs/train/{lora_run}.log",
+    benchmark:
+        "benchmarks/train/{lora_run}.tsv"
+    params:
+        out=subpath(output.weights, parent=True),
+        options=lora_options,
+    resources:
+        **resources("train"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.train --method lora --model {input.model:q} --data {input.data:q}"
+        " --out {params.out:q} {params.options} > {log:q} 2>&1"

