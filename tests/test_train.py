@@ -249,22 +249,23 @@ def assert_same_weights(model, expected, atol):
         assert torch.allclose(parameter.detach(), expected[name], rtol=0, atol=atol), name
 
 
+def three_steps(model, records, out, **settings):
+    """Arguments of a three-step run on the tiny model."""
+    return TrainArgs(model=model, data=records, out=out, batch_size=4, max_length=256, max_steps=3, **settings)
+
+
 @pytest.mark.parametrize(
     "engine",
-    [{"optimizer_in_backward": True}, {"optimizer_in_backward": False}, {"compile": True, "attention": "eager"}],
+    [
+        {"optimizer_in_backward": True},
+        {"optimizer_in_backward": False},
+        {"activation_checkpointing": True},
+        {"compile": True, "attention": "eager"},
+    ],
 )
 def test_fft_engine_matches_a_standard_optimizer_loop(tmp_path, tiny_model, train_records, engine):
-    args = TrainArgs(
-        model=tiny_model,
-        data=train_records,
-        out=tmp_path / "run",
-        lr=1e-3,
-        weight_decay=0.01,
-        batch_size=4,
-        max_length=256,
-        max_steps=3,
-        precision="fp32",
-        **engine,
+    args = three_steps(
+        tiny_model, train_records, tmp_path / "run", lr=1e-3, weight_decay=0.01, precision="fp32", **engine
     )
     summary, model = train(args)
     assert summary["updates_in_backward"] is engine.get("optimizer_in_backward", True)
@@ -273,17 +274,14 @@ def test_fft_engine_matches_a_standard_optimizer_loop(tmp_path, tiny_model, trai
 
 def test_lota_sparse_state_matches_the_masked_dense_update(tmp_path, tiny_model, train_records):
     masks = random_mask(tiny_model, 0.7, tmp_path / "mask.safetensors")
-    args = TrainArgs(
-        model=tiny_model,
-        data=train_records,
-        out=tmp_path / "run",
+    args = three_steps(
+        tiny_model,
+        train_records,
+        tmp_path / "run",
         method="lota",
         mask=tmp_path / "mask.safetensors",
         lr=1e-3,
         weight_decay=0.1,
-        batch_size=4,
-        max_length=256,
-        max_steps=3,
         precision="fp32",
     )
     summary, model = train(args)
@@ -293,18 +291,15 @@ def test_lota_sparse_state_matches_the_masked_dense_update(tmp_path, tiny_model,
 
 
 def test_lora_trains_adapters_only_and_exports_merged(tmp_path, tiny_model, train_records):
-    args = TrainArgs(
-        model=tiny_model,
-        data=train_records,
-        out=tmp_path / "run",
+    args = three_steps(
+        tiny_model,
+        train_records,
+        tmp_path / "run",
         method="lora",
         lr=1e-2,
         lora_rank=2,
         lora_alpha=4.0,
         lora_targets=["q_proj", "down_proj"],
-        batch_size=4,
-        max_length=256,
-        max_steps=3,
     )
     summary, model = train(args)
     base = load_file(str(tiny_model / "model.safetensors"))
