@@ -19,4 +19,5 @@ rule all:
         "results/base_gsm8k.json",
         "results/fft_gsm8k.json",
         "results/lota_gsm8k_s90.json",
+        "results/lora_gsm8k.json",
     default_target: True
