@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from lota.errors import UserError
+from lota.sparse_delta import index_dtype
 
 OPTIMIZERS = ("adamw", "rmsprop")
 CLIP_MODES = ("per_tensor", "global", "none")
@@ -39,11 +40,6 @@ class Slot:
     @property
     def trainable_count(self) -> int:
         return self.master.numel()
-
-
-def index_dtype(numel: int) -> torch.dtype:
-    """int32 indices where they fit: half the memory of int64 for the same entries."""
-    return torch.int32 if numel < 2**31 else torch.int64
 
 
 def make_optimizer(kind: str, master: torch.Tensor, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -72,11 +68,12 @@ def make_slots(
             master = parameter
         else:
             source = parameter.detach() if parameter.dtype == torch.float32 else fp32_values(name)
-            flat = source.reshape(-1).to(parameter.device, torch.float32)
-            if indices is not None:
+            source = source.to(parameter.device, torch.float32)
+            if indices is None:
+                master = source.clone().view(parameter.shape)
+            else:
                 indices = indices.to(parameter.device, index_dtype(parameter.numel()))
-            master = flat[indices] if indices is not None else flat.clone()  # indexing copies
-            master = master.view(parameter.shape) if indices is None else master
+                master = source.reshape(-1)[indices]  # indexing copies
         slots.append(Slot(name, parameter, indices, master, make_optimizer(kind, master, lr, weight_decay)))
     return slots
 
@@ -140,10 +137,9 @@ class ParameterUpdater:
     def _hook_for(self, slot: Slot) -> Callable[[torch.Tensor], None]:
         def hook(parameter: torch.Tensor) -> None:
             grad = self._take_gradient(slot)
+            norm = self._norm(grad)
             if self.clip == "per_tensor":
-                self._clip(grad, self._norm(grad))
-            else:
-                self._norm(grad)
+                self._clip(grad, norm)
             self._apply(slot, grad)
 
         return hook

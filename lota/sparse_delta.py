@@ -20,13 +20,17 @@ from lota.io import SPARSE_DELTA_FORMAT, TensorReader, atomic_path
 SparseDelta = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
+def index_dtype(numel: int) -> torch.dtype:
+    """int32 flat indices into a tensor of `numel` entries where they fit: half the memory of int64."""
+    return torch.int32 if numel < 2**31 else torch.int64
+
+
 def save_sparse_delta(
     path: Path, delta: Mapping[str, tuple[torch.Tensor, torch.Tensor]], shapes: Mapping[str, torch.Size]
 ) -> None:
     tensors = {}
     for name, (indices, values) in delta.items():
-        index_dtype = torch.int32 if shapes[name].numel() < 2**31 else torch.int64
-        tensors[f"{name}.indices"] = indices.to(index_dtype).contiguous()
+        tensors[f"{name}.indices"] = indices.to(index_dtype(shapes[name].numel())).contiguous()
         tensors[f"{name}.values"] = values.float().contiguous()
     metadata = {"format": SPARSE_DELTA_FORMAT, "shapes": json.dumps({n: list(shapes[n]) for n in delta})}
     with atomic_path(path) as tmp:

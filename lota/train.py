@@ -264,11 +264,11 @@ def save_weights(path: Path, args: TrainArgs, model: torch.nn.Module, updater: P
         tensors = {slot.name: slot.master.detach().contiguous().cpu() for slot in updater.slots}
         save_file(tensors, str(path), metadata={"format": WEIGHTS_FORMAT})
     else:
+        delta = {}
         with TensorReader(checkpoint_files(args.model)) as base:
-            delta = {
-                slot.name: (slot.indices.cpu(), slot.master.cpu() - base.get(slot.name).view(-1)[slot.indices.cpu()])
-                for slot in updater.slots
-            }
+            for slot in updater.slots:
+                indices = slot.indices.cpu()
+                delta[slot.name] = (indices, slot.master.cpu() - base.get(slot.name).view(-1)[indices])
         save_sparse_delta(path, delta, {slot.name: slot.parameter.shape for slot in updater.slots})
 
 
