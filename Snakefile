@@ -8,10 +8,14 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -21,3 +25,10 @@ rule all:
         "results/lota_gsm8k_s90.json",
         "results/lora_gsm8k.json",
     default_target: True
+
+
+# Base, FFT, LoRA and LoTA at every configured sparsity for each sweep task, and the report.
+rule sweep:
+    input:
+        sweep_results,
+        rules.report.output,

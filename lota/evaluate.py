@@ -1,6 +1,7 @@
 """Stage evaluate: score a run's samples and write results/<run>.json with its provenance.
 
-The result holds accuracy, n, a 95% Wilson interval, and what produced it: method, task,
+The result holds accuracy, n, a 95% Wilson interval (for a combined task such as commonsense:
+the mean of its subtasks' accuracies, each subtask's own figures beside it), and what produced it: method, task,
 sparsity, trainable parameter count, base model, the config values used, the wall time and
 peak memory of each stage (from the workflow's benchmark files), and package versions.
 """
@@ -87,12 +88,39 @@ def package_versions() -> dict[str, str]:
 
 def score_samples(task_name: str, samples: list[dict[str, Any]], source: Path) -> list[bool]:
     task = get_task(task_name)
+    if task.score is None:
+        raise UserError(f"task {task_name} has no built-in scorer: judge its samples ({source}) with AlpacaEval")
     verdicts = []
     for number, sample in enumerate(samples, start=1):
         if not isinstance(sample.get("completion"), str) or "gold" not in sample:
             raise UserError(f"{source}: sample {number} needs a string 'completion' and a 'gold'")
         verdicts.append(task.score(sample["completion"], str(sample["gold"])))
     return verdicts
+
+
+def proportion(correct: int, n: int) -> dict[str, Any]:
+    low, high = wilson_interval(correct, n)
+    return {"accuracy": correct / n, "correct": correct, "n": n, "ci95": [low, high]}
+
+
+def subtask_scores(samples: list[dict[str, Any]], verdicts: list[bool]) -> dict[str, dict[str, Any]]:
+    """Accuracy and interval per subtask (the samples' 'subtask' field), in order of appearance."""
+    tallies: dict[str, list[int]] = {}
+    for sample, correct in zip(samples, verdicts, strict=True):
+        tally = tallies.setdefault(str(sample.get("subtask", "")), [0, 0])
+        tally[0] += correct
+        tally[1] += 1
+    return {name: proportion(correct, n) for name, (correct, n) in tallies.items()}
+
+
+def mean_of_subtasks(parts: dict[str, dict[str, Any]], z: float = 1.959963984540054) -> dict[str, Any]:
+    """The unweighted mean accuracy over subtasks, with a normal-approximation 95% interval
+    (the subtasks are independent samples, so their variances add)."""
+    mean = sum(part["accuracy"] for part in parts.values()) / len(parts)
+    variance = sum(part["accuracy"] * (1 - part["accuracy"]) / part["n"] for part in parts.values()) / len(parts) ** 2
+    half = z * math.sqrt(variance)
+    correct, n = sum(part["correct"] for part in parts.values()), sum(part["n"] for part in parts.values())
+    return {"accuracy": mean, "correct": correct, "n": n, "ci95": [max(0.0, mean - half), min(1.0, mean + half)]}
 
 
 def evaluate(args: EvaluateArgs) -> dict[str, Any]:
@@ -103,19 +131,17 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
         raise UserError(f"--config-json is not valid JSON: {error}") from None
     samples = read_jsonl(args.samples, "samples")
     verdicts = score_samples(args.task, samples, args.samples)
-    correct, n = sum(verdicts), len(verdicts)
     summary = read_json(args.train_summary, "training summary") if args.train_summary else None
-    low, high = wilson_interval(correct, n)
+    subtasks = subtask_scores(samples, verdicts) if get_task(args.task).subtasks else None
+    overall = mean_of_subtasks(subtasks) if subtasks else proportion(sum(verdicts), len(verdicts))
     result = {
         "run": args.run,
         "task": args.task,
         "method": args.method,
         "sparsity": args.sparsity,
         "lora_rank": args.lora_rank,
-        "accuracy": correct / n,
-        "correct": correct,
-        "n": n,
-        "ci95": [low, high],
+        **overall,
+        "subtasks": subtasks,
         "trainable_params": summary["trainable_params"] if summary else 0,
         "train": {
             key: summary.get(key)
@@ -139,8 +165,15 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
         "versions": package_versions(),
     }
     write_json(args.out, result)
+    for name, part in (subtasks or {}).items():
+        log.info("%s: accuracy %.4f (%d/%d)", name, part["accuracy"], part["correct"], part["n"])
     log.info(
-        "%s: accuracy %.4f (%d/%d), 95%% CI [%.4f, %.4f]", args.run or args.samples, correct / n, correct, n, low, high
+        "%s: accuracy %.4f (%d/%d), 95%% CI [%.4f, %.4f]",
+        args.run or args.samples,
+        overall["accuracy"],
+        overall["correct"],
+        overall["n"],
+        *overall["ci95"],
     )
     return result
 

@@ -1,4 +1,4 @@
-"""Stage generate: completions for the evaluation records, as JSONL {id, prompt, completion, gold}.
+"""Stage generate: completions for the evaluation records, as JSONL {id, prompt, completion, gold, subtask}.
 
 Backends: vLLM when it is installed and a GPU is present (backend 'auto'), else transformers
 batched generation. Greedy by default; temperature > 0 samples (with top_p), seeded.
@@ -124,6 +124,7 @@ def generate(args: GenerateArgs) -> list[dict[str, Any]]:
             "prompt": record["prompt"],
             "completion": completion,
             "gold": record["gold"],
+            "subtask": record.get("subtask", ""),
             "backend": backend,
         }
         for number, (record, completion) in enumerate(zip(records, completions, strict=True))

@@ -73,6 +73,7 @@ def to_record(index: int, example: Example, tokenizer: PreTrainedTokenizerBase, 
         "prompt": format_prompt(example.question, tokenizer, require_chat),
         "response": example.response + tokenizer.eos_token,
         "gold": example.gold,
+        "subtask": example.subtask,
     }
 
 
@@ -85,10 +86,18 @@ def prepare_split(
     seed: int,
     require_chat_template: bool = False,
 ) -> list[dict[str, Any]]:
+    """A split's records; none for a split the task lacks. A combined task's test split takes
+    `size` records from each of its subtasks, so each subtask's accuracy rests on as many."""
     task = get_task(task_name)
-    raw = task.load(split, data_dir)
-    indexed = seeded_subset(list(enumerate(raw)), size, seed)
-    return [to_record(index, task.to_example(record), tokenizer, require_chat_template) for index, record in indexed]
+    if split not in task.splits:
+        return []
+    examples = [(index, task.to_example(record)) for index, record in enumerate(task.load(split, data_dir))]
+    if split == "test" and task.subtasks:
+        groups = [[item for item in examples if item[1].subtask == subtask] for subtask in task.subtasks]
+    else:
+        groups = [examples]
+    chosen = [item for group in groups for item in seeded_subset(group, size, seed)]
+    return [to_record(index, example, tokenizer, require_chat_template) for index, example in chosen]
 
 
 def run(args: PrepareDataArgs) -> None:
@@ -107,6 +116,8 @@ def run(args: PrepareDataArgs) -> None:
     for split, out, records in prepared:
         write_jsonl(out, records)
         log.info("%s %s: %d records -> %s", args.task, split, len(records), out)
+        if split not in get_task(args.task).splits:
+            log.info("%s is evaluation-only: %s is left empty", args.task, out)
 
 
 if __name__ == "__main__":

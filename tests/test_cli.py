@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from lota.io import TASK_VECTOR_FORMAT
+from lota.tasks import task_names
 
 
 def run_stage(module, *arguments):
@@ -49,7 +50,8 @@ def test_unknown_task(tmp_path, tiny_model):
         str(tmp_path / "e.jsonl"),
     )
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == "error: unknown task 'nope'; known tasks: gsm8k"
+    known = ", ".join(task_names())
+    assert done.stderr.strip().splitlines()[-1] == f"error: unknown task 'nope'; known tasks: {known}"
 
 
 def test_corrupt_mask_file(tmp_path, tiny_model):

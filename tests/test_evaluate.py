@@ -3,6 +3,7 @@ import json
 import pytest
 
 from lota.config import config_errors, load_schema
+from lota.errors import UserError
 from lota.evaluate import EvaluateArgs, evaluate, stage_costs, wilson_interval
 from tests.conftest import REPO, write_records
 
@@ -71,3 +72,33 @@ def test_default_config_is_valid_and_errors_name_the_key():
     config["train"]["lota"]["lr"] = 1e-4
     config["train"]["fft"]["batch_size"] = 0
     assert config_errors(config, schema)[0] == "config key train.fft.batch_size: 0 is less than the minimum of 1"
+
+
+def test_combined_task_reports_each_subtask_and_their_mean(tmp_path):
+    rows = [("arc_easy", "answer1", "answer1"), ("arc_easy", "answer2", "answer1"), ("boolq", "true", "true")]
+    samples = write_records(
+        tmp_path / "samples.jsonl",
+        [
+            {"id": i, "completion": f"the correct answer is {said}", "gold": gold, "subtask": part}
+            for i, (part, said, gold) in enumerate(rows)
+        ],
+    )
+    result = evaluate(EvaluateArgs(samples=samples, task="commonsense", out=tmp_path / "r.json"))
+    assert result["subtasks"]["arc_easy"] == {
+        "accuracy": 0.5,
+        "correct": 1,
+        "n": 2,
+        "ci95": list(wilson_interval(1, 2)),
+    }
+    assert result["subtasks"]["boolq"]["accuracy"] == 1.0
+    # The mean of 0.5 and 1.0; its interval from the subtasks' binomial variances, 0.25/2 and 0/1.
+    assert result["accuracy"] == 0.75 and (result["correct"], result["n"]) == (2, 3)
+    half = 1.959963984540054 * (0.125**0.5) / 2
+    assert result["ci95"] == pytest.approx([0.75 - half, 1.0])
+
+
+def test_tasks_without_a_scorer_say_how_they_are_judged(tmp_path):
+    samples = write_records(tmp_path / "samples.jsonl", [{"id": 0, "completion": "hi", "gold": "hello"}])
+    with pytest.raises(UserError, match="task alpaca has no built-in scorer: judge its samples .* with AlpacaEval"):
+        evaluate(EvaluateArgs(samples=samples, task="alpaca", out=tmp_path / "r.json"))
+    assert not (tmp_path / "r.json").exists()

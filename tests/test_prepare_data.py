@@ -46,7 +46,7 @@ def test_run_writes_both_splits(tmp_path, gsm8k_dir, tiny_model):
     train = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     evaluation = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
     assert len(train) == 4 and len(evaluation) == 3
-    assert set(train[0]) == {"id", "prompt", "response", "gold"}
+    assert set(train[0]) == {"id", "prompt", "response", "gold", "subtask"}
 
 
 def test_missing_or_malformed_data_is_named(tmp_path, tiny_model, gsm8k_dir):

@@ -39,16 +39,16 @@ def workdir(tmp_path_factory, tiny_model, gsm8k_dir):
     config["base_model"]["source"] = str(tiny_model)
     config["data_dir"] = str(gsm8k_dir)
     config["tasks"]["gsm8k"] = {"train_size": 8, "eval_size": 4, "max_length": 256, "max_new_tokens": 8}
-    for method in ("fft", "lota", "lora"):
+    for method in ("fft", "lota", "lora", "calibration"):
         config["train"][method]["batch_size"] = 4
     config["generate"]["batch_size"] = 4
+    config["sweep"] = {"tasks": ["gsm8k"], "sparsities": [90]}
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     return root
 
 
-def test_dag_runs_to_lota_and_lora_results_and_reuses_the_dense_run(workdir):
-    targets = ["results/lota_gsm8k_s90.json", "results/base_gsm8k.json", "results/lora_gsm8k.json"]
-    done = snakemake(workdir, "--cores", "2", *targets)
+def test_sweep_runs_every_method_into_a_report_and_reuses_the_dense_run(workdir):
+    done = snakemake(workdir, "--cores", "2", "sweep")
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((workdir / "results" / "lota_gsm8k_s90.json").read_text())
     assert result["method"] == "lota" and result["sparsity"] == 0.9 and result["n"] == 4
@@ -57,7 +57,7 @@ def test_dag_runs_to_lota_and_lora_results_and_reuses_the_dense_run(workdir):
     assert {
         "base_model",
         "prepare_data",
-        "train_fft",
+        "calibrate",
         "task_vector",
         "extract_mask",
         "train_lota",
@@ -71,6 +71,13 @@ def test_dag_runs_to_lota_and_lora_results_and_reuses_the_dense_run(workdir):
     assert lora["method"] == "lora" and lora["lora_rank"] == 16 and 0 < lora["trainable_params"]
     assert {"train_lora", "export", "generate"} <= set(lora["stages"]) and "train_fft" not in lora["stages"]
     assert lora["config"]["lora"]["rank"] == 16 and lora["train"]["optimizer_state_bytes"] > 0
+    report = (workdir / "results" / "report.md").read_text()
+    for run in ("base_gsm8k", "fft_gsm8k", "lora_gsm8k", "lota_gsm8k_s90"):
+        assert f"| {run} |" in report
+    assert (workdir / "results" / "plots" / "gsm8k.png").read_bytes().startswith(b"\x89PNG")
+    html = snakemake(workdir, "--report", "report.html", "sweep")
+    assert html.returncode == 0, html.stderr[-3000:]
+    assert "gsm8k.png" in (workdir / "report.html").read_text()
 
     plan = snakemake(workdir, "-n", "results/lota_gsm8k_s50.json")
     assert plan.returncode == 0, plan.stderr[-3000:]
@@ -85,6 +92,23 @@ def test_dag_runs_to_lota_and_lora_results_and_reuses_the_dense_run(workdir):
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert planned_jobs(plan.stdout + plan.stderr) == {"train_lora": 1, "export": 1, "generate": 1, "evaluate": 1}
 
+    wider = snakemake(workdir, "-n", "sweep", "--config", "sweep={'tasks': ['gsm8k'], 'sparsities': [50, 90.0, 99]}")
+    assert wider.returncode == 0, wider.stderr[-3000:]
+    extra_sparsities = {"extract_mask": 2, "train_lota": 2, "export": 2, "generate": 2, "evaluate": 2}
+    assert planned_jobs(wider.stdout + wider.stderr) == extra_sparsities | {"report": 1, "sweep": 1}
+
+
+def test_a_shorter_calibration_budget_is_a_run_of_its_own(workdir):
+    plan = snakemake(workdir, "-n", "-p", "--forceall", "results/lota_gsm8k_s90.json", "results/fft_gsm8k.json")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert planned_jobs(plan.stdout + plan.stderr)["train_dense"] == 1
+    shorter = ["--config", "train={'calibration': {'epochs': 0.5}}"]
+    plan = snakemake(workdir, "-n", "-p", "--forceall", "results/lota_gsm8k_s90.json", "results/fft_gsm8k.json", *shorter)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    output = plan.stdout + plan.stderr
+    assert planned_jobs(output)["train_dense"] == 2
+    assert "work/runs/calibration_gsm8k/weights.safetensors" in output and "--epochs 0.5" in output
+
 
 @pytest.mark.parametrize(
     ("target", "extra", "message"),
@@ -93,7 +117,10 @@ def test_dag_runs_to_lota_and_lora_results_and_reuses_the_dense_run(workdir):
         ("results/lota_gsm8k_s100.json", [], "sparsity s100 is 1.0, outside [0, 1)"),
         ("results/dpo_gsm8k.json", [], "run name 'dpo_gsm8k' is not base_<task>, fft_<task>, lora_<task>[_r<rank>]"),
         ("results/lora_gsm8k_r16.json", [], "rank 16 is the configured one (config key lora.rank): name it lora_gsm8k"),
-        ("results/fft_gsm8k.json", ["--config", "tasks={'mawps': {}}"], "config key tasks: unknown task 'mawps'"),
+        ("results/fft_gsm8k.json", ["--config", "tasks={'mawps2': {}}"], "config key tasks: unknown task 'mawps2'"),
+        ("results/fft_piqa.json", ["--config", "tasks={'piqa': {}}"], "task 'piqa' is evaluation-only"),
+        ("results/base_alpaca.json", [], "task 'alpaca' has no built-in scorer: build work/samples/base_alpaca.jsonl"),
+        ("sweep", ["--config", "sweep={'tasks': ['piqa']}"], "unknown task 'piqa': not under config key 'tasks'"),
         ("results/fft_gsm8k.json", ["--config", "seed=-1"], "config key seed: -1 is less than the minimum of 0"),
         (
             "results/fft_gsm8k.json",

@@ -1,7 +1,7 @@
-"""The task registry: each task declares where its data comes from, how an example becomes a
-(question, response, gold) triple, and how a completion is scored.
+"""The task registry: each task declares where its data comes from, how a record becomes a
+(question, response, gold) example, how a completion is scored, and its default lengths.
 
-Adding a task is one small module that builds a `Task` and registers it here.
+Adding a task is one small module that builds a `Task` and is listed in `_registry`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ from lota.errors import UserError
 
 @dataclass(frozen=True)
 class Example:
-    """One normalized example: the user's question, the target response and the gold answer."""
+    """One normalized example: the user's question, the target response and the gold answer.
+
+    `subtask` names the part of a combined task (e.g. arc_easy within commonsense) the example
+    comes from; evaluation reports accuracy per subtask.
+    """
 
     question: str
     response: str
     gold: str
+    subtask: str
 
 
 @dataclass(frozen=True)
@@ -29,14 +34,29 @@ class Task:
     load: Callable[[str, Path | None], list[dict[str, Any]]]
     """Raw records of a split ('train' or 'test') from a local data folder, or the hub if None."""
     to_example: Callable[[dict[str, Any]], Example]
-    score: Callable[[str, str], bool]
-    """Whether a completion is correct given the gold answer."""
+    score: Callable[[str, str], bool] | None
+    """Whether a completion is correct given the gold answer; None when the task has no scorer
+    of its own (instruction following, judged by AlpacaEval)."""
+    max_length: int
+    """Default training sequence length (prompt + response tokens)."""
+    max_new_tokens: int
+    """Default generation budget at evaluation."""
+    splits: tuple[str, ...] = ("train", "test")
+    """The splits the task has; one with no 'train' split is evaluation-only."""
+    subtasks: tuple[str, ...] = ()
+    """Parts of a combined task; evaluation samples `eval_size` records from each."""
+    folders: tuple[str, ...] = ()
+    """Its folders within a local data folder, when not just the task's name."""
+
+    def data_folders(self) -> tuple[str, ...]:
+        return self.folders or (self.name,)
 
 
 def _registry() -> dict[str, Task]:
-    from lota.tasks import gsm8k
+    from lota.tasks import alpaca, commonsense, gsm8k, mawps
 
-    return {task.name: task for task in (gsm8k.TASK,)}
+    tasks = (gsm8k.TASK, mawps.TASK, alpaca.TASK, *commonsense.TASKS)
+    return {task.name: task for task in tasks}
 
 
 def get_task(name: str) -> Task:
@@ -48,3 +68,23 @@ def get_task(name: str) -> Task:
 
 def task_names() -> list[str]:
     return sorted(_registry())
+
+
+def require_fields(record: dict[str, Any], fields: tuple[str, ...], what: str) -> list[Any]:
+    """The record's values of `fields`, or a UserError naming the first one missing."""
+    missing = [field for field in fields if field not in record]
+    if missing:
+        raise UserError(f"{what} record lacks the field {missing[0]!r}")
+    return [record[field] for field in fields]
+
+
+def read_json_records(path: Path, what: str) -> list[dict[str, Any]]:
+    """A local data file holding a JSON list of objects, or a UserError naming the file."""
+    from lota.io import read_json
+
+    records = read_json(path, what)
+    if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
+        raise UserError(f"{what} {path} must hold a JSON list of objects")
+    if not records:
+        raise UserError(f"{what} is empty: {path}")
+    return records

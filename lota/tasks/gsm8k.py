@@ -9,7 +9,7 @@ from typing import Any
 
 from lota.errors import UserError
 from lota.io import read_jsonl
-from lota.tasks import Example, Task
+from lota.tasks import Example, Task, require_fields
 
 HUB_ID = "openai/gsm8k"
 # A minus sign counts only when nothing word-like precedes it: "- 18" is a bullet, "10-12" a range.
@@ -25,14 +25,11 @@ def load(split: str, data_dir: Path | None) -> list[dict[str, Any]]:
 
 
 def to_example(record: dict[str, Any]) -> Example:
-    try:
-        question, answer = record["question"], record["answer"]
-    except KeyError as missing:
-        raise UserError(f"GSM8K record lacks the field {missing}") from None
+    question, answer = require_fields(record, ("question", "answer"), "GSM8K")
     if not isinstance(question, str) or not isinstance(answer, str):
         raise UserError("GSM8K record fields 'question' and 'answer' must be strings")
     gold = gold_answer(answer)
-    return Example(question=question.strip(), response=answer.strip(), gold=gold)
+    return Example(question=question.strip(), response=answer.strip(), gold=gold, subtask="gsm8k")
 
 
 def gold_answer(answer: str) -> str:
@@ -65,4 +62,4 @@ def score(completion: str, gold: str) -> bool:
     return predicted is not None and expected is not None and predicted == expected
 
 
-TASK = Task(name="gsm8k", load=load, to_example=to_example, score=score)
+TASK = Task(name="gsm8k", load=load, to_example=to_example, score=score, max_length=512, max_new_tokens=256)

@@ -10,7 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from lota.config import config_errors, load_schema
-from lota.tasks import task_names
+from lota.tasks import get_task, task_names
 
 
 CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -39,6 +39,7 @@ wildcard_constraints:
     percent=r"(?:0|[1-9]\d*)(?:\.\d*[1-9])?",
     run=r"[a-z][a-z0-9_.]*",
     lora_run=r"lora_[a-z][a-z0-9_]*",
+    dense="fft|calibration",
 
 
 def parse_run(run):
@@ -48,6 +49,7 @@ def parse_run(run):
         raise WorkflowError(f"run name {run!r} is not {RUN_NAMES}")
     method = match["method"] or match["lota"] or match["lora"]
     task = check_task(match["task"] or match["lota_task"] or match["lora_task"])
+    check_trainable(method, task)
     sparsity = percent_to_sparsity(match["percent"]) if match["percent"] else None
     rank = None
     if method == "lora":
@@ -63,6 +65,26 @@ def check_task(task):
             f"unknown task {task!r}: not under config key 'tasks' (configured: {', '.join(config['tasks'])})"
         )
     return task
+
+
+def check_trainable(method, task):
+    if method != "base" and "train" not in get_task(task).splits:
+        raise WorkflowError(f"task {task!r} is evaluation-only (no training split): only base_{task} can be run")
+
+
+def task_setting(task, key):
+    """A task's config value, else the task's own default (max_length, max_new_tokens)."""
+    return config["tasks"][task].get(key) or getattr(get_task(task), key)
+
+
+def scored_samples(wildcards):
+    """The samples of a run whose task can be scored here (AlpacaEval judges the others)."""
+    task = parse_run(wildcards.run).task
+    if get_task(task).score is None:
+        raise WorkflowError(
+            f"task {task!r} has no built-in scorer: build work/samples/{wildcards.run}.jsonl and judge it with AlpacaEval"
+        )
+    return f"work/samples/{wildcards.run}.jsonl"
 
 
 def percent_to_sparsity(percent):
@@ -104,14 +126,37 @@ def local_task_files(wildcards):
     task = check_task(wildcards.task)
     if DATA_DIR is None:
         return []
-    folder = os.path.join(DATA_DIR, task)
-    if not os.path.isdir(folder):
-        raise WorkflowError(f"task data folder not found: {folder} (config data_dir / $LOTA_DATA_DIR)")
-    return sorted(os.path.join(folder, name) for name in os.listdir(folder))
+    files = []
+    for name in get_task(task).data_folders():
+        folder = os.path.join(DATA_DIR, name)
+        if not os.path.isdir(folder):
+            raise WorkflowError(f"task data folder not found: {folder} (config data_dir / $LOTA_DATA_DIR)")
+        files += sorted(os.path.join(folder, file) for file in os.listdir(folder))
+    return files
+
+
+def train_settings(kind):
+    """The training settings of fft, lota, lora or calibration (which defaults to fft's)."""
+    return config["train"].get(kind) or config["train"]["fft"]
+
+
+def separate_calibration():
+    """Whether the mask's dense run has a budget of its own, so it is not the FFT baseline."""
+    return train_settings("calibration") != config["train"]["fft"]
+
+
+def dense_run(task):
+    """The dense run whose task vector gives a task's masks: the FFT baseline unless the
+    calibration budget differs from it."""
+    return f"calibration_{task}" if separate_calibration() else f"fft_{task}"
+
+
+def calibration_weights(wildcards):
+    return f"work/runs/{dense_run(wildcards.task)}/weights.safetensors"
 
 
 def train_options(method, task, rank=None):
-    settings = dict(config["train"][method], max_length=config["tasks"][task]["max_length"], seed=config["seed"])
+    settings = dict(train_settings(method), max_length=task_setting(task, "max_length"), seed=config["seed"])
     if method == "lora":
         adapters = config["lora"]
         settings |= {
@@ -157,9 +202,10 @@ def stage_benchmarks(run):
     stages = {"base_model": "benchmarks/base_model.tsv", "prepare_data": f"benchmarks/prepare_data/{task}.tsv"}
     if method == "lora":
         stages["train_lora"] = f"benchmarks/train/{run}.tsv"
-    if method in ("fft", "lota"):
-        stages["train_fft"] = f"benchmarks/train/fft_{task}.tsv"
+    if method == "fft":
+        stages["train_fft"] = f"benchmarks/train/{run}.tsv"
     if method == "lota":
+        stages["calibrate"] = f"benchmarks/train/{dense_run(task)}.tsv"
         percent = run.rsplit("_s", 1)[1]
         stages["task_vector"] = f"benchmarks/task_vector/{task}.tsv"
         stages["extract_mask"] = f"benchmarks/extract_mask/{task}_s{percent}.tsv"
@@ -177,15 +223,35 @@ def provenance(run):
         "seed": config["seed"],
         "data_dir": DATA_DIR,
         "base_model": config["base_model"],
-        "task": config["tasks"][task],
+        "task": config["tasks"][task]
+        | {key: task_setting(task, key) for key in ("max_length", "max_new_tokens")},
         "generate": config["generate"],
     }
-    if method in ("fft", "lota"):
+    if method == "fft":
         used["train_fft"] = config["train"]["fft"]
     if method == "lota":
+        used["train_calibration"] = train_settings("calibration") | {"run": dense_run(task)}
         used["mask"] = config["mask"]
         used["train_lota"] = config["train"]["lota"]
     if method == "lora":
         used["lora"] = config["lora"] | {"rank": rank}
         used["train_lora"] = config["train"]["lora"]
     return json.dumps(used, sort_keys=True)
+
+
+def sweep_runs(task):
+    """Every run of a task's sweep: base, FFT, LoRA and LoTA at each configured sparsity."""
+    runs = [f"base_{task}", f"fft_{task}", f"lora_{task}"]
+    return runs + [f"lota_{task}_s{percent_name(percent)}" for percent in config["sweep"]["sparsities"]]
+
+
+def percent_name(percent):
+    """The run-name form of a sparsity percentage: 90 and 90.0 are s90, 99.9 is s99.9."""
+    return format(Decimal(str(percent)).normalize(), "f")
+
+
+def sweep_results(wildcards=None):
+    for task in config["sweep"]["tasks"]:
+        check_task(task)
+        check_trainable("fft", task)
+    return [f"results/{run}.json" for task in config["sweep"]["tasks"] for run in sweep_runs(task)]

@@ -33,7 +33,7 @@ rule generate:
     benchmark:
         "benchmarks/generate/{run}.tsv"
     params:
-        max_new_tokens=lambda wc: config["tasks"][parse_run(wc.run).task]["max_new_tokens"],
+        max_new_tokens=lambda wc: task_setting(parse_run(wc.run).task, "max_new_tokens"),
         options=cli_options(config["generate"] | {"seed": config["seed"]}),
         threads=threads_option("generate"),
         trust=trust_option(),
@@ -49,7 +49,7 @@ rule generate:
 
 rule evaluate:
     input:
-        samples="work/samples/{run}.jsonl",
+        samples=scored_samples,
         summary=train_summary,
     output:
         "results/{run}.json",

@@ -1,23 +1,24 @@
 # Dense calibration run -> task vector -> mask -> sparse adaptation from the base weights;
 # and the LoRA baseline, adapters trained on the frozen base.
-# One dense run and one task vector per task serve every sparsity.
+# One dense run and one task vector per task serve every sparsity. The dense run is the FFT
+# baseline (fft_<task>) unless train.calibration gives it another budget (calibration_<task>).
 
 
-rule train_fft:
+rule train_dense:
     input:
         model=BASE_MODEL,
         data="work/data/{task}/train.jsonl",
     output:
-        weights="work/runs/fft_{task}/weights.safetensors",
-        summary="work/runs/fft_{task}/summary.json",
-        steps="work/runs/fft_{task}/log.jsonl",
+        weights="work/runs/{dense}_{task}/weights.safetensors",
+        summary="work/runs/{dense}_{task}/summary.json",
+        steps="work/runs/{dense}_{task}/log.jsonl",
     log:
-        "logs/train/fft_{task}.log",
+        "logs/train/{dense}_{task}.log",
     benchmark:
-        "benchmarks/train/fft_{task}.tsv"
+        "benchmarks/train/{dense}_{task}.tsv"
     params:
         out=subpath(output.weights, parent=True),
-        options=lambda wc: train_options("fft", wc.task),
+        options=lambda wc: train_options(wc.dense, wc.task),
     resources:
         **resources("train"),
     conda:
@@ -30,7 +31,7 @@ rule train_fft:
 rule task_vector:
     input:
         base=BASE_MODEL,
-        finetuned="work/runs/fft_{task}/weights.safetensors",
+        finetuned=calibration_weights,
     output:
         "work/task_vectors/{task}.safetensors",
     log:

@@ -1,0 +1,40 @@
+"""Instruction following: Alpaca (the 5000-example subset) to train on, AlpacaEval's 805
+instructions to answer. There is no built-in scorer: completions are judged against the
+reference outputs (gold) by AlpacaEval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lota.tasks import Example, Task, read_json_records, require_fields
+
+LOCAL_FILES = {"train": ("alpaca", "alpaca_5000.json"), "test": ("alpaca_eval", "gpt4_1106_preview_outputs.json")}
+HUB_SPLITS = {"train": ("tatsu-lab/alpaca", None, "train"), "test": ("tatsu-lab/alpaca_eval", "alpaca_eval", "eval")}
+
+
+def load(split: str, data_dir: Path | None) -> list[dict[str, Any]]:
+    if data_dir is not None:
+        folder, name = LOCAL_FILES[split]
+        return read_json_records(Path(data_dir) / folder / name, f"alpaca {split} data")
+    from lota.hub import load_hub_split
+
+    return load_hub_split(*HUB_SPLITS[split])
+
+
+def to_example(record: dict[str, Any]) -> Example:
+    instruction, output = require_fields(record, ("instruction", "output"), "alpaca")
+    extra = record.get("input") or ""
+    question = f"{instruction}\n\n{extra}" if extra else instruction
+    return Example(question=question.strip(), response=output.strip(), gold=output.strip(), subtask="alpaca")
+
+
+TASK = Task(
+    name="alpaca",
+    load=load,
+    to_example=to_example,
+    score=None,
+    max_length=512,
+    max_new_tokens=512,
+    folders=("alpaca", "alpaca_eval"),
+)

@@ -1,0 +1,170 @@
+"""The commonsense suite of the LoTA paper's continual-learning experiments, one task per
+dataset, plus `commonsense`: their training sets mixed, and every test set evaluated.
+
+Records use the paper's format: an instruction that lists the choices and the answer format,
+the target "the correct answer is answer2", and the gold label. A completion is scored by the
+first choice label it names, compared exactly with the gold one. Hub records are converted
+into the same format, so local and hub data give identical prompts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lota.errors import UserError
+from lota.tasks import Example, Task, read_json_records, require_fields
+
+LABEL = re.compile(r"answer[1-5]|solution[12]|option[12]|true|false")
+MAX_LENGTH, MAX_NEW_TOKENS = 320, 16
+
+
+def extract_label(completion: str) -> str | None:
+    """The first choice label the completion names, lower-cased ('The correct answer is Answer2.' -> answer2)."""
+    found = LABEL.search(completion.lower())
+    return found.group() if found else None
+
+
+def score(completion: str, gold: str) -> bool:
+    return extract_label(completion) == gold
+
+
+def choice_record(instruction: str, label: str) -> dict[str, str]:
+    return {"instruction": instruction, "input": "", "output": f"the correct answer is {label}", "answer": label}
+
+
+def multiple_choice(question: str, choices: list[str], answer_index: int, word: str = "Answer") -> dict[str, str]:
+    listed = " ".join(f"{word}{number}: {choice}" for number, choice in enumerate(choices, start=1))
+    labels = "/".join(f"{word.lower()}{number}" for number in range(1, len(choices) + 1))
+    instruction = f"Please choose the correct answer to the question: {question}\n\n{listed}\n\nAnswer format: {labels}"
+    return choice_record(instruction, f"{word.lower()}{answer_index + 1}")
+
+
+def from_lettered(question: str, choices: dict[str, list[str]], key: str) -> dict[str, str]:
+    """ARC and OpenBookQA on the hub: choices {text, label} and an answerKey among the labels."""
+    return multiple_choice(question, choices["text"], choices["label"].index(key))
+
+
+def from_arc(record: dict[str, Any]) -> dict[str, str]:
+    return from_lettered(*require_fields(record, ("question", "choices", "answerKey"), "ARC hub"))
+
+
+def from_openbookqa(record: dict[str, Any]) -> dict[str, str]:
+    return from_lettered(*require_fields(record, ("question_stem", "choices", "answerKey"), "OpenBookQA hub"))
+
+
+def from_boolq(record: dict[str, Any]) -> dict[str, str]:
+    question, answer = require_fields(record, ("question", "answer"), "BoolQ hub")
+    instruction = (
+        f"Please answer the following question with true or false, question: {question}?\n\nAnswer format: true/false"
+    )
+    return choice_record(instruction, "true" if answer else "false")
+
+
+def from_piqa(record: dict[str, Any]) -> dict[str, str]:
+    goal, first, second, label = require_fields(record, ("goal", "sol1", "sol2", "label"), "PIQA hub")
+    instruction = (
+        f"Please choose the correct solution to the question: {goal}\n\nSolution1: {first}\n\nSolution2: {second}"
+        "\n\nAnswer format: solution1/solution2"
+    )
+    return choice_record(instruction, f"solution{int(label) + 1}")
+
+
+def from_social_i_qa(record: dict[str, Any]) -> dict[str, str]:
+    fields = ("context", "question", "answerA", "answerB", "answerC", "label")
+    context, question, *choices, label = require_fields(record, fields, "Social IQa hub")
+    return multiple_choice(f"{context} {question}", choices, int(label) - 1)
+
+
+def from_winogrande(record: dict[str, Any]) -> dict[str, str]:
+    sentence, first, second, answer = require_fields(record, ("sentence", "option1", "option2", "answer"), "WinoGrande")
+    instruction = (
+        "Please choose the correct answer to fill in the blank to complete the given sentence: "
+        f"{sentence}\n\nOption1: {first} Option2: {second} Answer format: option1/option2"
+    )
+    return choice_record(instruction, f"option{answer}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset lives: its local folder name, and its hub id, config, split names and converter."""
+
+    name: str
+    hub_id: str
+    hub_config: str | None
+    hub_splits: dict[str, str]
+    from_hub: Callable[[dict[str, Any]], dict[str, str]]
+
+
+# Test sets without public labels are replaced by the validation split, as the paper's code does.
+SOURCES = (
+    Source("arc_challenge", "allenai/ai2_arc", "ARC-Challenge", {"train": "train", "test": "test"}, from_arc),
+    Source("arc_easy", "allenai/ai2_arc", "ARC-Easy", {"train": "train", "test": "test"}, from_arc),
+    Source("boolq", "google/boolq", None, {"train": "train", "test": "validation"}, from_boolq),
+    Source("openbookqa", "allenai/openbookqa", "main", {"train": "train", "test": "test"}, from_openbookqa),
+    Source("piqa", "ybisk/piqa", None, {"test": "validation"}, from_piqa),
+    Source("social_i_qa", "allenai/social_i_qa", None, {"test": "validation"}, from_social_i_qa),
+    Source("winogrande", "allenai/winogrande", "winogrande_xl", {"test": "validation"}, from_winogrande),
+)
+COMBINED = "commonsense"
+
+
+def load_source(source: Source, split: str, data_dir: Path | None) -> list[dict[str, Any]]:
+    if split not in source.hub_splits:
+        raise UserError(f"task {source.name} is evaluation-only: it has no {split} split")
+    if data_dir is not None:
+        records = read_json_records(Path(data_dir) / source.name / f"{split}.json", f"{source.name} {split} data")
+    else:
+        from lota.hub import load_hub_split
+
+        hub_records = load_hub_split(source.hub_id, source.hub_config, source.hub_splits[split])
+        records = [source.from_hub(record) for record in hub_records]
+    return [record | {"subtask": source.name} for record in records]
+
+
+def load_combined(split: str, data_dir: Path | None) -> list[dict[str, Any]]:
+    """Every dataset's records of a split (training: the four with a training set)."""
+    return [
+        record for source in SOURCES if split in source.hub_splits for record in load_source(source, split, data_dir)
+    ]
+
+
+def to_example(record: dict[str, Any]) -> Example:
+    instruction, output, answer, subtask = require_fields(
+        record, ("instruction", "output", "answer", "subtask"), "commonsense"
+    )
+    extra = record.get("input") or ""
+    question = f"{instruction}\n\n{extra}" if extra else instruction
+    if not LABEL.fullmatch(str(answer)):
+        raise UserError(f"{subtask} record has the answer {answer!r}, not a choice label")
+    return Example(question=question, response=output, gold=str(answer), subtask=subtask)
+
+
+def _single(source: Source) -> Task:
+    return Task(
+        name=source.name,
+        load=lambda split, data_dir: load_source(source, split, data_dir),
+        to_example=to_example,
+        score=score,
+        max_length=MAX_LENGTH,
+        max_new_tokens=MAX_NEW_TOKENS,
+        splits=tuple(source.hub_splits),
+    )
+
+
+TASKS = (
+    *(_single(source) for source in SOURCES),
+    Task(
+        name=COMBINED,
+        load=load_combined,
+        to_example=to_example,
+        score=score,
+        max_length=MAX_LENGTH,
+        max_new_tokens=MAX_NEW_TOKENS,
+        subtasks=tuple(source.name for source in SOURCES),
+        folders=tuple(source.name for source in SOURCES),
+    ),
+)
