@@ -11,7 +11,12 @@ import yaml
 from tests.conftest import REPO
 
 
-def snakemake(workdir, *arguments):
+def snakemake(workdir, *arguments, overrides=None):
+    """Run snakemake on the workdir's config, with `overrides` (a dict) layered over it."""
+    configs = [workdir / "config.yaml"]
+    if overrides:
+        configs.append(workdir / "overrides.yaml")
+        configs[-1].write_text(yaml.safe_dump(overrides))
     command = [
         sys.executable,
         "-m",
@@ -22,7 +27,7 @@ def snakemake(workdir, *arguments):
         "--directory",
         str(workdir),
         "--configfile",
-        str(workdir / "config.yaml"),
+        *map(str, configs),
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=900)
 
@@ -92,7 +97,7 @@ def test_sweep_runs_every_method_into_a_report_and_reuses_the_dense_run(workdir)
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert planned_jobs(plan.stdout + plan.stderr) == {"train_lora": 1, "export": 1, "generate": 1, "evaluate": 1}
 
-    wider = snakemake(workdir, "-n", "sweep", "--config", "sweep={'tasks': ['gsm8k'], 'sparsities': [50, 90.0, 99]}")
+    wider = snakemake(workdir, "-n", "sweep", overrides={"sweep": {"sparsities": [50, 90.0, 99]}})
     assert wider.returncode == 0, wider.stderr[-3000:]
     extra_sparsities = {"extract_mask": 2, "train_lota": 2, "export": 2, "generate": 2, "evaluate": 2}
     assert planned_jobs(wider.stdout + wider.stderr) == extra_sparsities | {"report": 1, "sweep": 1}
@@ -102,8 +107,10 @@ def test_a_shorter_calibration_budget_is_a_run_of_its_own(workdir):
     plan = snakemake(workdir, "-n", "-p", "--forceall", "results/lota_gsm8k_s90.json", "results/fft_gsm8k.json")
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert planned_jobs(plan.stdout + plan.stderr)["train_dense"] == 1
-    shorter = ["--config", "train={'calibration': {'epochs': 0.5}}"]
-    plan = snakemake(workdir, "-n", "-p", "--forceall", "results/lota_gsm8k_s90.json", "results/fft_gsm8k.json", *shorter)
+    shorter = {"train": {"calibration": {"epochs": 0.5}}}
+    plan = snakemake(
+        workdir, "-n", "-p", "--forceall", "results/lota_gsm8k_s90.json", "results/fft_gsm8k.json", overrides=shorter
+    )
     assert plan.returncode == 0, plan.stderr[-3000:]
     output = plan.stdout + plan.stderr
     assert planned_jobs(output)["train_dense"] == 2
