@@ -1,9 +1,10 @@
 """Stage evaluate: score a run's samples and write results/<run>.json with its provenance.
 
-The result holds accuracy, n, a 95% Wilson interval (for a combined task such as commonsense:
-the mean of its subtasks' accuracies, each subtask's own figures beside it), and what produced it: method, task,
-sparsity, trainable parameter count, base model, the config values used, the wall time and
-peak memory of each stage (from the workflow's benchmark files), and package versions.
+The result holds accuracy, n and a 95% Wilson interval (for a combined task such as
+commonsense: the mean of its subtasks' accuracies with a normal-approximation interval, each
+subtask's own figures beside it), and what produced it: method, task, sparsity, trainable
+parameter count, base model, the config values used, the wall time and peak memory of each
+stage (from the workflow's benchmark files), and package versions.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ class EvaluateArgs:
     config_json: str = arg("{}", "the config values used, as JSON")
 
 
-def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+Z95 = 1.959963984540054  # the standard normal quantile of a two-sided 95% interval
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     """The 95% Wilson score interval of a binomial proportion."""
     if n == 0:
         return 0.0, 1.0
@@ -113,12 +117,17 @@ def subtask_scores(samples: list[dict[str, Any]], verdicts: list[bool]) -> dict[
     return {name: proportion(correct, n) for name, (correct, n) in tallies.items()}
 
 
-def mean_of_subtasks(parts: dict[str, dict[str, Any]], z: float = 1.959963984540054) -> dict[str, Any]:
-    """The unweighted mean accuracy over subtasks, with a normal-approximation 95% interval
-    (the subtasks are independent samples, so their variances add)."""
+def mean_of_subtasks(parts: dict[str, dict[str, Any]], z: float = Z95) -> dict[str, Any]:
+    """The unweighted mean accuracy over subtasks with a 95% interval: mean +- z * sd, where the
+    subtasks' variances add (independent samples). Each variance is the Agresti-Coull one,
+    p~(1 - p~) / (n + z^2) with p~ = (correct + z^2 / 2) / (n + z^2), so a subtask at 0 or n
+    correct still counts as uncertain. `correct` and `n` are the pooled totals."""
     mean = sum(part["accuracy"] for part in parts.values()) / len(parts)
-    variance = sum(part["accuracy"] * (1 - part["accuracy"]) / part["n"] for part in parts.values()) / len(parts) ** 2
-    half = z * math.sqrt(variance)
+    variance = 0.0
+    for part in parts.values():
+        shrunk = (part["correct"] + z * z / 2) / (part["n"] + z * z)
+        variance += shrunk * (1 - shrunk) / (part["n"] + z * z)
+    half = z * math.sqrt(variance) / len(parts)
     correct, n = sum(part["correct"] for part in parts.values()), sum(part["n"] for part in parts.values())
     return {"accuracy": mean, "correct": correct, "n": n, "ci95": [max(0.0, mean - half), min(1.0, mean + half)]}
 
@@ -132,7 +141,15 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
     samples = read_jsonl(args.samples, "samples")
     verdicts = score_samples(args.task, samples, args.samples)
     summary = read_json(args.train_summary, "training summary") if args.train_summary else None
-    subtasks = subtask_scores(samples, verdicts) if get_task(args.task).subtasks else None
+    expected = get_task(args.task).subtasks
+    subtasks = subtask_scores(samples, verdicts) if expected else None
+    if subtasks is not None:
+        for name in expected:
+            if name not in subtasks:
+                raise UserError(f"{args.samples}: no samples of subtask {name!r}, so no mean over {args.task}")
+        for name in subtasks:
+            if name not in expected:
+                raise UserError(f"{args.samples}: subtask {name!r} is not part of {args.task}")
     overall = mean_of_subtasks(subtasks) if subtasks else proportion(sum(verdicts), len(verdicts))
     result = {
         "run": args.run,

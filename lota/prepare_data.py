@@ -1,8 +1,9 @@
 """Stage prepare_data: a task's splits as normalized JSONL records, deterministic subsets by seed.
 
-Each record is {"id", "prompt", "response", "gold"}: `prompt` is the full text fed to the
-model (the tokenizer's chat template with a generation prompt, when it has one), `response`
-the target text ending with the end-of-sequence token, `gold` the answer a scorer compares.
+Each record is {"id", "prompt", "response", "gold", "subtask"}: `prompt` is the full text fed
+to the model (the tokenizer's chat template with a generation prompt, when it has one),
+`response` the target text ending with the end-of-sequence token, `gold` the answer a scorer
+compares, `subtask` the dataset within a combined task (else the task's name).
 """
 
 from __future__ import annotations

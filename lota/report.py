@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,8 @@ def plot_task(task: str, results: list[dict[str, Any]], out: Path) -> None:
     sparse = [r for r in results if r["method"] == "lota" and r.get("sparsity") is not None]
     trainable = [100 * (1 - r["sparsity"]) for r in sparse]
     for result in results:
-        if result["method"] in LINE_STYLES and not (result["method"] == "lora" and "_r" in result["run"]):
+        # One line per baseline: LoRA at other ranks (lora_<task>_r<rank>) stays in the table only.
+        if result["method"] in LINE_STYLES and not re.search(r"_r\d+$", result["run"]):
             label, colour = LINE_STYLES[result["method"]]
             axes.axhline(result["accuracy"], color=colour, label=f"{label} ({result['accuracy']:.3f})")
             axes.axhspan(*result["ci95"], color=colour, alpha=0.12, linewidth=0)
@@ -146,7 +148,8 @@ def plot_task(task: str, results: list[dict[str, Any]], out: Path) -> None:
 def render(by_task: dict[str, list[dict[str, Any]]], plot_folder: str) -> str:
     lines = ["# LoTA sweep report", ""]
     lines.append(
-        "Accuracy with its 95% Wilson interval (for a combined task: the mean over its subtasks). "
+        "Accuracy with its 95% Wilson interval (for a combined task: the mean over its subtasks, with a "
+        "normal-approximation interval). "
         "Train time and peak memory are those of the run's training loop."
     )
     for task, results in by_task.items():

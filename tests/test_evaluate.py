@@ -74,27 +74,42 @@ def test_default_config_is_valid_and_errors_name_the_key():
     assert config_errors(config, schema)[0] == "config key train.fft.batch_size: 0 is less than the minimum of 1"
 
 
-def test_combined_task_reports_each_subtask_and_their_mean(tmp_path):
-    rows = [("arc_easy", "answer1", "answer1"), ("arc_easy", "answer2", "answer1"), ("boolq", "true", "true")]
-    samples = write_records(
-        tmp_path / "samples.jsonl",
+def commonsense_samples(path, rows):
+    return write_records(
+        path,
         [
             {"id": i, "completion": f"the correct answer is {said}", "gold": gold, "subtask": part}
             for i, (part, said, gold) in enumerate(rows)
         ],
     )
+
+
+def test_combined_task_reports_each_subtask_and_their_mean(tmp_path):
+    others = ["boolq", "openbookqa", "piqa", "social_i_qa", "winogrande"]
+    rows = [("arc_challenge", "answer1", "answer1"), ("arc_challenge", "answer2", "answer1")]
+    rows += [("arc_easy", "answer1", "answer2")] + [(name, "true", "true") for name in others]
+    samples = commonsense_samples(tmp_path / "samples.jsonl", rows)
     result = evaluate(EvaluateArgs(samples=samples, task="commonsense", out=tmp_path / "r.json"))
-    assert result["subtasks"]["arc_easy"] == {
-        "accuracy": 0.5,
-        "correct": 1,
-        "n": 2,
-        "ci95": list(wilson_interval(1, 2)),
-    }
-    assert result["subtasks"]["boolq"]["accuracy"] == 1.0
-    # The mean of 0.5 and 1.0; its interval from the subtasks' binomial variances, 0.25/2 and 0/1.
-    assert result["accuracy"] == 0.75 and (result["correct"], result["n"]) == (2, 3)
-    half = 1.959963984540054 * (0.125**0.5) / 2
-    assert result["ci95"] == pytest.approx([0.75 - half, 1.0])
+    low, high = wilson_interval(1, 2)
+    assert result["subtasks"]["arc_challenge"] == {"accuracy": 0.5, "correct": 1, "n": 2, "ci95": [low, high]}
+    assert result["subtasks"]["arc_easy"]["accuracy"] == 0.0 and result["subtasks"]["boolq"]["accuracy"] == 1.0
+    assert result["accuracy"] == pytest.approx(5.5 / 7) and (result["correct"], result["n"]) == (6, 8)
+    # Agresti-Coull variances: p~ = (c + 1.92) / (n + 3.84), var = p~ (1 - p~) / (n + 3.84);
+    # subtasks at 0/1 and 1/1 still add uncertainty.
+    z2 = 1.959963984540054**2
+    variance = sum(
+        p * (1 - p) / (n + z2) for p, n in [((c + z2 / 2) / (n + z2), n) for c, n in [(1, 2), (0, 1)] + [(1, 1)] * 5]
+    )
+    half = 1.959963984540054 * variance**0.5 / 7
+    assert result["ci95"] == pytest.approx([5.5 / 7 - half, 5.5 / 7 + half])
+    plain_half = 1.959963984540054 * (0.5 * 0.5 / 2) ** 0.5 / 7  # only arc_challenge's p(1 - p) / n is above 0
+    assert half > 1.5 * plain_half
+
+
+def test_a_combined_task_needs_every_subtask(tmp_path):
+    samples = commonsense_samples(tmp_path / "samples.jsonl", [("boolq", "true", "true")])
+    with pytest.raises(UserError, match="no samples of subtask 'arc_challenge', so no mean over commonsense"):
+        evaluate(EvaluateArgs(samples=samples, task="commonsense", out=tmp_path / "r.json"))
 
 
 def test_tasks_without_a_scorer_say_how_they_are_judged(tmp_path):

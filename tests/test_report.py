@@ -27,7 +27,14 @@ def result(run, method, accuracy, sparsity=None, rank=None, task="mawps", **extr
 @pytest.fixture
 def sweep_files(tmp_path):
     runs = [
-        result("lota_mawps_s99", "lota", 0.20, sparsity=0.99, stages={"calibrate": {"wall_s": 300.0}}),
+        result(
+            "lota_mawps_s99",
+            "lota",
+            0.20,
+            sparsity=0.99,
+            stages={"calibrate": {"wall_s": 300.0}},
+            config={"train_calibration": {"run": "calibration_mawps"}},
+        ),
         result("lota_mawps_s90", "lota", 0.25, sparsity=0.9),
         result("base_mawps", "base", 0.05),
         result("fft_mawps", "fft", 0.30),
@@ -67,7 +74,7 @@ def test_report_has_a_row_per_run_subtasks_and_the_plot(sweep_files):
     assert "| lora_mawps | lora | r = 16 |" in text
     assert "| base_mawps | base |  | 0.050 [0.000, 0.100] | 128 | – | – | – |" in text
     assert "| run | arc_easy | boolq | mean |" in text and "| base_commonsense | 0.300 | 0.500 | 0.400 |" in text
-    assert "dense calibration run (the dense run), 300 s" in text
+    assert "dense calibration run (calibration_mawps), 300 s" in text
     assert "![mawps: accuracy vs sparsity](plots/mawps.png)" in text
 
 

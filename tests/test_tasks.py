@@ -21,29 +21,30 @@ from lota.tasks.mawps import to_example as mawps_example
 from tests.conftest import SHARED_DATA
 
 
-def test_registry_lists_every_task_with_its_lengths():
+def test_registry_lists_every_task_with_its_splits():
     names = set(task_names())
-    assert {"gsm8k", "mawps", "alpaca", "commonsense", *(source.name for source in SOURCES)} <= names
-    for name in names:
-        task = get_task(name)
-        assert task.max_length > 0 and task.max_new_tokens > 0 and task.splits
-    assert get_task("piqa").splits == ("test",) and get_task("commonsense").subtasks[-1] == "winogrande"
+    assert names == {"gsm8k", "mawps", "alpaca", "commonsense", *(source.name for source in SOURCES)}
+    assert get_task("piqa").splits == ("test",) and get_task("boolq").splits == ("train", "test")
+    assert get_task("commonsense").subtasks == tuple(source.name for source in SOURCES)
+    assert get_task("commonsense").data_folders() == get_task("commonsense").subtasks
 
 
 @pytest.mark.parametrize(
-    ("completion", "label"),
+    ("completion", "gold", "label"),
     [
-        ("the correct answer is answer2", "answer2"),
-        ("The correct answer is Answer3.", "answer3"),
-        ("Solution1 is right, not solution2", "solution1"),
-        ("I think option2", "option2"),
-        ("The statement is FALSE.", "false"),
-        ("answer 2", None),
-        ("no idea", None),
+        ("the correct answer is answer2", "answer1", "answer2"),
+        ("The correct answer is Answer3.", "answer3", "answer3"),
+        ("Solution1 is right, not solution2", "solution2", "solution1"),
+        ("I think option2", "option2", "option2"),
+        ("The statement is FALSE.", "true", "false"),
+        ("It is true that plants grow; the correct answer is answer2", "answer2", "answer2"),
+        ("that is untrue, a falsehood", "true", None),
+        ("answer12 or answer 2", "answer2", None),
+        ("no idea", "answer1", None),
     ],
 )
-def test_the_first_choice_label_named_is_extracted(completion, label):
-    assert extract_label(completion) == label
+def test_the_first_label_of_the_datasets_kind_is_extracted(completion, gold, label):
+    assert extract_label(completion, gold) == label
 
 
 def test_commonsense_scores_the_label_exactly():
@@ -77,20 +78,57 @@ def test_hub_records_convert_to_the_local_format():
         "answerKey": "A",
     }
     assert from_arc(hub) | {"subtask": "arc_challenge"} == local
-    obqa = from_openbookqa(
-        {"question_stem": "The sun is", "choices": {"text": ["a", "b"], "label": ["1", "2"]}, "answerKey": "2"}
-    )
-    assert (
-        obqa["answer"] == "answer2" and "Answer1: a Answer2: b\n\nAnswer format: answer1/answer2" in obqa["instruction"]
-    )
-    assert from_boolq({"question": "is it", "answer": False})["output"] == "the correct answer is false"
-    piqa = from_piqa({"goal": "g", "sol1": "x", "sol2": "y", "label": 1})
-    assert piqa["answer"] == "solution2" and piqa["instruction"].endswith("Answer format: solution1/solution2")
-    siqa = from_social_i_qa(
-        {"context": "Tracy left.", "question": "Why?", "answerA": "a", "answerB": "b", "answerC": "c", "label": "3"}
-    )
-    assert siqa["answer"] == "answer3" and "question: Tracy left. Why?" in siqa["instruction"]
-    assert from_winogrande({"sentence": "_ won", "option1": "A", "option2": "B", "answer": "2"})["answer"] == "option2"
+    first_test = {source.name: get_task(source.name).load("test", SHARED_DATA)[0] for source in SOURCES}
+    hub_records = {
+        "openbookqa": from_openbookqa(
+            {
+                "question_stem": "A person wants to start saving money so that they can afford a nice vacation at the "
+                "end of the year. After looking over their budget and expenses, they decide the best way to save "
+                "money is to",
+                "choices": {
+                    "text": [
+                        "make more phone calls",
+                        "quit eating lunch out",
+                        "buy less with monopoly money",
+                        "have lunch with friends",
+                    ],
+                    "label": ["A", "B", "C", "D"],
+                },
+                "answerKey": "B",
+            }
+        ),
+        "boolq": from_boolq({"question": "does ethanol take more energy make that produces", "answer": False}),
+        "piqa": from_piqa(
+            {
+                "goal": "How do I ready a guinea pig cage for it's new occupants?",
+                "sol1": "Provide the guinea pig with a cage full of a few inches of bedding made of ripped paper "
+                "strips, you will also need to supply it with a water bottle and a food dish.",
+                "sol2": "Provide the guinea pig with a cage full of a few inches of bedding made of ripped jeans "
+                "material, you will also need to supply it with a water bottle and a food dish.",
+                "label": 0,
+            }
+        ),
+        "social_i_qa": from_social_i_qa(
+            {
+                "context": "Tracy didn't go home that evening and resisted Riley's attacks.",
+                "question": "What does Tracy need to do before this?",
+                "answerA": "make a new plan",
+                "answerB": "Go home and see Riley",
+                "answerC": "Find somewhere to go",
+                "label": "3",
+            }
+        ),
+        "winogrande": from_winogrande(
+            {
+                "sentence": "Sarah was a much better surgeon than Maria so _ always got the easier cases.",
+                "option1": "Sarah",
+                "option2": "Maria",
+                "answer": "2",
+            }
+        ),
+    }
+    for name, converted in hub_records.items():
+        assert converted | {"subtask": name} == first_test[name], name
     with pytest.raises(UserError, match="BoolQ hub record lacks the field 'answer'"):
         from_boolq({"question": "q"})
 
@@ -119,6 +157,8 @@ def test_mawps_examples_show_the_equation_and_the_answer():
     )
     assert example.question == "Alyssa's dog had 7 puppies. She paid $5, then?"
     assert example.response == "((22-14)/4) = 2\n#### 2" and example.gold == "2"
+    unknown_inside = mawps_example({"original_text": "q", "equation": "X-6.0=52", "ans": 58.0})
+    assert unknown_inside.response == "X-6=52, so x = 58\n#### 58"
     assert len(get_task("mawps").load("test", SHARED_DATA)) == 238
     with pytest.raises(UserError, match="not a number"):
         mawps_example({"original_text": "q", "equation": "X=1", "ans": "n/a"})
@@ -137,3 +177,12 @@ def test_mawps_examples_show_the_equation_and_the_answer():
 )
 def test_mawps_answers_match_to_two_decimals(completion, gold, correct):
     assert score_mawps(completion, gold) is correct
+
+
+def test_alpaca_trains_on_alpaca_and_answers_alpaca_eval(smol_tokenizer):
+    task = get_task("alpaca")
+    assert task.score is None and task.data_folders() == ("alpaca", "alpaca_eval")
+    evaluation = prepare_split("alpaca", "test", SHARED_DATA, smol_tokenizer, size=0, seed=0)
+    assert len(evaluation) == 805 and evaluation[0]["gold"] and evaluation[0]["subtask"] == "alpaca"
+    example = task.to_example({"instruction": "Say hi.", "input": "to Bob", "output": " Hi Bob. "})
+    assert (example.question, example.response) == ("Say hi.\n\nto Bob", "Hi Bob.")

@@ -88,3 +88,8 @@ def read_json_records(path: Path, what: str) -> list[dict[str, Any]]:
     if not records:
         raise UserError(f"{what} is empty: {path}")
     return records
+
+
+def with_input(instruction: str, extra: str | None) -> str:
+    """An instruction followed by its input, when the record has one (Alpaca-style records)."""
+    return f"{instruction}\n\n{extra}" if extra else instruction

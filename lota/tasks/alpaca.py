@@ -1,13 +1,16 @@
-"""Instruction following: Alpaca (the 5000-example subset) to train on, AlpacaEval's 805
-instructions to answer. There is no built-in scorer: completions are judged against the
-reference outputs (gold) by AlpacaEval."""
+"""Instruction following: Alpaca to train on, AlpacaEval's 805 instructions to answer. There is
+no built-in scorer: completions are judged against the reference outputs (gold) by AlpacaEval.
+
+The local copy is the 5000-example subset; the hub has the full 52k, so the same train_size
+and seed pick different records from the two.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from lota.tasks import Example, Task, read_json_records, require_fields
+from lota.tasks import Example, Task, read_json_records, require_fields, with_input
 
 LOCAL_FILES = {"train": ("alpaca", "alpaca_5000.json"), "test": ("alpaca_eval", "gpt4_1106_preview_outputs.json")}
 HUB_SPLITS = {"train": ("tatsu-lab/alpaca", None, "train"), "test": ("tatsu-lab/alpaca_eval", "alpaca_eval", "eval")}
@@ -24,8 +27,7 @@ def load(split: str, data_dir: Path | None) -> list[dict[str, Any]]:
 
 def to_example(record: dict[str, Any]) -> Example:
     instruction, output = require_fields(record, ("instruction", "output"), "alpaca")
-    extra = record.get("input") or ""
-    question = f"{instruction}\n\n{extra}" if extra else instruction
+    question = with_input(instruction, record.get("input"))
     return Example(question=question.strip(), response=output.strip(), gold=output.strip(), subtask="alpaca")
 
 

@@ -3,7 +3,8 @@ dataset, plus `commonsense`: their training sets mixed, and every test set evalu
 
 Records use the paper's format: an instruction that lists the choices and the answer format,
 the target "the correct answer is answer2", and the gold label. A completion is scored by the
-first choice label it names, compared exactly with the gold one. Hub records are converted
+first label of the dataset's kind it names (answerN, solutionN, optionN, or true/false),
+compared exactly with the gold one. Hub records are converted
 into the same format, so local and hub data give identical prompts.
 """
 
@@ -16,20 +17,27 @@ from pathlib import Path
 from typing import Any
 
 from lota.errors import UserError
-from lota.tasks import Example, Task, read_json_records, require_fields
+from lota.tasks import Example, Task, read_json_records, require_fields, with_input
 
-LABEL = re.compile(r"answer[1-5]|solution[12]|option[12]|true|false")
+LABEL = re.compile(r"(?:answer[1-5]|solution[12]|option[12]|true|false)")
 MAX_LENGTH, MAX_NEW_TOKENS = 320, 16
 
 
-def extract_label(completion: str) -> str | None:
-    """The first choice label the completion names, lower-cased ('The correct answer is Answer2.' -> answer2)."""
-    found = LABEL.search(completion.lower())
+def label_pattern(gold: str) -> re.Pattern[str]:
+    """The labels of the gold label's dataset as whole words: true/false, or answerN, solutionN, optionN."""
+    family = "true|false" if gold in ("true", "false") else rf"{gold.rstrip('0123456789')}\d"
+    return re.compile(rf"\b(?:{family})\b")
+
+
+def extract_label(completion: str, gold: str) -> str | None:
+    """The first label of the gold label's kind the completion names, lower-cased
+    ('The correct answer is Answer2.' -> answer2), as the paper's evaluation reads it."""
+    found = label_pattern(gold).search(completion.lower())
     return found.group() if found else None
 
 
 def score(completion: str, gold: str) -> bool:
-    return extract_label(completion) == gold
+    return extract_label(completion, gold) == gold
 
 
 def choice_record(instruction: str, label: str) -> dict[str, str]:
@@ -136,8 +144,7 @@ def to_example(record: dict[str, Any]) -> Example:
     instruction, output, answer, subtask = require_fields(
         record, ("instruction", "output", "answer", "subtask"), "commonsense"
     )
-    extra = record.get("input") or ""
-    question = f"{instruction}\n\n{extra}" if extra else instruction
+    question = with_input(instruction, record.get("input"))
     if not LABEL.fullmatch(str(answer)):
         raise UserError(f"{subtask} record has the answer {answer!r}, not a choice label")
     return Example(question=question, response=output, gold=str(answer), subtask=subtask)

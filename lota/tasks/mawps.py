@@ -38,11 +38,15 @@ def to_example(record: dict[str, Any]) -> Example:
         gold = format_number(Decimal(str(answer)))
     except InvalidOperation:
         raise UserError(f"MAWPS record has the answer {answer!r}, not a number") from None
-    # "X=((22.0-14.0)/4.0)" -> "((22-14)/4)": the working the model learns to write out.
-    expression = _WHOLE_FLOAT.sub(r"\1", equation.split("=", 1)[-1].strip())
+    # The working the model learns to write out: "X=((22.0-14.0)/4.0)" -> "((22-14)/4) = 2"; an
+    # equation with the unknown inside, "X-6=52", -> "X-6=52, so x = 58".
+    cleaned = _WHOLE_FLOAT.sub(r"\1", equation.strip())
+    unknown, _, expression = cleaned.partition("=")
+    solved = re.fullmatch(r"[A-Za-z]+", unknown.strip()) and "=" not in expression
+    working = f"{expression.strip()} = {gold}" if solved else f"{cleaned}, so x = {gold}"
     # The data separates tokens with spaces ("section . If", "Alyssa 's", "$ 11"); show it as written.
-    question = re.sub(r" ([.,?!;:']|n't)", r"\1", question.strip()).replace("$ ", "$")
-    return Example(question=question, response=f"{expression} = {gold}\n#### {gold}", gold=gold, subtask="mawps")
+    question = re.sub(r" ([.,?!;:]|'s\b|n't\b)", r"\1", question.strip()).replace("$ ", "$")
+    return Example(question=question, response=f"{working}\n#### {gold}", gold=gold, subtask="mawps")
 
 
 def score(completion: str, gold: str) -> bool:

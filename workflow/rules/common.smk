@@ -20,6 +20,8 @@ if config_problems:
 unknown_tasks = sorted(set(config["tasks"]) - set(task_names()))
 if unknown_tasks:
     raise WorkflowError(f"config key tasks: unknown task {unknown_tasks[0]!r}; known tasks: {', '.join(task_names())}")
+# train.calibration overrides train.fft key by key, so it is read before defaults fill it in.
+CALIBRATION_OVERRIDES = dict(config["train"].get("calibration") or {})
 validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 
 ENV = "../../envs/lota.yaml"
@@ -136,8 +138,10 @@ def local_task_files(wildcards):
 
 
 def train_settings(kind):
-    """The training settings of fft, lota, lora or calibration (which defaults to fft's)."""
-    return config["train"].get(kind) or config["train"]["fft"]
+    """The training settings of fft, lota, lora, or calibration: fft's with its overrides."""
+    if kind == "calibration":
+        return config["train"]["fft"] | CALIBRATION_OVERRIDES
+    return config["train"][kind]
 
 
 def separate_calibration():
