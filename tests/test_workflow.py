@@ -1,6 +1,7 @@
 """The real DAG through the snakemake CLI, on a tiny random Llama and a few GSM8K records."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_DATA
 
 
 def snakemake(workdir, *arguments, overrides=None):
@@ -147,3 +148,16 @@ def test_workflow_lints_clean():
         [sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
+def test_the_mawps_preset_plans_the_whole_sweep(tmp_path):
+    preset = REPO / "workflow" / "presets" / "mawps-cpu.yaml"
+    command = [sys.executable, "-m", "snakemake", "-n", "sweep", "--snakefile", str(REPO / "Snakefile")]
+    command += ["--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml"), str(preset)]
+    plan = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=os.environ | {"LOTA_DATA_DIR": str(SHARED_DATA)}
+    )
+    assert plan.returncode == 0, plan.stdout[-3000:]
+    jobs = planned_jobs(plan.stdout + plan.stderr)
+    assert jobs["train_dense"] == 1 and jobs["train_lota"] == 4 and jobs["evaluate"] == 7 and jobs["report"] == 1
+    assert "results/plots/mawps.png" in plan.stdout + plan.stderr
