@@ -7,13 +7,17 @@ fixed order (tensors by name, entries in row-major order), so a mask is reproduc
 
 The mask file is safetensors: per covered tensor a uint8 vector of bits packed 8 per byte,
 most significant bit first (numpy.packbits order), and metadata with the sparsity, scope,
-granularity, counts and each tensor's shape.
+granularity, counts, each tensor's shape, and the masks it excludes.
+
+For a later task in a sequence (LoTTO), `--exclude` names the earlier tasks' masks: their
+trainable entries are never chosen, so every task's sparse delta is disjoint from the others.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +45,9 @@ class ExtractMaskArgs:
         "global", "one threshold for all covered tensors, or one per tensor"
     )
     scope: list[str] = arg(DEFAULT_SCOPE, "module names whose .weight tensors the mask covers")
+    exclude: list[Path] = arg(
+        [], "masks of earlier tasks in a sequence (LoTTO): entries they make trainable are never chosen"
+    )
 
 
 def in_scope(name: str, scope: Iterable[str]) -> bool:
@@ -68,26 +75,50 @@ def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep
 
 
-def select_mask(deltas: Mapping[str, torch.Tensor], sparsity: float, granularity: str) -> dict[str, torch.Tensor]:
-    """Boolean masks (shaped like each delta) of the largest-|delta| entries at `sparsity`."""
+def select_mask(
+    deltas: Mapping[str, torch.Tensor],
+    sparsity: float,
+    granularity: str,
+    excluded: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Boolean masks (shaped like each delta) of the largest-|delta| entries at `sparsity`.
+
+    `excluded` (LoTTO, for a later task in a sequence): entries earlier masks made trainable,
+    which this mask never takes, so the tasks' sparse deltas stay disjoint. The trainable count
+    is still round((1 - s) * N) of all N covered entries, chosen among the free ones.
+    """
+    excluded = excluded or {}
     names = sorted(deltas)
+    scores = {name: _free_scores(deltas[name], excluded.get(name)) for name in names}
     if granularity == "per_tensor":
         return {
-            name: top_k_mask(deltas[name].abs().flatten(), trainable_count(sparsity, deltas[name].numel())).view(
+            name: _top_free(scores[name].flatten(), trainable_count(sparsity, scores[name].numel()), name).view(
                 deltas[name].shape
             )
             for name in names
         }
     if granularity != "global":
         raise UserError(f"mask granularity must be 'global' or 'per_tensor', got {granularity!r}")
-    scores = torch.cat([deltas[name].abs().flatten() for name in names])
-    keep = top_k_mask(scores, trainable_count(sparsity, scores.numel()))
+    flat = torch.cat([scores[name].flatten() for name in names])
+    keep = _top_free(flat, trainable_count(sparsity, flat.numel()), "the covered tensors")
     masks, offset = {}, 0
     for name in names:
         size = deltas[name].numel()
         masks[name] = keep[offset : offset + size].view(deltas[name].shape)
         offset += size
     return masks
+
+
+def _free_scores(delta: torch.Tensor, excluded: torch.Tensor | None) -> torch.Tensor:
+    """|delta|, with -inf where an earlier mask already trains the entry."""
+    return delta.abs() if excluded is None else delta.abs().masked_fill(excluded, -math.inf)
+
+
+def _top_free(scores: torch.Tensor, k: int, where: str) -> torch.Tensor:
+    free = int(torch.isfinite(scores).sum())
+    if k > free:
+        raise UserError(f"{where}: the sparsity needs {k} trainable entries but earlier masks leave only {free} free")
+    return top_k_mask(scores, k)
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
@@ -138,6 +169,22 @@ def load_mask(path: Path, parameter_shapes: Mapping[str, torch.Size] | None = No
     return masks
 
 
+def excluded_entries(paths: Iterable[Path], deltas: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The union of the given masks' trainable entries, per covered tensor, checked against the deltas."""
+    shapes = {name: delta.shape for name, delta in deltas.items()}
+    union: dict[str, torch.Tensor] = {}
+    for path in paths:
+        for name, mask in load_mask(path).items():
+            if name not in shapes:
+                raise UserError(f"mask {path} covers {name}, which the task vector's mask scope does not")
+            if mask.shape != shapes[name]:
+                raise UserError(
+                    f"mask {path}: {name} has shape {tuple(mask.shape)}, the delta's is {tuple(shapes[name])}"
+                )
+            union[name] = union[name] | mask if name in union else mask
+    return union
+
+
 def run(args: ExtractMaskArgs) -> None:
     """Write the top-|delta| mask at the given sparsity."""
     check_range("sparsity", args.sparsity, 0.0, 1.0, high_open=True)
@@ -150,11 +197,16 @@ def run(args: ExtractMaskArgs) -> None:
     for name, delta in deltas.items():
         if not torch.isfinite(delta).all():
             raise UserError(f"task vector {args.task_vector}: {name} has non-finite entries")
-    masks = select_mask(deltas, args.sparsity, args.granularity)
+    masks = select_mask(deltas, args.sparsity, args.granularity, excluded_entries(args.exclude, deltas))
     trainable = sum(int(m.sum()) for m in masks.values())
     if trainable == 0:
         raise UserError(f"sparsity {args.sparsity} leaves no trainable entry among {len(deltas)} tensors")
-    info = {"sparsity": args.sparsity, "granularity": args.granularity, "scope": sorted(args.scope)}
+    info = {
+        "sparsity": args.sparsity,
+        "granularity": args.granularity,
+        "scope": sorted(args.scope),
+        "excluded": [str(path) for path in args.exclude],
+    }
     save_mask(args.out, masks, info)
     total = sum(m.numel() for m in masks.values())
     log.info(

@@ -12,6 +12,7 @@ from lota.extract_mask import (
     load_mask,
     pack_bits,
     run,
+    save_mask,
     select_mask,
     top_k_mask,
     trainable_count,
@@ -138,3 +139,41 @@ def test_run_refuses_weights_in_place_of_a_task_vector(tmp_path):
     with pytest.raises(UserError, match="is not a task vector"):
         run(ExtractMaskArgs(task_vector=tmp_path / "w.safetensors", out=tmp_path / "mask.safetensors", sparsity=0.5))
     assert not (tmp_path / "mask.safetensors").exists()
+
+
+@pytest.mark.parametrize("granularity", ["global", "per_tensor"])
+def test_lotto_masks_take_the_largest_free_entries_and_stay_disjoint(granularity):
+    first = {"a.q_proj.weight": torch.tensor([[9.0, 1.0], [8.0, 2.0]]), "b.up_proj.weight": torch.tensor([7.0, 3.0])}
+    earlier = select_mask(first, 0.5, granularity)
+    # The next task's delta is largest exactly where the earlier mask trains.
+    second = {name: delta.clone() for name, delta in first.items()}
+    later = select_mask(second, 0.5, granularity, excluded=earlier)
+    for name in first:
+        assert not (earlier[name] & later[name]).any()
+    assert sum(int(m.sum()) for m in later.values()) == sum(int(m.sum()) for m in earlier.values()) == 3
+    if granularity == "global":
+        assert earlier["a.q_proj.weight"].tolist() == [[True, False], [True, False]]
+        assert later["a.q_proj.weight"].tolist() == [[False, True], [False, True]]
+        assert later["b.up_proj.weight"].tolist() == [False, True]
+        with pytest.raises(UserError, match="needs 3 trainable entries but earlier masks leave only 0 free"):
+            select_mask(second, 0.5, granularity, excluded={n: earlier[n] | later[n] for n in first})
+
+
+def test_exclude_files_are_unioned_and_checked(tmp_path):
+    deltas = {"m.q_proj.weight": torch.arange(8.0).view(2, 4)}
+    path = tmp_path / "tv.safetensors"
+    save_file(deltas, str(path), metadata={"format": TASK_VECTOR_FORMAT})
+    masks = []
+    for number in range(2):
+        out = tmp_path / f"mask{number}.safetensors"
+        run(ExtractMaskArgs(task_vector=path, out=out, sparsity=0.75, exclude=masks.copy()))
+        masks.append(out)
+    first, second = (load_mask(mask)["m.q_proj.weight"].flatten().tolist() for mask in masks)
+    assert first == [False] * 6 + [True] * 2 and second == [False] * 4 + [True] * 2 + [False] * 2
+    wrong = tmp_path / "wrong.safetensors"
+    save_mask(wrong, {"m.q_proj.weight": torch.ones(4, 2, dtype=torch.bool)}, {})
+    with pytest.raises(
+        UserError, match=r"wrong.safetensors: m.q_proj.weight has shape \(4, 2\), the delta's is \(2, 4\)"
+    ):
+        run(ExtractMaskArgs(task_vector=path, out=tmp_path / "m.safetensors", sparsity=0.75, exclude=[wrong]))
+    assert not (tmp_path / "m.safetensors").exists()
