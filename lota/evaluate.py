@@ -22,7 +22,7 @@ from typing import Any
 from lota.cli import arg, run_main
 from lota.errors import UserError
 from lota.io import read_json, read_jsonl, write_json
-from lota.tasks import get_task
+from lota.tasks import Task, get_task
 
 log = logging.getLogger("lota.evaluate")
 VERSIONED_PACKAGES = ["lota", "torch", "transformers", "safetensors", "tokenizers", "snakemake", "vllm"]
@@ -90,10 +90,9 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def score_samples(task_name: str, samples: list[dict[str, Any]], source: Path) -> list[bool]:
-    task = get_task(task_name)
+def score_samples(task: Task, samples: list[dict[str, Any]], source: Path) -> list[bool]:
     if task.score is None:
-        raise UserError(f"task {task_name} has no built-in scorer: judge its samples ({source}) with AlpacaEval")
+        raise UserError(f"task {task.name} has no built-in scorer: judge its samples ({source}) with AlpacaEval")
     verdicts = []
     for number, sample in enumerate(samples, start=1):
         if not isinstance(sample.get("completion"), str) or "gold" not in sample:
@@ -133,15 +132,15 @@ def mean_of_subtasks(parts: dict[str, dict[str, Any]], z: float = Z95) -> dict[s
 
 
 def evaluate(args: EvaluateArgs) -> dict[str, Any]:
-    get_task(args.task)
+    task = get_task(args.task)
     try:
         config = json.loads(args.config_json)
     except json.JSONDecodeError as error:
         raise UserError(f"--config-json is not valid JSON: {error}") from None
     samples = read_jsonl(args.samples, "samples")
-    verdicts = score_samples(args.task, samples, args.samples)
+    verdicts = score_samples(task, samples, args.samples)
     summary = read_json(args.train_summary, "training summary") if args.train_summary else None
-    expected = get_task(args.task).subtasks
+    expected = task.subtasks
     subtasks = subtask_scores(samples, verdicts) if expected else None
     if subtasks is not None:
         for name in expected:

@@ -148,8 +148,10 @@ def save_mask(path: Path, masks: Mapping[str, torch.Tensor], info: Mapping[str, 
         save_file({name: pack_bits(m) for name, m in masks.items()}, str(tmp), metadata=metadata)
 
 
-def load_mask(path: Path, parameter_shapes: Mapping[str, torch.Size] | None = None) -> dict[str, torch.Tensor]:
-    """Boolean masks from a mask file, checked against a model's parameter shapes when given."""
+def load_mask(
+    path: Path, expected_shapes: Mapping[str, torch.Size] | None = None, against: str = "the model"
+) -> dict[str, torch.Tensor]:
+    """Boolean masks from a mask file, checked against `expected_shapes` (those of `against`) when given."""
     existing_file(path, "mask file")
     with TensorReader([path]) as reader:
         reader.require_format(MASK_FORMAT, path, "LoTA mask file")
@@ -158,13 +160,13 @@ def load_mask(path: Path, parameter_shapes: Mapping[str, torch.Size] | None = No
             masks = {name: unpack_bits(reader.get(name), shapes[name]) for name in reader.names()}
         except (KeyError, ValueError, RuntimeError) as error:
             raise UserError(f"mask {path} is malformed: {error}") from None
-    if parameter_shapes is not None:
+    if expected_shapes is not None:
         for name, mask in masks.items():
-            if name not in parameter_shapes:
-                raise UserError(f"mask {path} covers {name}, which the model does not have")
-            if mask.shape != parameter_shapes[name]:
+            if name not in expected_shapes:
+                raise UserError(f"mask {path} covers {name}, which {against} does not have")
+            if mask.shape != expected_shapes[name]:
                 raise UserError(
-                    f"mask {path}: {name} has shape {tuple(mask.shape)}, the model's is {tuple(parameter_shapes[name])}"
+                    f"mask {path}: {name} has shape {tuple(mask.shape)}, {against}'s is {tuple(expected_shapes[name])}"
                 )
     return masks
 
@@ -174,13 +176,7 @@ def excluded_entries(paths: Iterable[Path], deltas: Mapping[str, torch.Tensor]) 
     shapes = {name: delta.shape for name, delta in deltas.items()}
     union: dict[str, torch.Tensor] = {}
     for path in paths:
-        for name, mask in load_mask(path).items():
-            if name not in shapes:
-                raise UserError(f"mask {path} covers {name}, which the task vector's mask scope does not")
-            if mask.shape != shapes[name]:
-                raise UserError(
-                    f"mask {path}: {name} has shape {tuple(mask.shape)}, the delta's is {tuple(shapes[name])}"
-                )
+        for name, mask in load_mask(path, shapes, against="the task vector in scope").items():
             union[name] = union[name] | mask if name in union else mask
     return union
 

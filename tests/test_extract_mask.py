@@ -173,7 +173,8 @@ def test_exclude_files_are_unioned_and_checked(tmp_path):
     wrong = tmp_path / "wrong.safetensors"
     save_mask(wrong, {"m.q_proj.weight": torch.ones(4, 2, dtype=torch.bool)}, {})
     with pytest.raises(
-        UserError, match=r"wrong.safetensors: m.q_proj.weight has shape \(4, 2\), the delta's is \(2, 4\)"
+        UserError,
+        match=r"wrong.safetensors: m.q_proj.weight has shape \(4, 2\), the task vector in scope's is \(2, 4\)",
     ):
         run(ExtractMaskArgs(task_vector=path, out=tmp_path / "m.safetensors", sparsity=0.75, exclude=[wrong]))
     assert not (tmp_path / "m.safetensors").exists()

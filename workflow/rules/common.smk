@@ -255,7 +255,7 @@ def percent_name(percent):
 
 
 def sweep_results(wildcards=None):
-    for task in config["sweep"]["tasks"]:
-        check_task(task)
-        check_trainable("fft", task)
-    return [f"results/{run}.json" for task in config["sweep"]["tasks"] for run in sweep_runs(task)]
+    runs = [run for task in config["sweep"]["tasks"] for run in sweep_runs(task)]
+    for run in runs:
+        parse_run(run)  # an unknown or evaluation-only task fails here, before any job
+    return [f"results/{run}.json" for run in runs]
