@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import math
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+import struct
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -110,6 +112,21 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
     raise UserError(f"no safetensors checkpoint (model.safetensors) in {model_dir}")
 
 
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+SAFETENSORS_NAMES = {name: dtype for dtype, name in SAFETENSORS_DTYPES.items()}
+
+
 class TensorReader(contextlib.AbstractContextManager):
     """Read named tensors one at a time from one or more safetensors files, never all at once."""
 
@@ -144,5 +161,48 @@ class TensorReader(contextlib.AbstractContextManager):
     def get(self, name: str) -> torch.Tensor:
         return self._handles[name].get_tensor(name)
 
+    def layout(self, name: str) -> tuple[torch.dtype, torch.Size]:
+        """A tensor's dtype and shape, read from the header without loading it."""
+        view = self._handles[name].get_slice(name)
+        return SAFETENSORS_NAMES[view.get_dtype()], torch.Size(view.get_shape())
+
     def __exit__(self, *exc_info: Any) -> None:
         self._stack.close()
+
+
+class SafetensorsStream:
+    """Write a safetensors file one tensor at a time, so a whole model is never held in memory.
+
+    The header is laid out up front from every tensor's dtype and shape (`layout`, in file
+    order); `write` then appends each tensor's bytes, in that order, checked against it.
+    """
+
+    def __init__(self, file: BinaryIO, layout: Mapping[str, tuple[torch.dtype, Sequence[int]]], metadata: dict):
+        header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+        offset = 0
+        for name, (dtype, shape) in layout.items():
+            size = math.prod(shape) * dtype.itemsize
+            header[name] = {
+                "dtype": SAFETENSORS_DTYPES[dtype],
+                "shape": list(shape),
+                "data_offsets": [offset, offset + size],
+            }
+            offset += size
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+        file.write(struct.pack("<Q", len(encoded)) + encoded)
+        self._file = file
+        self._pending = [(name, dtype, torch.Size(shape)) for name, (dtype, shape) in layout.items()]
+        self._pending.reverse()
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        expected, dtype, shape = self._pending.pop()
+        if (name, tensor.dtype, tensor.shape) != (expected, dtype, shape):
+            raise ValueError(
+                f"expected {expected} {dtype} {tuple(shape)}, got {name} {tensor.dtype} {tuple(tensor.shape)}"
+            )
+        self._file.write(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().data)
+
+    def close(self) -> None:
+        if self._pending:
+            raise ValueError(f"{len(self._pending)} tensors were never written, the first {self._pending[-1][0]}")

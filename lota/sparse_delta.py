@@ -41,14 +41,26 @@ def is_sparse_delta(reader: TensorReader) -> bool:
     return reader.metadata.get("format") == SPARSE_DELTA_FORMAT
 
 
-def read_sparse_delta(reader: TensorReader) -> tuple[SparseDelta, dict[str, list[int]]]:
-    """(name -> (int64 indices, float32 values), name -> shape) from an open sparse delta file."""
+def sparse_delta_shapes(reader: TensorReader) -> dict[str, list[int]]:
+    """name -> shape of every tensor an open sparse delta file changes."""
     try:
-        shapes = json.loads(reader.metadata["shapes"])
-        delta = {name: (reader.get(f"{name}.indices").long(), reader.get(f"{name}.values")) for name in shapes}
+        return json.loads(reader.metadata["shapes"])
     except (KeyError, ValueError) as error:
         raise UserError(f"sparse delta is malformed: missing or bad entry {error}") from None
-    return delta, shapes
+
+
+def read_sparse_entries(reader: TensorReader, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int64 flat indices, float32 values) of one tensor of an open sparse delta file."""
+    try:
+        return reader.get(f"{name}.indices").long(), reader.get(f"{name}.values")
+    except KeyError as error:
+        raise UserError(f"sparse delta is malformed: missing entry {error}") from None
+
+
+def read_sparse_delta(reader: TensorReader) -> tuple[SparseDelta, dict[str, list[int]]]:
+    """(name -> (int64 indices, float32 values), name -> shape) from an open sparse delta file."""
+    shapes = sparse_delta_shapes(reader)
+    return {name: read_sparse_entries(reader, name) for name in shapes}, shapes
 
 
 def apply_sparse_delta(

@@ -1,0 +1,346 @@
+"""Stage merge: several runs' task vectors merged onto the base model, one tensor at a time.
+
+With delta_i = run_i - base, w_i each run's weight and lambda the scale of the merged delta:
+
+- task_arithmetic: base + lambda * sum_i w_i delta_i (Ilharco et al. 2023).
+- ties (Yadav et al. 2023): each delta_i trimmed to its largest-|delta| entries (`density` of
+  them), a sign elected per entry by total mass (the sign of sum_i w_i delta_i, positive where it
+  is 0), then the disjoint mean: base + lambda * sum_agree w_i delta_i / sum_agree w_i, over the
+  runs whose trimmed delta is non-zero and has the elected sign.
+- dare_ties, dare_linear (Yu et al. 2024): each entry of delta_i kept with probability `density`
+  and rescaled by 1 / density, seeded per run and tensor; then the TIES sign election and the sum
+  of the agreeing entries, or the plain weighted sum.
+- sparse_sum (LoTA): the runs' sparse deltas added onto the base at their indices. Where the
+  masks are disjoint, every task's entries equal its own model's, bit for bit.
+
+Trimming follows mergekit (`granularity: per_tensor`: each tensor keeps max(1, int(density * n))
+of its n entries; equal magnitudes go to the lowest index) or the original TIES code (`global`:
+one threshold per task vector over all its entries, keeping |delta| >= its (N - int(density *
+N))-th smallest magnitude, so int(density * N) + 1 entries barring ties). As in mergekit,
+ties normalizes by the agreeing weights and dare_ties does not. Two differences from mergekit
+0.1.5, both deliberate: DARE rescales by 1 / density as the paper does (mergekit restores each
+tensor's L1 norm), and its random draws are seeded per tensor rather than drawn from one global
+stream, so a merge is reproducible whatever the tensor order.
+
+The base checkpoint and the runs' weights files are read one tensor at a time and the merged
+tensor streamed to disk, so memory holds a few tensors, never a model: the global threshold
+is found exactly by a two-pass radix selection over the magnitudes' float32 bit patterns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import resource
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm import tqdm
+
+from lota.cli import arg, check_range, existing_file, run_main
+from lota.errors import UserError
+from lota.extract_mask import top_k_mask
+from lota.io import (
+    LORA_ADAPTER_FORMAT,
+    WEIGHTS_FORMAT,
+    SafetensorsStream,
+    TensorReader,
+    atomic_path,
+    checkpoint_files,
+    write_json,
+)
+from lota.sparse_delta import is_sparse_delta, read_sparse_entries, sparse_delta_shapes
+
+log = logging.getLogger("lota.merge")
+
+Method = Literal["task_arithmetic", "ties", "dare_ties", "dare_linear", "sparse_sum"]
+TRIMMED = ("ties",)
+DROPPED = ("dare_ties", "dare_linear")
+SIGN_ELECTED = ("ties", "dare_ties")
+
+
+@dataclass
+class MergeArgs:
+    base: Path = arg(help="base HF model directory, the one every run was trained from")
+    runs: list[Path] = arg(help="each task's run weights: dense fine-tuned weights or a LoTA sparse delta")
+    out: Path = arg(help="output HF model directory (with merge.json: the settings and figures of the merge)")
+    method: Method = arg(help="task_arithmetic, ties, dare_ties, dare_linear or sparse_sum")
+    scale: float = arg(1.0, "lambda, the scale of the merged delta")
+    weights: list[float] = arg([], "each run's weight w_i, in --runs order (default 1 each)")
+    density: float = arg(1.0, "ties: fraction of each task vector's entries kept; dare: probability of keeping one")
+    granularity: Literal["per_tensor", "global"] = arg(
+        "per_tensor", "ties trimming: per tensor (mergekit) or one threshold per task vector (the original TIES)"
+    )
+    seed: int = arg(0, "seed of DARE's random drops")
+
+
+# --- pure tensor functions ---------------------------------------------------------------
+
+
+def trim_per_tensor(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """delta with all but its max(1, int(density * n)) largest-|delta| entries zeroed (mergekit's)."""
+    if density >= 1:
+        return delta
+    keep = top_k_mask(delta.abs().flatten(), max(1, int(density * delta.numel())))
+    return delta * keep.view(delta.shape)
+
+
+def trim_below(delta: torch.Tensor, threshold: float) -> torch.Tensor:
+    """delta with the entries of magnitude below `threshold` zeroed."""
+    return delta * (delta.abs() >= threshold)
+
+
+def kth_smallest_magnitude(tensors: Callable[[], Iterable[torch.Tensor]], k: int) -> float:
+    """The k-th smallest |x| (1-based) over every entry of the tensors `tensors()` yields, exactly.
+
+    Non-negative float32 values order like their bit patterns read as integers, so two streaming
+    passes of histograms (the high 16 bits, then the low 16 bits within the chosen bucket) find
+    it while holding one tensor at a time.
+    """
+
+    def bits(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().float().abs().flatten().view(torch.int32).long()
+
+    high = torch.zeros(1 << 16, dtype=torch.int64)
+    for tensor in tensors():
+        high += torch.bincount(bits(tensor) >> 16, minlength=1 << 16)
+    total = int(high.sum())
+    if not 1 <= k <= total:
+        raise ValueError(f"k={k} outside [1, {total}]")
+    below = high.cumsum(0)
+    bucket = int(torch.searchsorted(below, k))
+    rank = k - (int(below[bucket - 1]) if bucket else 0)
+    low = torch.zeros(1 << 16, dtype=torch.int64)
+    for tensor in tensors():
+        pattern = bits(tensor)
+        low += torch.bincount(pattern[(pattern >> 16) == bucket] & 0xFFFF, minlength=1 << 16)
+    offset = int(torch.searchsorted(low.cumsum(0), rank))
+    return torch.tensor([(bucket << 16) | offset], dtype=torch.int32).view(torch.float32).item()
+
+
+def global_threshold(tensors: Callable[[], Iterable[torch.Tensor]], total: int, density: float) -> float:
+    """The original TIES code's trim threshold of one task vector of `total` entries: its
+    (total - int(density * total))-th smallest magnitude (0: keep everything)."""
+    rank = total - int(density * total)
+    return 0.0 if rank < 1 else kth_smallest_magnitude(tensors, rank)
+
+
+def dare_drop(delta: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
+    """DARE: each entry kept with probability `density` and divided by it, so the expectation is delta."""
+    if density >= 1:
+        return delta
+    keep = torch.rand(delta.shape, generator=generator) < density
+    return delta * keep / density
+
+
+def elect_signs(weighted: torch.Tensor) -> torch.Tensor:
+    """Per entry, the sign of the total mass over runs (dim 0): +1 where it is >= 0, else -1."""
+    return torch.where(weighted.sum(dim=0) >= 0, 1.0, -1.0).to(weighted.dtype)
+
+
+def combine(
+    deltas: torch.Tensor, weights: torch.Tensor, scale: float, elect: bool, normalize: bool
+) -> tuple[torch.Tensor, int]:
+    """lambda times the weighted sum of stacked deltas (dim 0: runs). With `elect`, only the entries
+    that agree with the elected sign count, and with `normalize` the sum is divided by their total
+    weight. Also returns how many entries had a non-zero delta against the elected sign."""
+    weights = weights.to(deltas.dtype).view(-1, *([1] * (deltas.dim() - 1)))
+    weighted = deltas * weights
+    conflicts = 0
+    if elect:
+        agree = (weighted.sign() == elect_signs(weighted)).to(deltas.dtype)
+        conflicts = int(((weighted != 0) & (agree == 0)).any(dim=0).sum())
+        weighted = weighted * agree
+        weights = weights * agree
+    mixed = weighted.sum(dim=0)
+    if normalize:
+        divisor = weights.sum(dim=0)
+        mixed = mixed / torch.where(divisor == 0, 1.0, divisor)
+    return mixed * scale if scale != 1 else mixed, conflicts
+
+
+def tensor_seed(seed: int, run: int, name: str) -> int:
+    """A stable 63-bit seed per (seed, run, tensor), independent of the order tensors are merged in."""
+    digest = hashlib.sha256(f"{seed}:{run}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+# --- streaming over checkpoints ----------------------------------------------------------
+
+
+class RunDelta:
+    """One run's change from the base, tensor by tensor: dense weights minus the base's, or a
+    sparse delta's values at its indices. Nothing is read before a tensor is asked for."""
+
+    def __init__(self, path: Path, base: TensorReader):
+        existing_file(path, "run weights")
+        self.path = path
+        self.reader = TensorReader([path])
+        if self.reader.metadata.get("format") == LORA_ADAPTER_FORMAT:
+            raise UserError(f"{path} is a LoRA adapter: merge the weights of a dense or LoTA run")
+        self.sparse = is_sparse_delta(self.reader)
+        if self.sparse:
+            shapes = {name: torch.Size(shape) for name, shape in sparse_delta_shapes(self.reader).items()}
+        else:
+            self.reader.require_format(WEIGHTS_FORMAT, path, "run's weights file (dense or sparse delta)")
+            shapes = {name: self.reader.layout(name)[1] for name in self.reader.names()}
+        for name, shape in shapes.items():
+            if name not in base:
+                raise UserError(f"run weights {path} have {name}, which the base model does not have")
+            if base.layout(name)[1] != shape:
+                expected = list(base.layout(name)[1])
+                raise UserError(f"run weights {path}: {name} has shape {list(shape)}, the base's is {expected}")
+        self.shapes = shapes
+
+    def entries(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sparse delta's (indices, values) of one tensor, checked to fit it."""
+        indices, values = read_sparse_entries(self.reader, name)
+        numel = self.shapes[name].numel()
+        in_range = indices.numel() == 0 or (0 <= int(indices.min()) and int(indices.max()) < numel)
+        if indices.numel() != values.numel() or not in_range:
+            raise UserError(f"sparse delta {self.path}: {name} has indices outside its entries or a length mismatch")
+        return indices, values
+
+    def delta(self, name: str, original: torch.Tensor) -> torch.Tensor:
+        """The run's float32 delta of a base tensor (zeros where the run did not change it)."""
+        if name not in self.shapes:
+            return torch.zeros(original.shape)
+        if self.sparse:
+            indices, values = self.entries(name)
+            delta = torch.zeros(original.numel()).index_add_(0, indices, values).view(original.shape)
+        else:
+            delta = self.reader.get(name).float() - original.float()
+        if not torch.isfinite(delta).all():
+            raise UserError(f"run weights {self.path}: {name} has non-finite entries")
+        return delta
+
+    def close(self) -> None:
+        self.reader.__exit__(None, None, None)
+
+
+def merge_tensor(
+    args: MergeArgs, name: str, original: torch.Tensor, runs: Sequence[RunDelta], thresholds: Sequence[float]
+) -> tuple[torch.Tensor, int]:
+    """The merged tensor (in the base's dtype) and its count of sign conflicts."""
+    if args.method == "sparse_sum":
+        merged = original.clone()
+        for run, weight in zip(runs, args.weights, strict=True):
+            if name in run.shapes:
+                indices, values = run.entries(name)
+                factor = args.scale * weight
+                # Unscaled values are added as they are, as export adds them, so disjoint entries stay exact.
+                merged.view(-1).index_add_(0, indices, (values if factor == 1 else values * factor).to(merged.dtype))
+        return merged, 0
+    deltas = []
+    for number, run in enumerate(runs):
+        delta = run.delta(name, original)
+        if args.method in TRIMMED:
+            if args.granularity == "global":
+                delta = trim_below(delta, thresholds[number])
+            else:
+                delta = trim_per_tensor(delta, args.density)
+        if args.method in DROPPED:
+            generator = torch.Generator().manual_seed(tensor_seed(args.seed, number, name))
+            delta = dare_drop(delta, args.density, generator)
+        deltas.append(delta)
+    mixed, conflicts = combine(
+        torch.stack(deltas),
+        torch.tensor(args.weights),
+        args.scale,
+        elect=args.method in SIGN_ELECTED,
+        normalize=args.method == "ties",
+    )
+    return (original.float() + mixed).to(original.dtype), conflicts
+
+
+def check_args(args: MergeArgs) -> None:
+    if len(args.runs) < 2:
+        raise UserError(f"--runs names {len(args.runs)} run(s): a merge needs two or more")
+    if args.weights and len(args.weights) != len(args.runs):
+        raise UserError(f"--weights gives {len(args.weights)} values for {len(args.runs)} runs")
+    if not all(math.isfinite(value) for value in [args.scale, *args.weights]):
+        raise UserError("--scale and --weights must be finite numbers")
+    check_range("density", args.density, 0.0, 1.0)
+    if args.density == 0 and args.method in TRIMMED + DROPPED:
+        raise UserError(f"density 0 drops every entry: {args.method} needs a density in (0, 1]")
+
+
+def thresholds_of(args: MergeArgs, base: TensorReader, names: list[str], runs: list[RunDelta]) -> list[float] | None:
+    """Each run's global trim threshold (ties with granularity global), else None."""
+    if args.method not in TRIMMED or args.granularity != "global":
+        return None
+    total = sum(base.layout(name)[1].numel() for name in names)
+
+    def deltas_of(run: RunDelta) -> Callable[[], Iterable[torch.Tensor]]:
+        return lambda: (run.delta(name, base.get(name)) for name in names)
+
+    return [global_threshold(deltas_of(run), total, args.density) for run in runs]
+
+
+def merge(args: MergeArgs) -> dict:
+    """Merge the runs onto the base into an HF directory with merge.json; returns that summary."""
+    check_args(args)
+    weights = args.weights or [1.0] * len(args.runs)
+    args = MergeArgs(**(asdict(args) | {"weights": weights}))
+    started = time.perf_counter()
+    with TensorReader(checkpoint_files(args.base)) as base, atomic_path(args.out) as tmp:
+        runs = [RunDelta(path, base) for path in args.runs]
+        try:
+            dense = [run.path for run in runs if not run.sparse]
+            if args.method == "sparse_sum" and dense:
+                raise UserError(f"sparse_sum adds LoTA sparse deltas; {dense[0]} holds dense weights")
+            names = base.names()
+            thresholds = thresholds_of(args, base, names, runs)
+            layout = {name: base.layout(name) for name in names}
+            conflicts = changed = 0
+            shutil.copytree(args.base, tmp, ignore=shutil.ignore_patterns("*.safetensors", "*.safetensors.index.json"))
+            with open(tmp / "model.safetensors", "wb") as file:
+                stream = SafetensorsStream(file, layout, {"format": "pt"})
+                for name in tqdm(names, desc=f"merge ({args.method})", unit="tensor"):
+                    original = base.get(name)
+                    merged, tensor_conflicts = merge_tensor(args, name, original, runs, thresholds or [])
+                    conflicts += tensor_conflicts
+                    changed += int((merged != original).sum())
+                    stream.write(name, merged)
+                stream.close()
+        finally:
+            for run in runs:
+                run.close()
+        summary = {
+            "settings": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(args).items()}
+            | {"runs": [str(path) for path in args.runs]},
+            "tensors": len(names),
+            "entries": sum(shape.numel() for _, shape in layout.values()),
+            "changed_entries": changed,
+            "sign_conflicts": conflicts,
+            "thresholds": thresholds,
+            "wall_s": time.perf_counter() - started,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+        write_json(tmp / "merge.json", summary)
+    log.info(
+        "%s of %d runs: %d tensors in %.1f s, peak RSS %.0f MB, %d entries with a sign conflict -> %s",
+        args.method,
+        len(runs),
+        summary["tensors"],
+        summary["wall_s"],
+        summary["peak_rss_mb"],
+        conflicts,
+        args.out,
+    )
+    return summary
+
+
+def run(args: MergeArgs) -> None:
+    """Merge several runs' task vectors onto the base model into an HF directory."""
+    merge(args)
+
+
+if __name__ == "__main__":
+    run_main(MergeArgs, run)
