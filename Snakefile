@@ -16,6 +16,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/continual.smk"
+include: "workflow/rules/merge.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -39,4 +40,11 @@ rule sweep:
 rule continual:
     input:
         continual_results,
+        rules.report.output,
+
+
+# Every configured merge method on every configured task set (and lambda), and the report.
+rule merge:
+    input:
+        merge_results,
         rules.report.output,

@@ -8,6 +8,10 @@ Task sequences: per sequence of tasks a forgetting table (methods as rows: each 
 accuracy after its own stage and at the end, the forgetting with its paired interval, the last
 task's accuracy before and after), the accuracy matrix of every stage on every task, and a bar
 plot of forgetting and final accuracy with the methods side by side.
+
+Merges: per merged task set a table whose rows are the base model, each task's single-task runs
+(on their own task) and every merge (method, lambda), with the accuracy on each task, the mean,
+the share of the single-task accuracy kept, and the merge's wall time and peak memory.
 """
 
 from __future__ import annotations
@@ -30,7 +34,19 @@ from lota.errors import UserError  # noqa: E402
 from lota.io import atomic_path, read_json  # noqa: E402
 
 log = logging.getLogger("lota.report")
-METHOD_ORDER = {"base": 0, "fft": 1, "lora": 2, "lota": 3, "lotto": 4, "lottoflip": 5}
+METHOD_ORDER = {
+    "base": 0,
+    "fft": 1,
+    "lora": 2,
+    "lota": 3,
+    "lotto": 4,
+    "lottoflip": 5,
+    "ta": 6,
+    "ties": 7,
+    "dareties": 8,
+    "darelinear": 9,
+    "lotasum": 10,
+}
 SEQUENCE_STYLES = {
     "fft": ("FFT", "tab:blue"),
     "lora": ("LoRA", "tab:orange"),
@@ -41,6 +57,7 @@ SEQUENCE_STYLES = {
 SEQUENCE_REQUIRED = ("run", "method", "tasks", "stages", "forgetting")
 LINE_STYLES = {"fft": ("FFT", "tab:blue"), "lora": ("LoRA", "tab:orange"), "base": ("base", "tab:gray")}
 REQUIRED = ("run", "task", "method", "accuracy", "ci95", "n")
+MERGE_REQUIRED = ("run", "method", "tasks", "accuracy", "mean_accuracy", "single_task", "base")
 
 
 @dataclass
@@ -49,6 +66,7 @@ class ReportArgs:
     plots: Path = arg(help="folder for the plots, <task>.png and forgetting_<A>-<B>.png (linked from the report)")
     results: list[Path] = arg([], "results/<run>.json files of a sweep")
     sequences: list[Path] = arg([], "results/cl/<sequence>.json files of task sequences")
+    merges: list[Path] = arg([], "results/merge/<merge>.json files of merged models")
 
 
 def load_grouped(
@@ -63,8 +81,14 @@ def load_grouped(
             raise UserError(f"{path} is not a {what}: it lacks {missing[0]!r}")
         grouped[group(result)].append(result)
     for results in grouped.values():
-        results.sort(key=lambda r: (METHOD_ORDER.get(r["method"], 9), r.get("sparsity") or 0, r.get("lora_rank") or 0))
+        results.sort(key=sort_key)
     return dict(sorted(grouped.items()))
+
+
+def sort_key(result: dict[str, Any]) -> tuple:
+    """Methods in a fixed order, then by sparsity, LoRA rank and a merge's lambda."""
+    scale = (result.get("settings") or {}).get("scale") or 0
+    return METHOD_ORDER.get(result["method"], 99), result.get("sparsity") or 0, result.get("lora_rank") or 0, scale
 
 
 def load_results(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
@@ -75,6 +99,11 @@ def load_results(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
 def load_sequences(paths: list[Path]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
     """Task-sequence results grouped by their tasks in order."""
     return load_grouped(paths, SEQUENCE_REQUIRED, "task-sequence results file", lambda result: tuple(result["tasks"]))
+
+
+def load_merges(paths: list[Path]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Merge results grouped by the tasks they merge."""
+    return load_grouped(paths, MERGE_REQUIRED, "merge results file", lambda result: tuple(result["tasks"]))
 
 
 def shape(result: dict[str, Any]) -> str:
@@ -281,8 +310,53 @@ def plot_sequence(tasks: tuple[str, ...], results: list[dict[str, Any]], out: Pa
     plt.close(figure)
 
 
+def merge_table(results: list[dict[str, Any]], tasks: tuple[str, ...]) -> list[str]:
+    """Rows: the base model, each single-task run on its own task, then every merge with its lambda,
+    its accuracy on every task, the mean, the share of the single-task accuracy kept, time and memory."""
+    header = [
+        "model",
+        "λ",
+        *(f"{task} [95% CI]" for task in tasks),
+        "mean",
+        "kept of single-task",
+        "merge time",
+        "peak memory",
+    ]
+    lines = [f"| {' | '.join(header)} |", "|---|---:|" + "---:|" * (len(tasks) + 4)]
+    empty = ["–"] * 3
+    base = results[0]["base"]
+    if base:
+        cells = [interval(base[task]) for task in tasks]
+        mean = sum(base[task]["accuracy"] for task in tasks) / len(tasks)
+        lines.append(f"| base | | {' | '.join(cells)} | {mean:.3f} | {' | '.join(empty)} |")
+    singles = {tuple(result["single_task"][task]["run"] for task in tasks): result["single_task"] for result in results}
+    for runs, single in singles.items():
+        cells = [interval(single[task]) for task in tasks]
+        mean = sum(single[task]["accuracy"] for task in tasks) / len(tasks)
+        lines.append(f"| {', '.join(runs)} | | {' | '.join(cells)} | {mean:.3f} | {' | '.join(empty)} |")
+    for result in results:
+        scale = (result.get("settings") or {}).get("scale")
+        kept = [value for value in (result.get("retained") or {}).values() if value is not None]
+        merge = result.get("merge") or {}
+        memory = merge.get("peak_rss_mb")
+        cells = [
+            result["run"],
+            f"{scale:g}" if scale is not None else "–",
+            *(interval(result["accuracy"][task]) for task in tasks),
+            f"{result['mean_accuracy']:.3f}",
+            f"{sum(kept) / len(kept):.0%}" if kept else "–",
+            duration(merge.get("wall_s")),
+            f"{memory:,.0f} MB" if memory else "–",
+        ]
+        lines.append(f"| {' | '.join(cells)} |")
+    return lines
+
+
 def render(
-    by_task: dict[str, list[dict[str, Any]]], by_sequence: dict[tuple[str, ...], list[dict[str, Any]]], plot_folder: str
+    by_task: dict[str, list[dict[str, Any]]],
+    by_sequence: dict[tuple[str, ...], list[dict[str, Any]]],
+    by_merge: dict[tuple[str, ...], list[dict[str, Any]]],
+    plot_folder: str,
 ) -> str:
     lines = ["# LoTA report"]
     if by_task:
@@ -309,27 +383,40 @@ def render(
         lines += ["", f"### {' → '.join(tasks)}", ""]
         lines += forgetting_table(results, tasks) + stage_table(results, tasks) + overlap_note(results)
         lines += ["", f"![{'-'.join(tasks)}: forgetting]({plot_folder}/{forgetting_plot(tasks)})"]
+    if by_merge:
+        lines += ["", "## Merging", ""]
+        lines.append(
+            "Each merge combines the tasks' single-task runs onto the base model: ta (task arithmetic), ties, "
+            "dareties and darelinear merge the FFT runs' task vectors, lotasum adds the LoTA runs' sparse deltas. "
+            "The merged model is scored on every task; kept of single-task is the mean over tasks of its accuracy "
+            "over the single-task run's. Merge time and peak memory are those of the merge job alone."
+        )
+    for tasks, results in by_merge.items():
+        lines += ["", f"### {' + '.join(tasks)}", ""]
+        lines += merge_table(results, tasks)
     return "\n".join(lines) + "\n"
 
 
 def run(args: ReportArgs) -> None:
     """Write the report and its plots."""
-    if not args.results and not args.sequences:
-        raise UserError("--results and --sequences name no results files")
+    if not args.results and not args.sequences and not args.merges:
+        raise UserError("--results, --sequences and --merges name no results files")
     by_task = load_results(args.results)
     by_sequence = load_sequences(args.sequences)
+    by_merge = load_merges(args.merges)
     for task, results in by_task.items():
         plot_task(task, results, args.plots / f"{task}.png")
     for tasks, results in by_sequence.items():
         plot_sequence(tasks, results, args.plots / forgetting_plot(tasks))
     relative = os.path.relpath(Path(args.plots).resolve(), Path(args.out).resolve().parent)
     with atomic_path(args.out) as tmp:
-        tmp.write_text(render(by_task, by_sequence, Path(relative).as_posix()))
+        tmp.write_text(render(by_task, by_sequence, by_merge, Path(relative).as_posix()))
     log.info(
-        "report on %d runs of %d tasks and %d task-sequence runs -> %s",
+        "report on %d runs of %d tasks, %d task-sequence runs and %d merges -> %s",
         len(args.results),
         len(by_task),
         len(args.sequences),
+        len(args.merges),
         args.out,
     )
 

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,29 @@ def plan_preset(workdir, target, preset):
     )
     assert plan.returncode == 0, plan.stdout[-3000:]
     return plan.stdout + plan.stderr
+
+
+def tiny_workdir(root: Path, tiny_model: Path, gsm8k_dir: Path, **sections) -> Path:
+    """A workflow folder on the tiny model with a few GSM8K, MAWPS and ARC-Easy records, small
+    batches, no sweep, and the given config sections (e.g. continual=..., merge=...)."""
+    data = root / "data"
+    shutil.copytree(gsm8k_dir, data)
+    for task, files in (("mawps", ("trainset.json", "testset.json")), ("arc_easy", ("train.json", "test.json"))):
+        (data / task).mkdir()
+        for file in files:
+            records = json.loads((SHARED_DATA / task / file).read_text())[:8]
+            (data / task / file).write_text(json.dumps(records))
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["base_model"]["source"] = str(tiny_model)
+    config["data_dir"] = str(data)
+    config["tasks"] = {
+        "gsm8k": {"train_size": 8, "eval_size": 4, "max_length": 256, "max_new_tokens": 8},
+        "mawps": {"train_size": 8, "eval_size": 4, "max_new_tokens": 8},
+        "arc_easy": {"train_size": 8, "eval_size": 4, "max_new_tokens": 4},
+    }
+    for method in ("fft", "lota", "lora"):
+        config["train"][method]["batch_size"] = 4
+    config["generate"]["batch_size"] = 4
+    config["sweep"] = {"tasks": []}
+    (root / "config.yaml").write_text(yaml.safe_dump(config | sections))
+    return root

@@ -1,44 +1,21 @@
 """Task sequences through the real DAG, on a tiny random Llama and a few GSM8K, MAWPS and ARC records."""
 
 import json
-import shutil
 
 import pytest
 import torch
-import yaml
 from safetensors import safe_open
 
 from lota.extract_mask import load_mask
-from tests.conftest import REPO, SHARED_DATA, plan_preset, planned_jobs, snakemake
+from tests.conftest import plan_preset, planned_jobs, snakemake, tiny_workdir
 
 METHODS = ["fft", "lora", "lota", "lotto", "lottoflip"]
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, tiny_model, gsm8k_dir):
-    root = tmp_path_factory.mktemp("continual")
-    data = root / "data"
-    shutil.copytree(gsm8k_dir, data)
-    for task, files in (("mawps", ("trainset.json", "testset.json")), ("arc_easy", ("train.json", "test.json"))):
-        (data / task).mkdir()
-        for file in files:
-            records = json.loads((SHARED_DATA / task / file).read_text())[:8]
-            (data / task / file).write_text(json.dumps(records))
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["base_model"]["source"] = str(tiny_model)
-    config["data_dir"] = str(data)
-    config["tasks"] = {
-        "gsm8k": {"train_size": 8, "eval_size": 4, "max_length": 256, "max_new_tokens": 8},
-        "mawps": {"train_size": 8, "eval_size": 4, "max_new_tokens": 8},
-        "arc_easy": {"train_size": 8, "eval_size": 4, "max_new_tokens": 4},
-    }
-    for method in ("fft", "lota", "lora"):
-        config["train"][method]["batch_size"] = 4
-    config["generate"]["batch_size"] = 4
-    config["sweep"] = {"tasks": []}
-    config["continual"] = {"sequences": [["gsm8k", "mawps"]], "methods": METHODS, "sparsity": 90}
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    return root
+    continual = {"sequences": [["gsm8k", "mawps"]], "methods": METHODS, "sparsity": 90}
+    return tiny_workdir(tmp_path_factory.mktemp("continual"), tiny_model, gsm8k_dir, continual=continual)
 
 
 def tensors(path):

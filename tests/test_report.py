@@ -72,7 +72,7 @@ def test_results_are_grouped_by_task_in_method_then_sparsity_order(sweep_files):
 
 
 def test_report_has_a_row_per_run_subtasks_and_the_plot(sweep_files):
-    text = render(load_results(sweep_files), {}, "plots")
+    text = render(load_results(sweep_files), {}, {}, "plots")
     assert "| fft_mawps | fft |  | 0.300 [0.250, 0.350] | 128 | 1 M | 120 s | 4,321 MB |" in text
     assert "| lota_mawps_s90 | lota | s = 90% | 0.250 [0.200, 0.300] |" in text
     assert "| lora_mawps | lora | r = 16 |" in text
@@ -152,7 +152,7 @@ def test_the_forgetting_table_has_a_row_per_method_and_the_stage_matrix(sequence
     by_sequence = load_sequences(sequence_files)
     assert list(by_sequence) == [("mawps", "arc_easy")]
     assert [r["method"] for r in by_sequence["mawps", "arc_easy"]] == ["fft", "lotto"]
-    text = render({}, by_sequence, "plots")
+    text = render({}, by_sequence, {}, "plots")
     assert "## Sweep" not in text and "### mawps → arc_easy" in text
     assert "| run | shape | mawps after mawps | mawps at end | forgetting mawps [95% CI] | lost / regained " in text
     fft_row = "| fft_mawps-arc_easy |  | 0.190 | 0.050 | +0.140 [+0.090, +0.190] | 30 / 2 | 0.300 | 0.450 | 0.250 "
@@ -176,6 +176,61 @@ def test_run_writes_the_forgetting_plot(sequence_files, sweep_files, tmp_path):
 
 
 def test_a_report_needs_some_results(tmp_path):
-    with pytest.raises(UserError, match="--results and --sequences name no results files"):
+    with pytest.raises(UserError, match="--results, --sequences and --merges name no results files"):
         run(ReportArgs(out=tmp_path / "report.md", plots=tmp_path / "plots"))
     assert not (tmp_path / "report.md").exists()
+
+
+TASKS = ("mawps", "arc_easy")
+
+
+def per_task(values, **extra):
+    return {task: proportion(value) | extra for task, value in zip(TASKS, values, strict=True)}
+
+
+def merged(run, method, accuracies, scale=1.0, runs=("fft_mawps", "fft_arc_easy")):
+    """A merge of mawps and arc_easy with the given accuracies, beside single-task runs at 0.2 and 0.4."""
+    single = {task: part | {"run": name} for (task, part), name in zip(per_task((0.2, 0.4)).items(), runs, strict=True)}
+    return {
+        "run": run,
+        "method": method,
+        "tasks": list(TASKS),
+        "settings": {"scale": scale},
+        "accuracy": per_task(accuracies),
+        "mean_accuracy": sum(accuracies) / 2,
+        "single_task": single,
+        "retained": {task: value / single[task]["accuracy"] for task, value in zip(TASKS, accuracies, strict=True)},
+        "base": per_task((0.04, 0.12)),
+        "merge": {"wall_s": 12.3, "peak_rss_mb": 812.0},
+    }
+
+
+def test_the_merge_table_sets_each_merge_beside_the_single_task_runs_and_the_base(tmp_path):
+    files = write_results(
+        tmp_path,
+        [
+            merged("lotasum_mawps+arc_easy_s90", "lotasum", [0.2, 0.3], runs=("lota_mawps_s90", "lota_arc_easy_s90")),
+            merged("ties_mawps+arc_easy_l0.5", "ties", [0.1, 0.2], scale=0.5),
+            merged("ties_mawps+arc_easy", "ties", [0.15, 0.3]),
+            merged("ta_mawps+arc_easy", "ta", [0.1, 0.4]),
+        ],
+    )
+    out = tmp_path / "report.md"
+    run(ReportArgs(merges=files, out=out, plots=tmp_path / "plots"))
+    text = out.read_text()
+    assert "## Merging" in text and "### mawps + arc_easy" in text and "## Sweep" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| base",
+        "| fft_mawps, fft_arc_easy",
+        "| lota_mawps_s90, lota_arc_easy_s90",
+        "| ta_mawps+arc_easy",
+        "| ties_mawps+arc_easy_l0.5",
+        "| ties_mawps+arc_easy",
+        "| lotasum_mawps+arc_easy_s90",
+    ]
+    assert (
+        "| ties_mawps+arc_easy | 1 | 0.150 [0.050, 0.250] | 0.300 [0.200, 0.400] | 0.225 | 75% | 12 s | 812 MB |"
+        in rows
+    )
+    assert rows[0].startswith("| base | | 0.040 [0.000, 0.140] | 0.120 [0.020, 0.220] | 0.080 |")

@@ -51,6 +51,21 @@ SEQUENCE_NAMES = (
     "<method>_<task>-<task>[-...]: fft_..., lora_...[_r<rank>], or lota_/lotto_/lottoflip_..._s<percent>"
 )
 Sequence = namedtuple("Sequence", "method tasks sparsity rank suffix")
+# A merge: <method>_<task>+<task>[+...][_s<percent>][_l<lambda>]. ta, ties, dareties and darelinear
+# merge the tasks' FFT runs; lotasum adds their LoTA runs' sparse deltas, at the named sparsity.
+MERGE_METHODS = {
+    "ta": "task_arithmetic",
+    "ties": "ties",
+    "dareties": "dare_ties",
+    "darelinear": "dare_linear",
+    "lotasum": "sparse_sum",
+}
+MERGE_PATTERN = re.compile(
+    rf"^(?P<method>{'|'.join(MERGE_METHODS)})_(?P<tasks>[a-z][a-z0-9_]*?(?:\+[a-z][a-z0-9_]*?)+)"
+    r"(?:_s(?P<percent>(?:0|[1-9]\d*)(?:\.\d*[1-9])?))?(?:_l(?P<scale>(?:0|[1-9]\d*)(?:\.\d*[1-9])?))?$"
+)
+MERGE_NAMES = "<method>_<task>+<task>[+...][_l<lambda>]: ta_, ties_, dareties_, darelinear_..., or lotasum_..._s<percent>"
+Merge = namedtuple("Merge", "method tasks sparsity scale runs")
 PLOTS = "results/plots"
 
 
@@ -63,6 +78,7 @@ wildcard_constraints:
     seq=r"[a-z][a-z0-9_.]*-[a-z0-9_.-]+",
     model=r"[a-z][a-z0-9_.-]*",
     kind="dense|flip",
+    merge=r"[a-z][a-z0-9_.]*\+[a-z0-9_.+]+",
 
 
 def parse_run(run):
@@ -106,6 +122,29 @@ def parse_sequence(name):
             raise WorkflowError(f"sequence {name!r}: rank {rank} is the configured one (config key lora.rank): drop _r{rank}")
     suffix = f"_s{match['percent']}" if match["percent"] else f"_r{match['rank']}" if match["rank"] else ""
     return Sequence(method, tasks, sparsity, rank, suffix)
+
+
+def parse_merge(name):
+    """Merge(method, tasks, sparsity, scale, runs) of a merge name; runs are the single-task runs merged."""
+    match = MERGE_PATTERN.match(name)
+    if not match:
+        raise WorkflowError(f"merge name {name!r} is not {MERGE_NAMES}")
+    method, tasks = match["method"], match["tasks"].split("+")
+    if len(set(tasks)) < len(tasks):
+        raise WorkflowError(f"merge {name!r} names a task twice")
+    for task in tasks:
+        check_trainable(method, check_task(task))
+        if get_task(task).score is None:
+            raise WorkflowError(f"merge {name!r}: task {task!r} has no built-in scorer, so the merge cannot be scored")
+    if (method == "lotasum") != bool(match["percent"]):
+        raise WorkflowError(f"merge {name!r}: lotasum needs its LoTA runs' sparsity (_s<percent>), the others none")
+    scale = float(match["scale"]) if match["scale"] else config["merge"]["scale"]
+    if match["scale"] and scale in (0, config["merge"]["scale"]):
+        reason = "is the configured one (config key merge.scale)" if scale else "would merge nothing"
+        raise WorkflowError(f"merge {name!r}: lambda {scale:g} {reason}: drop _l{match['scale']}")
+    runs = [f"lota_{task}_s{match['percent']}" if method == "lotasum" else f"fft_{task}" for task in tasks]
+    sparsity = percent_to_sparsity(match["percent"]) if match["percent"] else None
+    return Merge(method, tasks, sparsity, scale, runs)
 
 
 def stage_models(name):
@@ -367,12 +406,13 @@ def sequence_provenance(name):
 def sweep_runs(task):
     """Every run of a task's sweep: base, FFT, LoRA and LoTA at each configured sparsity."""
     runs = [f"base_{task}", f"fft_{task}", f"lora_{task}"]
-    return runs + [f"lota_{task}_s{percent_name(percent)}" for percent in config["sweep"]["sparsities"]]
+    return runs + [f"lota_{task}_s{number_name(percent)}" for percent in config["sweep"]["sparsities"]]
 
 
-def percent_name(percent):
-    """The run-name form of a sparsity percentage: 90 and 90.0 are s90, 99.9 is s99.9."""
-    return format(Decimal(str(percent)).normalize(), "f")
+def number_name(number):
+    """The run-name form of a number (a sparsity percentage, a merge's lambda): 90 and 90.0 are 90,
+    99.9 stays 99.9, 0.50 is 0.5."""
+    return format(Decimal(str(number)).normalize(), "f")
 
 
 def sweep_results(wildcards=None):
@@ -384,7 +424,7 @@ def sweep_results(wildcards=None):
 
 def continual_results(wildcards=None):
     """Every configured method on every configured task sequence."""
-    sparsity = percent_name(config["continual"]["sparsity"])
+    sparsity = number_name(config["continual"]["sparsity"])
     names = [
         f"{method}_{'-'.join(tasks)}" + (f"_s{sparsity}" if method in MASKED_METHODS else "")
         for tasks in config["continual"]["sequences"]
@@ -473,3 +513,37 @@ def sequence_benchmarks(wildcards):
             )
         jobs[f"{stage}:train"] = f"benchmarks/{'cl/' if is_sequence(model) else ''}train/{model}.tsv"
     return " ".join(shlex.quote(f"{key}={path}") for key, path in jobs.items())
+
+
+def merge_results(wildcards=None):
+    """Every configured merge method on every configured task set, at lambda and each sweep lambda."""
+    settings = config["merge"]
+    names = []
+    for tasks in settings["tasks"]:
+        for method in settings["methods"]:
+            name = f"{method}_{'+'.join(tasks)}" + (f"_s{number_name(settings['sparsity'])}" if method == "lotasum" else "")
+            names.append(name)
+            names += [f"{name}_l{number_name(scale)}" for scale in settings["sweep_scales"] if scale != settings["scale"]]
+    for name in names:
+        parse_merge(name)  # an unknown, untrainable or unscored task fails here, before any job
+    return [f"results/merge/{name}.json" for name in names]
+
+
+def merge_options(wildcards):
+    merge = parse_merge(wildcards.merge)
+    settings = {key: config["merge"][key] for key in ("density", "granularity")}
+    return cli_options({"method": MERGE_METHODS[merge.method], "scale": merge.scale, **settings, "seed": config["seed"]})
+
+
+def merge_samples(wildcards):
+    """TASK=PATH of the merged model's samples on every task it merges."""
+    return {task: f"work/merge/samples/{wildcards.merge}/{task}.jsonl" for task in parse_merge(wildcards.merge).tasks}
+
+
+def merge_provenance(name):
+    """The config values a merge's result depends on, as JSON."""
+    merge = parse_merge(name)
+    used = method_provenance("lota" if merge.method == "lotasum" else "fft", None)
+    used |= {"tasks": {task: task_provenance(task) for task in merge.tasks}, "runs": merge.runs}
+    used["merge"] = {key: config["merge"][key] for key in ("density", "granularity")} | {"scale": merge.scale}
+    return json.dumps(used, sort_keys=True)

@@ -1,11 +1,13 @@
-# The sweep's and the task sequences' results -> results/report.md: per sweep task a table and an
-# accuracy-vs-sparsity plot, per task sequence a forgetting table and bar plot.
+# The sweep's, the task sequences' and the merges' results -> results/report.md: per sweep task a table
+# and an accuracy-vs-sparsity plot, per task sequence a forgetting table and bar plot, per merged task
+# set a merge table.
 
 
 rule report:
     input:
         results=sweep_results,
         sequences=continual_results,
+        merges=merge_results,
     output:
         table=report("results/report.md", category="Report", caption="../report/table.rst"),
         plots=report(
@@ -29,5 +31,5 @@ rule report:
     conda:
         ENV
     shell:
-        "python -m lota.report --results {input.results:q} --sequences {input.sequences:q} --out {output.table:q}"
-        " --plots {params.plots:q} > {log:q} 2>&1"
+        "python -m lota.report --results {input.results:q} --sequences {input.sequences:q} --merges {input.merges:q}"
+        " --out {output.table:q} --plots {params.plots:q} > {log:q} 2>&1"

@@ -1,0 +1,67 @@
+# Merging: results/merge/<method>_<A>+<B>[+...][_s<percent>][_l<lambda>].json. The tasks' single-task
+# runs (fft_<task>, or lota_<task>_s<percent> for lotasum) are merged onto the base model one tensor
+# at a time, the merged model is scored on every task it merges, beside the runs it came from.
+
+
+rule merge_models:
+    input:
+        base=BASE_MODEL,
+        runs=lambda wc: [f"work/runs/{run}/weights.safetensors" for run in parse_merge(wc.merge).runs],
+    output:
+        directory("work/merge/models/{merge}"),
+    log:
+        "logs/merge/{merge}.log",
+    benchmark:
+        "benchmarks/merge/{merge}.tsv"
+    params:
+        options=merge_options,
+    resources:
+        **resources("light"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.merge --base {input.base:q} --runs {input.runs:q} --out {output:q} {params.options}"
+        " > {log:q} 2>&1"
+
+
+use rule generate as generate_merged with:
+    input:
+        model="work/merge/models/{merge}",
+        data="work/data/{task}/eval.jsonl",
+    output:
+        "work/merge/samples/{merge}/{task}.jsonl",
+    log:
+        "logs/merge/generate/{merge}/{task}.log",
+    benchmark:
+        "benchmarks/merge/generate/{merge}/{task}.tsv"
+    params:
+        max_new_tokens=lambda wc: task_setting(check_task(wc.task), "max_new_tokens"),
+
+
+rule evaluate_merge:
+    input:
+        samples=lambda wc: list(merge_samples(wc).values()),
+        model="work/merge/models/{merge}",
+        single_task=lambda wc: [f"results/{run}.json" for run in parse_merge(wc.merge).runs],
+        base_results=lambda wc: [f"results/base_{task}.json" for task in parse_merge(wc.merge).tasks],
+    output:
+        "results/merge/{merge}.json",
+    log:
+        "logs/merge/evaluate/{merge}.log",
+    benchmark:
+        "benchmarks/merge/evaluate/{merge}.tsv"
+    params:
+        samples=lambda wc: " ".join(shlex.quote(f"{task}={path}") for task, path in merge_samples(wc).items()),
+        method=lambda wc: parse_merge(wc.merge).method,
+        base_model=config["base_model"]["source"],
+        config_json=lambda wc: merge_provenance(wc.merge),
+    resources:
+        **resources("light"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.evaluate_merge --out {output:q} --run {wildcards.merge} --method {params.method}"
+        " --samples {params.samples} --merge-summary {input.model:q}/merge.json"
+        " --single-task {input.single_task:q} --base-results {input.base_results:q}"
+        " --base-model {params.base_model:q} --config-json {params.config_json:q}"
+        " --benchmark merge=benchmarks/merge/{wildcards.merge}.tsv > {log:q} 2>&1"
