@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.conftest import planned_jobs, snakemake, tiny_workdir
+from tests.conftest import plan_preset, planned_jobs, snakemake, tiny_workdir
 
 METHODS = ["ta", "ties", "dareties", "darelinear", "lotasum"]
 NAMES = [f"{method}_gsm8k+mawps" + ("_s90" if method == "lotasum" else "") for method in METHODS]
@@ -81,3 +81,12 @@ def test_bad_merge_names_fail_with_one_clear_line(workdir, target, message):
     plan = snakemake(workdir, "-n", target)
     assert plan.returncode != 0
     assert message in plan.stdout + plan.stderr
+
+
+def test_the_gpu_preset_plans_merges_of_gsm8k_and_commonsense(tmp_path):
+    output = plan_preset(tmp_path, "merge", "gsm8k-commonsense-gpu.yaml")
+    jobs = planned_jobs(output)
+    assert jobs["merge_models"] == jobs["evaluate_merge"] == 8 and jobs["generate_merged"] == 16
+    assert jobs["train_dense"] == 2 and jobs["train_lota"] == 2
+    assert "results/merge/ties_gsm8k+commonsense.json" in output
+    assert "results/merge/lotasum_gsm8k+commonsense_s90_l0.5.json" in output
