@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from lota.errors import UserError
 
@@ -128,23 +127,40 @@ SAFETENSORS_NAMES = {name: dtype for dtype, name in SAFETENSORS_DTYPES.items()}
 
 
 class TensorReader(contextlib.AbstractContextManager):
-    """Read named tensors one at a time from one or more safetensors files, never all at once."""
+    """Read named tensors one at a time from one or more safetensors files, never all at once.
+
+    Each tensor is read from its offset into a buffer of its own rather than through a memory
+    map, so a stage's resident memory is what it holds, not every page of the files it read.
+    """
 
     def __init__(self, files: Iterable[Path]):
         self._stack = contextlib.ExitStack()
-        self._handles: dict[str, Any] = {}
-        for file in files:
+        self._entries: dict[str, tuple[BinaryIO, torch.dtype, torch.Size, int, int]] = {}
+        self.metadata: dict[str, str] = {}
+        for number, file in enumerate(files):
             try:
-                handle = self._stack.enter_context(safe_open(str(file), framework="pt"))
-            except (SafetensorError, OSError) as error:
+                handle = self._stack.enter_context(open(file, "rb"))
+                metadata = self._read_header(handle)
+            except (OSError, ValueError, KeyError, TypeError) as error:
                 self._stack.close()
                 raise UserError(f"cannot read safetensors file {file}: {error}") from None
-            for name in handle.keys():
-                self._handles[name] = handle
-        self.metadata: dict[str, str] = {}
-        if len(self._handles):
-            first = next(iter(self._handles.values()))
-            self.metadata = first.metadata() or {}
+            if number == 0:
+                self.metadata = metadata
+
+    def _read_header(self, handle: BinaryIO) -> dict[str, str]:
+        size = os.fstat(handle.fileno()).st_size
+        (length,) = struct.unpack("<Q", handle.read(8).ljust(8, b"\0"))
+        if length > size - 8:
+            raise ValueError("header longer than the file")
+        header = json.loads(handle.read(length))
+        metadata = header.pop("__metadata__", None) or {}
+        for name, entry in header.items():
+            dtype, shape = SAFETENSORS_NAMES[entry["dtype"]], torch.Size(entry["shape"])
+            start, end = (8 + length + int(offset) for offset in entry["data_offsets"])
+            if end - start != shape.numel() * dtype.itemsize or end > size:
+                raise ValueError(f"tensor {name} has bad data offsets")
+            self._entries[name] = (handle, dtype, shape, start, end)
+        return metadata
 
     def require_format(self, expected: str, source: Path, what: str) -> None:
         """UserError unless the file's metadata says it is a `what` written by this pipeline."""
@@ -153,18 +169,24 @@ class TensorReader(contextlib.AbstractContextManager):
             raise UserError(f"{source} is not a {what} (metadata format {found!r}, expected {expected!r})")
 
     def names(self) -> list[str]:
-        return sorted(self._handles)
+        return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._handles
+        return name in self._entries
 
     def get(self, name: str) -> torch.Tensor:
-        return self._handles[name].get_tensor(name)
+        handle, dtype, shape, start, end = self._entries[name]
+        if start == end:
+            return torch.empty(shape, dtype=dtype)
+        buffer = bytearray(end - start)
+        handle.seek(start)
+        handle.readinto(buffer)
+        return torch.frombuffer(buffer, dtype=dtype).view(shape)
 
     def layout(self, name: str) -> tuple[torch.dtype, torch.Size]:
-        """A tensor's dtype and shape, read from the header without loading it."""
-        view = self._handles[name].get_slice(name)
-        return SAFETENSORS_NAMES[view.get_dtype()], torch.Size(view.get_shape())
+        """A tensor's dtype and shape, from the header."""
+        _, dtype, shape, _, _ = self._entries[name]
+        return dtype, shape
 
     def __exit__(self, *exc_info: Any) -> None:
         self._stack.close()

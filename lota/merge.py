@@ -105,7 +105,7 @@ def kth_smallest_magnitude(tensors: Callable[[], Iterable[torch.Tensor]], k: int
     """
 
     def bits(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.detach().float().abs().flatten().view(torch.int32).long()
+        return tensor.detach().float().abs().flatten().view(torch.int32)
 
     high = torch.zeros(1 << 16, dtype=torch.int64)
     for tensor in tensors():
@@ -139,30 +139,33 @@ def dare_drop(delta: torch.Tensor, density: float, generator: torch.Generator) -
     return delta * keep / density
 
 
-def elect_signs(weighted: torch.Tensor) -> torch.Tensor:
-    """Per entry, the sign of the total mass over runs (dim 0): +1 where it is >= 0, else -1."""
-    return torch.where(weighted.sum(dim=0) >= 0, 1.0, -1.0).to(weighted.dtype)
+def elect_positive(weighted: torch.Tensor) -> torch.Tensor:
+    """Per entry, whether the sign elected by total mass over runs (dim 0) is + (a zero sum elects +)."""
+    return weighted.sum(dim=0) >= 0
 
 
 def combine(
-    deltas: torch.Tensor, weights: torch.Tensor, scale: float, elect: bool, normalize: bool
+    deltas: torch.Tensor, weights: torch.Tensor, scale: float, elect: bool, mean: bool = False
 ) -> tuple[torch.Tensor, int]:
-    """lambda times the weighted sum of stacked deltas (dim 0: runs). With `elect`, only the entries
-    that agree with the elected sign count, and with `normalize` the sum is divided by their total
-    weight. Also returns how many entries had a non-zero delta against the elected sign."""
-    weights = weights.to(deltas.dtype).view(-1, *([1] * (deltas.dim() - 1)))
-    weighted = deltas * weights
-    conflicts = 0
+    """lambda times the weighted sum of stacked deltas (dim 0: runs), which are overwritten. With
+    `elect`, only the entries that agree with the elected sign count, and with `mean` their sum is
+    divided by their total weight (TIES's disjoint mean). Also returns how many entries had a
+    non-zero delta against the elected sign. In-place steps and boolean masks keep the work to a
+    few copies of one tensor."""
+    weighted = deltas.mul_(weights.to(deltas.dtype).view(-1, *([1] * (deltas.dim() - 1))))
+    conflicts, divisor = 0, None
     if elect:
-        agree = (weighted.sign() == elect_signs(weighted)).to(deltas.dtype)
-        conflicts = int(((weighted != 0) & (agree == 0)).any(dim=0).sum())
-        weighted = weighted * agree
-        weights = weights * agree
+        agree = torch.where(elect_positive(weighted), weighted > 0, weighted < 0)
+        conflicts = int(((weighted != 0) & ~agree).any(dim=0).sum())
+        weighted.mul_(agree)
+        if mean:
+            divisor = torch.zeros(weighted.shape[1:], dtype=weighted.dtype)
+            for weight, agreeing in zip(weights.tolist(), agree, strict=True):
+                divisor.add_(agreeing.to(divisor.dtype), alpha=weight)
     mixed = weighted.sum(dim=0)
-    if normalize:
-        divisor = weights.sum(dim=0)
-        mixed = mixed / torch.where(divisor == 0, 1.0, divisor)
-    return mixed * scale if scale != 1 else mixed, conflicts
+    if divisor is not None:
+        mixed.div_(torch.where(divisor == 0, 1.0, divisor))
+    return mixed.mul_(scale) if scale != 1 else mixed, conflicts
 
 
 def tensor_seed(seed: int, run: int, name: str) -> int:
@@ -237,7 +240,7 @@ def merge_tensor(
                 # Unscaled values are added as they are, as export adds them, so disjoint entries stay exact.
                 merged.view(-1).index_add_(0, indices, (values if factor == 1 else values * factor).to(merged.dtype))
         return merged, 0
-    deltas = []
+    deltas = torch.empty((len(runs), *original.shape))
     for number, run in enumerate(runs):
         delta = run.delta(name, original)
         if args.method in TRIMMED:
@@ -248,15 +251,16 @@ def merge_tensor(
         if args.method in DROPPED:
             generator = torch.Generator().manual_seed(tensor_seed(args.seed, number, name))
             delta = dare_drop(delta, args.density, generator)
-        deltas.append(delta)
+        deltas[number] = delta
+    del delta
     mixed, conflicts = combine(
-        torch.stack(deltas),
+        deltas,
         torch.tensor(args.weights),
         args.scale,
         elect=args.method in SIGN_ELECTED,
-        normalize=args.method == "ties",
+        mean=args.method == "ties",
     )
-    return (original.float() + mixed).to(original.dtype), conflicts
+    return mixed.add_(original).to(original.dtype), conflicts
 
 
 def check_args(args: MergeArgs) -> None:

@@ -17,7 +17,7 @@ from lota.merge import (
     MergeArgs,
     combine,
     dare_drop,
-    elect_signs,
+    elect_positive,
     global_threshold,
     kth_smallest_magnitude,
     merge,
@@ -69,20 +69,20 @@ def test_global_threshold_trims_as_the_original_ties_code():
 
 def test_signs_are_elected_by_mass_and_only_agreeing_entries_are_averaged():
     deltas = torch.tensor([[1.0, -2.0, 3.0, 0.0, 1.0], [-3.0, 1.0, 2.0, 0.0, -1.0]])
-    assert torch.equal(elect_signs(deltas), torch.tensor([-1.0, -1.0, 1.0, 1.0, 1.0]))  # a zero sum elects +
-    mixed, conflicts = combine(deltas, torch.tensor([1.0, 1.0]), 1.0, elect=True, normalize=True)
+    assert elect_positive(deltas).tolist() == [False, False, True, True, True]  # a zero sum elects +
+    mixed, conflicts = combine(deltas.clone(), torch.tensor([1.0, 1.0]), 1.0, elect=True, mean=True)
     assert torch.equal(mixed, torch.tensor([-3.0, -2.0, 2.5, 0.0, 1.0]))
     assert conflicts == 3  # columns 0, 1 and 4 each had an entry against the elected sign
-    summed, _ = combine(deltas, torch.tensor([1.0, 1.0]), 0.5, elect=True, normalize=False)
+    summed, _ = combine(deltas.clone(), torch.tensor([1.0, 1.0]), 0.5, elect=True)
     assert torch.equal(summed, torch.tensor([-1.5, -1.0, 2.5, 0.0, 0.5]))
     # Weights scale the deltas before the election and weigh the mean.
-    weighted, _ = combine(deltas, torch.tensor([1.0, 3.0]), 1.0, elect=True, normalize=True)
+    weighted, _ = combine(deltas.clone(), torch.tensor([1.0, 3.0]), 1.0, elect=True, mean=True)
     assert torch.equal(weighted, torch.tensor([-3.0, 1.0, 9.0 / 4.0, 0.0, -1.0]))
 
 
 def test_task_arithmetic_is_the_scaled_weighted_sum():
     deltas = torch.tensor([[1.0, -2.0], [4.0, 0.5]])
-    mixed, conflicts = combine(deltas, torch.tensor([1.0, 0.5]), 0.5, elect=False, normalize=False)
+    mixed, conflicts = combine(deltas, torch.tensor([1.0, 0.5]), 0.5, elect=False)
     assert torch.equal(mixed, torch.tensor([1.5, -0.875])) and conflicts == 0
 
 
