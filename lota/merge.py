@@ -29,6 +29,7 @@ is found exactly by a two-pass radix selection over the magnitudes' float32 bit 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -36,7 +37,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -181,10 +182,9 @@ class RunDelta:
     """One run's change from the base, tensor by tensor: dense weights minus the base's, or a
     sparse delta's values at its indices. Nothing is read before a tensor is asked for."""
 
-    def __init__(self, path: Path, base: TensorReader):
-        existing_file(path, "run weights")
+    def __init__(self, path: Path, reader: TensorReader, base: TensorReader):
         self.path = path
-        self.reader = TensorReader([path])
+        self.reader = reader
         if self.reader.metadata.get("format") == LORA_ADAPTER_FORMAT:
             raise UserError(f"{path} is a LoRA adapter: merge the weights of a dense or LoTA run")
         self.sparse = is_sparse_delta(self.reader)
@@ -223,8 +223,14 @@ class RunDelta:
             raise UserError(f"run weights {self.path}: {name} has non-finite entries")
         return delta
 
-    def close(self) -> None:
-        self.reader.__exit__(None, None, None)
+
+def open_runs(paths: Sequence[Path], base: TensorReader, stack: contextlib.ExitStack) -> list[RunDelta]:
+    """Each run's weights file, opened and checked against the base, closed with `stack`."""
+    runs = []
+    for path in paths:
+        existing_file(path, "run weights")
+        runs.append(RunDelta(path, stack.enter_context(TensorReader([path])), base))
+    return runs
 
 
 def merge_tensor(
@@ -290,32 +296,29 @@ def thresholds_of(args: MergeArgs, base: TensorReader, names: list[str], runs: l
 def merge(args: MergeArgs) -> dict:
     """Merge the runs onto the base into an HF directory with merge.json; returns that summary."""
     check_args(args)
-    weights = args.weights or [1.0] * len(args.runs)
-    args = MergeArgs(**(asdict(args) | {"weights": weights}))
+    args = replace(args, weights=args.weights or [1.0] * len(args.runs))
     started = time.perf_counter()
-    with TensorReader(checkpoint_files(args.base)) as base, atomic_path(args.out) as tmp:
-        runs = [RunDelta(path, base) for path in args.runs]
-        try:
-            dense = [run.path for run in runs if not run.sparse]
-            if args.method == "sparse_sum" and dense:
-                raise UserError(f"sparse_sum adds LoTA sparse deltas; {dense[0]} holds dense weights")
-            names = base.names()
-            thresholds = thresholds_of(args, base, names, runs)
-            layout = {name: base.layout(name) for name in names}
-            conflicts = changed = 0
-            shutil.copytree(args.base, tmp, ignore=shutil.ignore_patterns("*.safetensors", "*.safetensors.index.json"))
-            with open(tmp / "model.safetensors", "wb") as file:
-                stream = SafetensorsStream(file, layout, {"format": "pt"})
-                for name in tqdm(names, desc=f"merge ({args.method})", unit="tensor"):
-                    original = base.get(name)
-                    merged, tensor_conflicts = merge_tensor(args, name, original, runs, thresholds or [])
-                    conflicts += tensor_conflicts
-                    changed += int((merged != original).sum())
-                    stream.write(name, merged)
-                stream.close()
-        finally:
-            for run in runs:
-                run.close()
+    with contextlib.ExitStack() as stack:
+        base = stack.enter_context(TensorReader(checkpoint_files(args.base)))
+        runs = open_runs(args.runs, base, stack)
+        dense = [run.path for run in runs if not run.sparse]
+        if args.method == "sparse_sum" and dense:
+            raise UserError(f"sparse_sum adds LoTA sparse deltas; {dense[0]} holds dense weights")
+        names = base.names()
+        thresholds = thresholds_of(args, base, names, runs)
+        layout = {name: base.layout(name) for name in names}
+        conflicts = changed = 0
+        tmp = stack.enter_context(atomic_path(args.out))
+        shutil.copytree(args.base, tmp, ignore=shutil.ignore_patterns("*.safetensors", "*.safetensors.index.json"))
+        with open(tmp / "model.safetensors", "wb") as file:
+            stream = SafetensorsStream(file, layout, {"format": "pt"})
+            for name in tqdm(names, desc=f"merge ({args.method})", unit="tensor"):
+                original = base.get(name)
+                merged, tensor_conflicts = merge_tensor(args, name, original, runs, thresholds or [])
+                conflicts += tensor_conflicts
+                changed += int((merged != original).sum())
+                stream.write(name, merged)
+            stream.close()
         summary = {
             "settings": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(args).items()}
             | {"runs": [str(path) for path in args.runs]},

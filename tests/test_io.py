@@ -1,9 +1,9 @@
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from lota.errors import UserError
-from lota.io import TensorReader, atomic_path, checkpoint_files, read_jsonl
+from lota.io import SafetensorsStream, TensorReader, atomic_path, checkpoint_files, read_jsonl
 
 
 def test_atomic_path_publishes_only_on_success(tmp_path):
@@ -59,3 +59,35 @@ def test_tensor_reader_spans_shards_and_rejects_corrupt_files(tmp_path):
         TensorReader([tmp_path / "bad.safetensors"])
     with pytest.raises(UserError, match="no safetensors checkpoint"):
         checkpoint_files(tmp_path / "missing")
+
+
+def test_tensors_streamed_one_at_a_time_read_back_exactly_and_in_any_dtype(tmp_path):
+    tensors = {
+        "b.weight": torch.randn(3, 5),
+        "a.indices": torch.arange(7, dtype=torch.int32),
+        "c": torch.randn(4, dtype=torch.bfloat16),
+        "d": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 2),
+    }
+    path = tmp_path / "streamed.safetensors"
+    with open(path, "wb") as file:
+        stream = SafetensorsStream(file, {name: (t.dtype, t.shape) for name, t in tensors.items()}, {"format": "x"})
+        for name, tensor in tensors.items():
+            stream.write(name, tensor)
+        stream.close()
+    loaded = load_file(str(path))  # the safetensors library reads it
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in tensors.items())
+    with TensorReader([path]) as reader:
+        assert reader.metadata == {"format": "x"} and reader.layout("c") == (torch.bfloat16, torch.Size([4]))
+        assert all(torch.equal(reader.get(name), tensor) for name, tensor in tensors.items())
+
+
+def test_a_stream_refuses_tensors_out_of_its_layout(tmp_path):
+    with open(tmp_path / "x.safetensors", "wb") as file:
+        stream = SafetensorsStream(file, {"a": (torch.float32, (2,)), "b": (torch.float32, (1,))}, {})
+        with pytest.raises(ValueError, match="expected a torch.float32"):
+            stream.write("b", torch.zeros(1))
+    with open(tmp_path / "y.safetensors", "wb") as file:
+        stream = SafetensorsStream(file, {"a": (torch.float32, (2,))}, {})
+        with pytest.raises(ValueError, match="1 tensors were never written, the first a"):
+            stream.close()
