@@ -60,14 +60,18 @@ def trainable_count(sparsity: float, total: int) -> int:
     return round((1.0 - sparsity) * total)
 
 
-def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the k largest entries of a 1-D tensor; ties go to the lowest indices."""
+def top_k_mask(scores: torch.Tensor, k: int, threshold: float | None = None) -> torch.Tensor:
+    """Boolean mask of the k largest entries of a 1-D tensor; ties go to the lowest indices.
+
+    `threshold`, the k-th largest value, when the caller has it (found without kthvalue's
+    sorted copy and int64 indices)."""
     n = scores.numel()
     if not 0 <= k <= n:
         raise ValueError(f"k={k} outside [0, {n}]")
     if k in (0, n):
         return torch.full((n,), k == n, dtype=torch.bool)
-    threshold = scores.kthvalue(n - k + 1).values  # the k-th largest value
+    if threshold is None:
+        threshold = scores.kthvalue(n - k + 1).values
     keep = scores > threshold
     missing = k - int(keep.sum())
     tied = (scores == threshold).nonzero().squeeze(1)[:missing]

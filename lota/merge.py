@@ -88,8 +88,10 @@ def trim_per_tensor(delta: torch.Tensor, density: float) -> torch.Tensor:
     """delta with all but its max(1, int(density * n)) largest-|delta| entries zeroed (mergekit's)."""
     if density >= 1:
         return delta
-    keep = top_k_mask(delta.abs().flatten(), max(1, int(density * delta.numel())))
-    return delta * keep.view(delta.shape)
+    n = delta.numel()
+    k = max(1, int(density * n))
+    threshold = kth_smallest_magnitude(lambda: [delta], n - k + 1)
+    return delta * top_k_mask(delta.abs().flatten(), k, threshold).view(delta.shape)
 
 
 def trim_below(delta: torch.Tensor, threshold: float) -> torch.Tensor:
