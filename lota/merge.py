@@ -56,7 +56,7 @@ from lota.io import (
     checkpoint_files,
     write_json,
 )
-from lota.sparse_delta import is_sparse_delta, read_sparse_entries, sparse_delta_shapes
+from lota.sparse_delta import check_entries, is_sparse_delta, read_sparse_entries, sparse_delta_shapes
 
 log = logging.getLogger("lota.merge")
 
@@ -206,10 +206,7 @@ class RunDelta:
     def entries(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """A sparse delta's (indices, values) of one tensor, checked to fit it."""
         indices, values = read_sparse_entries(self.reader, name)
-        numel = self.shapes[name].numel()
-        in_range = indices.numel() == 0 or (0 <= int(indices.min()) and int(indices.max()) < numel)
-        if indices.numel() != values.numel() or not in_range:
-            raise UserError(f"sparse delta {self.path}: {name} has indices outside its entries or a length mismatch")
+        check_entries(indices, values, self.shapes[name].numel(), self.path, name)
         return indices, values
 
     def delta(self, name: str, original: torch.Tensor) -> torch.Tensor:
@@ -283,11 +280,12 @@ def check_args(args: MergeArgs) -> None:
         raise UserError(f"density 0 drops every entry: {args.method} needs a density in (0, 1]")
 
 
-def thresholds_of(args: MergeArgs, base: TensorReader, names: list[str], runs: list[RunDelta]) -> list[float] | None:
-    """Each run's global trim threshold (ties with granularity global), else None."""
+def thresholds_of(
+    args: MergeArgs, base: TensorReader, names: list[str], total: int, runs: list[RunDelta]
+) -> list[float] | None:
+    """Each run's global trim threshold over its `total` entries (ties with granularity global), else None."""
     if args.method not in TRIMMED or args.granularity != "global":
         return None
-    total = sum(base.layout(name)[1].numel() for name in names)
 
     def deltas_of(run: RunDelta) -> Callable[[], Iterable[torch.Tensor]]:
         return lambda: (run.delta(name, base.get(name)) for name in names)
@@ -307,8 +305,9 @@ def merge(args: MergeArgs) -> dict:
         if args.method == "sparse_sum" and dense:
             raise UserError(f"sparse_sum adds LoTA sparse deltas; {dense[0]} holds dense weights")
         names = base.names()
-        thresholds = thresholds_of(args, base, names, runs)
         layout = {name: base.layout(name) for name in names}
+        entries = sum(shape.numel() for _, shape in layout.values())
+        thresholds = thresholds_of(args, base, names, entries, runs)
         conflicts = changed = 0
         tmp = stack.enter_context(atomic_path(args.out))
         shutil.copytree(args.base, tmp, ignore=shutil.ignore_patterns("*.safetensors", "*.safetensors.index.json"))
@@ -325,7 +324,7 @@ def merge(args: MergeArgs) -> dict:
             "settings": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(args).items()}
             | {"runs": [str(path) for path in args.runs]},
             "tensors": len(names),
-            "entries": sum(shape.numel() for _, shape in layout.values()),
+            "entries": entries,
             "changed_entries": changed,
             "sign_conflicts": conflicts,
             "thresholds": thresholds,

@@ -132,6 +132,10 @@ def duration(seconds: float | None) -> str:
     return f"{seconds:,.0f} s" if seconds else "–"
 
 
+def megabytes(value: float | None) -> str:
+    return f"{value:,.0f} MB" if value else "–"
+
+
 def training(result: dict[str, Any], key: str) -> float | None:
     return (result.get("train") or {}).get(key)
 
@@ -147,7 +151,7 @@ def run_table(results: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {result['run']} | {result['method']} | {shape(result)} | {interval(result)} | {result['n']} "
             f"| {count(result.get('trainable_params') or None)} | {duration(seconds)} "
-            f"| {f'{memory:,.0f} MB' if memory else '–'} |"
+            f"| {megabytes(memory)} |"
         )
     return lines
 
@@ -323,22 +327,21 @@ def merge_table(results: list[dict[str, Any]], tasks: tuple[str, ...]) -> list[s
         "peak memory",
     ]
     lines = [f"| {' | '.join(header)} |", "|---|---:|" + "---:|" * (len(tasks) + 4)]
-    empty = ["–"] * 3
-    base = results[0]["base"]
-    if base:
-        cells = [interval(base[task]) for task in tasks]
-        mean = sum(base[task]["accuracy"] for task in tasks) / len(tasks)
-        lines.append(f"| base | | {' | '.join(cells)} | {mean:.3f} | {' | '.join(empty)} |")
+
+    def reference_row(label: str, accuracy: dict[str, dict[str, Any]]) -> str:
+        """A model the merges are compared with: its accuracy on each task and the mean, no merge figures."""
+        mean = sum(accuracy[task]["accuracy"] for task in tasks) / len(tasks)
+        cells = [interval(accuracy[task]) for task in tasks]
+        return f"| {label} | | {' | '.join(cells)} | {mean:.3f} | – | – | – |"
+
+    if results[0]["base"]:
+        lines.append(reference_row("base", results[0]["base"]))
     singles = {tuple(result["single_task"][task]["run"] for task in tasks): result["single_task"] for result in results}
-    for runs, single in singles.items():
-        cells = [interval(single[task]) for task in tasks]
-        mean = sum(single[task]["accuracy"] for task in tasks) / len(tasks)
-        lines.append(f"| {', '.join(runs)} | | {' | '.join(cells)} | {mean:.3f} | {' | '.join(empty)} |")
+    lines += [reference_row(", ".join(runs), single) for runs, single in singles.items()]
     for result in results:
         scale = (result.get("settings") or {}).get("scale")
         kept = [value for value in (result.get("retained") or {}).values() if value is not None]
         merge = result.get("merge") or {}
-        memory = merge.get("peak_rss_mb")
         cells = [
             result["run"],
             f"{scale:g}" if scale is not None else "–",
@@ -346,7 +349,7 @@ def merge_table(results: list[dict[str, Any]], tasks: tuple[str, ...]) -> list[s
             f"{result['mean_accuracy']:.3f}",
             f"{sum(kept) / len(kept):.0%}" if kept else "–",
             duration(merge.get("wall_s")),
-            f"{memory:,.0f} MB" if memory else "–",
+            megabytes(merge.get("peak_rss_mb")),
         ]
         lines.append(f"| {' | '.join(cells)} |")
     return lines

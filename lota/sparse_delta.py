@@ -63,6 +63,13 @@ def read_sparse_delta(reader: TensorReader) -> tuple[SparseDelta, dict[str, list
     return {name: read_sparse_entries(reader, name) for name in shapes}, shapes
 
 
+def check_entries(indices: torch.Tensor, values: torch.Tensor, numel: int, source: Path, name: str) -> None:
+    """UserError unless a tensor's sparse entries are one value per index, each inside its `numel` entries."""
+    in_range = indices.numel() == 0 or (0 <= int(indices.min()) and int(indices.max()) < numel)
+    if indices.numel() != values.numel() or not in_range:
+        raise UserError(f"sparse delta {source}: {name} has indices outside its entries or a length mismatch")
+
+
 def apply_sparse_delta(
     parameters: Mapping[str, torch.Tensor], delta: SparseDelta, shapes: Mapping[str, list[int]], source: Path
 ) -> None:
@@ -75,8 +82,6 @@ def apply_sparse_delta(
             raise UserError(
                 f"sparse delta {source}: {name} has shape {shapes[name]}, the model's is {list(parameter.shape)}"
             )
-        in_range = indices.numel() == 0 or (0 <= int(indices.min()) and int(indices.max()) < parameter.numel())
-        if indices.numel() != values.numel() or not in_range:
-            raise UserError(f"sparse delta {source}: {name} has indices outside its entries or a length mismatch")
+        check_entries(indices, values, parameter.numel(), source, name)
         with torch.no_grad():
             parameter.view(-1).index_add_(0, indices.to(parameter.device), values.to(parameter.device, parameter.dtype))

@@ -96,6 +96,13 @@ def snakemake(workdir, *arguments, overrides=None):
     return subprocess.run(command, capture_output=True, text=True, timeout=900)
 
 
+def refused_plan(workdir, *arguments, overrides=None):
+    """The output of a dry run that must fail (a bad target or config), checked to have failed."""
+    plan = snakemake(workdir, "-n", *arguments, overrides=overrides)
+    assert plan.returncode != 0, plan.stdout[-2000:]
+    return plan.stdout + plan.stderr
+
+
 def planned_jobs(output):
     table = output.split("Job stats:", 1)[1].split("total", 1)[0]
     return {match[0]: int(match[1]) for match in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)}

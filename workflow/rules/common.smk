@@ -104,12 +104,7 @@ def parse_sequence(name):
     if not match:
         raise WorkflowError(f"sequence run name {name!r} is not {SEQUENCE_NAMES}")
     method, tasks = match["method"], match["tasks"].split("-")
-    if len(set(tasks)) < len(tasks):
-        raise WorkflowError(f"sequence {name!r} names a task twice")
-    for task in tasks:
-        check_trainable(method, check_task(task))
-        if get_task(task).score is None:
-            raise WorkflowError(f"sequence {name!r}: task {task!r} has no built-in scorer, so no forgetting can be measured")
+    check_scored_tasks(f"sequence {name!r}", method, tasks, "no forgetting can be measured")
     if method in MASKED_METHODS and not match["percent"]:
         raise WorkflowError(f"sequence {name!r}: {method} needs the masks' sparsity, e.g. {name}_s90")
     if match["percent"] and method not in MASKED_METHODS or match["rank"] and method != "lora":
@@ -130,12 +125,7 @@ def parse_merge(name):
     if not match:
         raise WorkflowError(f"merge name {name!r} is not {MERGE_NAMES}")
     method, tasks = match["method"], match["tasks"].split("+")
-    if len(set(tasks)) < len(tasks):
-        raise WorkflowError(f"merge {name!r} names a task twice")
-    for task in tasks:
-        check_trainable(method, check_task(task))
-        if get_task(task).score is None:
-            raise WorkflowError(f"merge {name!r}: task {task!r} has no built-in scorer, so the merge cannot be scored")
+    check_scored_tasks(f"merge {name!r}", method, tasks, "the merge cannot be scored")
     if (method == "lotasum") != bool(match["percent"]):
         raise WorkflowError(f"merge {name!r}: lotasum needs its LoTA runs' sparsity (_s<percent>), the others none")
     scale = float(match["scale"]) if match["scale"] else config["merge"]["scale"]
@@ -199,6 +189,16 @@ def check_task(task):
             f"unknown task {task!r}: not under config key 'tasks' (configured: {', '.join(config['tasks'])})"
         )
     return task
+
+
+def check_scored_tasks(what, method, tasks, consequence):
+    """The tasks of a sequence or merge (`what`): each named once, configured, trainable and scored here."""
+    if len(set(tasks)) < len(tasks):
+        raise WorkflowError(f"{what} names a task twice")
+    for task in tasks:
+        check_trainable(method, check_task(task))
+        if get_task(task).score is None:
+            raise WorkflowError(f"{what}: task {task!r} has no built-in scorer, so {consequence}")
 
 
 def check_trainable(method, task):
