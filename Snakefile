@@ -17,6 +17,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/continual.smk"
 include: "workflow/rules/merge.smk"
+include: "workflow/rules/harness.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -48,3 +49,15 @@ rule merge:
     input:
         merge_results,
         rules.report.output,
+
+
+# lm-evaluation-harness on every model in lmeval.models.
+rule lmeval:
+    input:
+        lmeval_results,
+
+
+# AlpacaEval on every model in alpaca_eval.models.
+rule alpaca_eval:
+    input:
+        alpaca_eval_results,

@@ -25,7 +25,17 @@ from lota.io import read_json, read_jsonl, write_json
 from lota.tasks import Task, get_task
 
 log = logging.getLogger("lota.evaluate")
-VERSIONED_PACKAGES = ["lota", "torch", "transformers", "safetensors", "tokenizers", "snakemake", "vllm"]
+VERSIONED_PACKAGES = [
+    "lota",
+    "torch",
+    "transformers",
+    "safetensors",
+    "tokenizers",
+    "snakemake",
+    "vllm",
+    "lm_eval",
+    "alpaca_eval",
+]
 
 
 @dataclass

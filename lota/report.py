@@ -12,6 +12,10 @@ plot of forgetting and final accuracy with the methods side by side.
 Merges: per merged task set a table whose rows are the base model, each task's single-task runs
 (on their own task) and every merge (method, lambda), with the accuracy on each task, the mean,
 the share of the single-task accuracy kept, and the merge's wall time and peak memory.
+
+Harnesses: a table of every lm-evaluation-harness result (model, task, metric with its standard
+error, items, shots, backend) and one of every AlpacaEval result (win rate with its standard
+error, length-controlled win rate, judge).
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ SEQUENCE_REQUIRED = ("run", "method", "tasks", "stages", "forgetting")
 LINE_STYLES = {"fft": ("FFT", "tab:blue"), "lora": ("LoRA", "tab:orange"), "base": ("base", "tab:gray")}
 REQUIRED = ("run", "task", "method", "accuracy", "ci95", "n")
 MERGE_REQUIRED = ("run", "method", "tasks", "accuracy", "mean_accuracy", "single_task", "base")
+LMEVAL_REQUIRED = ("model", "harness_version", "backend", "tasks")
+ALPACA_EVAL_REQUIRED = ("model", "judge", "win_rate", "standard_error", "n_total")
 
 
 @dataclass
@@ -67,6 +73,20 @@ class ReportArgs:
     results: list[Path] = arg([], "results/<run>.json files of a sweep")
     sequences: list[Path] = arg([], "results/cl/<sequence>.json files of task sequences")
     merges: list[Path] = arg([], "results/merge/<merge>.json files of merged models")
+    lmeval: list[Path] = arg([], "results/lmeval/<model>.json files of lm-evaluation-harness")
+    alpaca_eval: list[Path] = arg([], "results/alpaca_eval/<model>.json files of AlpacaEval")
+
+
+def load_checked(paths: list[Path], required: tuple[str, ...], what: str) -> list[dict[str, Any]]:
+    """The results files in order, each checked to hold the `required` keys of a `what`."""
+    results = []
+    for path in paths:
+        result = read_json(path, "results file")
+        missing = [key for key in required if key not in result]
+        if missing:
+            raise UserError(f"{path} is not a {what}: it lacks {missing[0]!r}")
+        results.append(result)
+    return results
 
 
 def load_grouped(
@@ -74,11 +94,7 @@ def load_grouped(
 ) -> dict[Any, list[dict[str, Any]]]:
     """Results grouped by `group(result)`, each group ordered by method, then sparsity and rank."""
     grouped: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    for path in paths:
-        result = read_json(path, "results file")
-        missing = [key for key in required if key not in result]
-        if missing:
-            raise UserError(f"{path} is not a {what}: it lacks {missing[0]!r}")
+    for result in load_checked(paths, required, what):
         grouped[group(result)].append(result)
     for results in grouped.values():
         results.sort(key=sort_key)
@@ -355,11 +371,46 @@ def merge_table(results: list[dict[str, Any]], tasks: tuple[str, ...]) -> list[s
     return lines
 
 
+def lmeval_table(results: list[dict[str, Any]]) -> list[str]:
+    """A row per model, task and metric (with the harness's filter), value with its standard error."""
+    lines = ["| model | task | metric | value ± s.e. | items | shots | backend |", "|---|---|---|---:|---:|---:|---|"]
+    for result in results:
+        for task, figures in result["tasks"].items():
+            for metric, value in figures["metrics"].items():
+                stderr = f" ± {value['stderr']:.3f}" if value["stderr"] is not None else ""
+                cells = [result["model"], task, metric, f"{value['value']:.3f}{stderr}"]
+                cells += [f"{figures['n']} of {figures['n_total']}", str(figures["num_fewshot"]), result["backend"]]
+                lines.append(f"| {' | '.join(cells)} |")
+    return lines
+
+
+def alpaca_eval_table(results: list[dict[str, Any]]) -> list[str]:
+    """A row per model: its win rate against the reference with the standard error, and the judge."""
+    header = "| model | judge | win rate ± s.e. | length-controlled | instructions | mean length | reference |"
+    lines = [header, "|---|---|---:|---:|---:|---:|---|"]
+    for result in results:
+        controlled = result.get("length_controlled_winrate")
+        judge = result["judge"] + (f" ({result['judge_model']})" if result.get("judge_model") else "")
+        cells = [
+            result["model"],
+            judge,
+            f"{result['win_rate']:.1f}% ± {result['standard_error']:.1f}",
+            f"{controlled:.1f}%" if controlled is not None else "–",
+            f"{result['n_total']:.0f}",
+            f"{result.get('avg_length', 0):,.0f} chars",
+            str(result.get("reference") or "–"),
+        ]
+        lines.append(f"| {' | '.join(cells)} |")
+    return lines
+
+
 def render(
     by_task: dict[str, list[dict[str, Any]]],
     by_sequence: dict[tuple[str, ...], list[dict[str, Any]]],
     by_merge: dict[tuple[str, ...], list[dict[str, Any]]],
     plot_folder: str,
+    lmeval: list[dict[str, Any]] | None = None,
+    alpaca_eval: list[dict[str, Any]] | None = None,
 ) -> str:
     lines = ["# LoTA report"]
     if by_task:
@@ -397,29 +448,47 @@ def render(
     for tasks, results in by_merge.items():
         lines += ["", f"### {' + '.join(tasks)}", ""]
         lines += merge_table(results, tasks)
+    if lmeval:
+        lines += ["", "## lm-evaluation-harness", ""]
+        lines.append(
+            "The harness's own tasks, prompts and metrics (metric,filter as the harness names them) on the local "
+            "data, scored on the first `items` of each test set; the standard error is the harness's."
+        )
+        lines += [""] + lmeval_table(lmeval)
+    if alpaca_eval:
+        lines += ["", "## AlpacaEval", ""]
+        lines.append(
+            "The judge compares each output with the reference output for the same instruction; the win rate is "
+            "the mean preference for the model's output (a tie counts half), with its standard error. The "
+            "length-controlled win rate needs the hub."
+        )
+        lines += [""] + alpaca_eval_table(alpaca_eval)
     return "\n".join(lines) + "\n"
 
 
 def run(args: ReportArgs) -> None:
     """Write the report and its plots."""
-    if not args.results and not args.sequences and not args.merges:
-        raise UserError("--results, --sequences and --merges name no results files")
+    if not (args.results or args.sequences or args.merges or args.lmeval or args.alpaca_eval):
+        raise UserError("--results, --sequences, --merges, --lmeval and --alpaca-eval name no results files")
     by_task = load_results(args.results)
     by_sequence = load_sequences(args.sequences)
     by_merge = load_merges(args.merges)
+    lmeval = load_checked(args.lmeval, LMEVAL_REQUIRED, "results file of lm-eval")
+    alpaca_eval = load_checked(args.alpaca_eval, ALPACA_EVAL_REQUIRED, "results file of AlpacaEval")
     for task, results in by_task.items():
         plot_task(task, results, args.plots / f"{task}.png")
     for tasks, results in by_sequence.items():
         plot_sequence(tasks, results, args.plots / forgetting_plot(tasks))
     relative = os.path.relpath(Path(args.plots).resolve(), Path(args.out).resolve().parent)
     with atomic_path(args.out) as tmp:
-        tmp.write_text(render(by_task, by_sequence, by_merge, Path(relative).as_posix()))
+        tmp.write_text(render(by_task, by_sequence, by_merge, Path(relative).as_posix(), lmeval, alpaca_eval))
     log.info(
-        "report on %d runs of %d tasks, %d task-sequence runs and %d merges -> %s",
+        "report on %d runs of %d tasks, %d task-sequence runs, %d merges and %d harness results -> %s",
         len(args.results),
         len(by_task),
         len(args.sequences),
         len(args.merges),
+        len(lmeval) + len(alpaca_eval),
         args.out,
     )
 

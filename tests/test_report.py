@@ -176,7 +176,7 @@ def test_run_writes_the_forgetting_plot(sequence_files, sweep_files, tmp_path):
 
 
 def test_a_report_needs_some_results(tmp_path):
-    with pytest.raises(UserError, match="--results, --sequences and --merges name no results files"):
+    with pytest.raises(UserError, match="--lmeval and --alpaca-eval name no results files"):
         run(ReportArgs(out=tmp_path / "report.md", plots=tmp_path / "plots"))
     assert not (tmp_path / "report.md").exists()
 
@@ -234,3 +234,51 @@ def test_the_merge_table_sets_each_merge_beside_the_single_task_runs_and_the_bas
         in rows
     )
     assert rows[0].startswith("| base | | 0.040 [0.000, 0.140] | 0.120 [0.020, 0.220] | 0.080 |")
+
+
+def test_the_harness_tables_give_each_metric_and_win_rate_with_its_standard_error(tmp_path):
+    lmeval = {
+        "run": "lmeval_base_gsm8k",
+        "model": "base_gsm8k",
+        "harness_version": "0.4.13",
+        "backend": "hf",
+        "tasks": {
+            "gsm8k": {
+                "metrics": {"exact_match,strict-match": {"value": 0.0625, "stderr": 0.0435}},
+                "n": 32,
+                "n_total": 1319,
+                "num_fewshot": 5,
+            },
+            "arc_easy": {
+                "metrics": {"acc,none": {"value": 0.5, "stderr": None}},
+                "n": 32,
+                "n_total": 2376,
+                "num_fewshot": 0,
+            },
+        },
+    }
+    alpaca = {
+        "run": "alpaca_lota_alpaca_s90",
+        "model": "lota_alpaca_s90",
+        "judge": "weighted_alpaca_eval_local",
+        "judge_model": "work/base_model",
+        "win_rate": 12.34,
+        "standard_error": 3.21,
+        "length_controlled_winrate": None,
+        "n_total": 16.0,
+        "avg_length": 1234.5,
+        "reference": "gpt4_1106_preview",
+    }
+    out = tmp_path / "report.md"
+    lmeval_file, alpaca_file = write_results(tmp_path, [lmeval, alpaca])
+    run(ReportArgs(lmeval=[lmeval_file], alpaca_eval=[alpaca_file], out=out, plots=tmp_path / "plots"))
+    text = out.read_text()
+    assert text.index("## lm-evaluation-harness") < text.index("## AlpacaEval") and "## Sweep" not in text
+    assert "| base_gsm8k | gsm8k | exact_match,strict-match | 0.062 ± 0.043 | 32 of 1319 | 5 | hf |" in text
+    assert "| base_gsm8k | arc_easy | acc,none | 0.500 | 32 of 2376 | 0 | hf |" in text
+    assert (
+        "| lota_alpaca_s90 | weighted_alpaca_eval_local (work/base_model) | 12.3% ± 3.2 | – | 16 | 1,234 chars"
+        " | gpt4_1106_preview |" in text
+    )
+    with pytest.raises(UserError, match="is not a results file of AlpacaEval: it lacks 'judge'"):
+        run(ReportArgs(alpaca_eval=[lmeval_file], out=out, plots=tmp_path / "plots"))

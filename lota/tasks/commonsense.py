@@ -51,6 +51,25 @@ def multiple_choice(question: str, choices: list[str], answer_index: int, word: 
     return choice_record(instruction, f"{word.lower()}{answer_index + 1}")
 
 
+_LISTED = re.compile(
+    r"Please choose the correct answer to the question: (?P<question>.*)\n\n"
+    r"Answer1: (?P<listed>.*)\n\nAnswer format: answer1(?:/answer\d)+",
+    re.DOTALL,
+)
+
+
+def parse_multiple_choice(record: dict[str, Any]) -> tuple[str, list[str], int]:
+    """(question, choices, answer index) of a record `multiple_choice` wrote, checked by rebuilding it."""
+    instruction, answer = require_fields(record, ("instruction", "answer"), "multiple-choice")
+    match = _LISTED.fullmatch(instruction)
+    if match and re.fullmatch(r"answer[1-9]", str(answer)):
+        question, choices, index = match["question"], re.split(r" Answer[2-9]: ", match["listed"]), int(answer[6:]) - 1
+        rebuilt = multiple_choice(question, choices, index) if index < len(choices) else None
+        if rebuilt == {key: record.get(key) for key in rebuilt or ()}:
+            return question, choices, index
+    raise UserError(f"record is not a multiple-choice question in the LoTA paper's format: {instruction[:60]!r}")
+
+
 def from_lettered(question: str, choices: dict[str, list[str]], key: str) -> dict[str, str]:
     """ARC and OpenBookQA on the hub: choices {text, label} and an answerKey among the labels."""
     return multiple_choice(question, choices["text"], choices["label"].index(key))

@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from lota.config import config_errors, load_schema
+from lota.lmeval_tasks import LOCAL_DATASETS
 from lota.tasks import get_task, task_names
 
 
@@ -29,6 +30,8 @@ LATER_STAGE_OVERRIDES = {
 validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 
 ENV = "../../envs/lota.yaml"
+# The stages that generate (and lm-eval) run in vLLM's environment when the config asks for vLLM.
+GENERATION_ENV = "../../envs/vllm.yaml" if config["generate"]["backend"] == "vllm" else ENV
 BASE_MODEL = "work/base_model"
 DATA_DIR = config["data_dir"] or os.environ.get("LOTA_DATA_DIR") or None
 RUN_PATTERN = re.compile(
@@ -79,6 +82,7 @@ wildcard_constraints:
     model=r"[a-z][a-z0-9_.-]*",
     kind="dense|flip",
     merge=r"[a-z][a-z0-9_.]*\+[a-z0-9_.+]+",
+    name=r"[a-z][a-z0-9_.+-]*",
 
 
 def parse_run(run):
@@ -547,3 +551,104 @@ def merge_provenance(name):
     used |= {"tasks": {task: task_provenance(task) for task in merge.tasks}, "runs": merge.runs}
     used["merge"] = {key: config["merge"][key] for key in ("density", "granularity")} | {"scale": merge.scale}
     return json.dumps(used, sort_keys=True)
+
+
+# The harnesses (lm-eval, AlpacaEval) evaluate any model the pipeline builds, named as its target is:
+# a single-task run (lota_gsm8k_s90), a task sequence (lotto_gsm8k-commonsense_s90) or a merge
+# (ties_gsm8k+commonsense).
+LMEVAL_TASKS = "work/lmeval/tasks"
+
+
+def is_merge(name):
+    return "+" in name
+
+
+def exported_model(name):
+    """The HF directory of a model by its name; the base model for base_<task>."""
+    if is_merge(name):
+        parse_merge(name)
+        return f"work/merge/models/{name}"
+    if is_sequence(name):
+        parse_sequence(name)
+        return model_path(name)
+    return BASE_MODEL if parse_run(name).method == "base" else model_path(name)
+
+
+def model_provenance(name):
+    """The config values a model depends on."""
+    if is_merge(name):
+        return json.loads(merge_provenance(name))
+    return json.loads(sequence_provenance(name) if is_sequence(name) else provenance(name))
+
+
+def harness_results(section):
+    """results/<section>/<model>.json of every model listed under config key <section>.models."""
+    for name in config[section]["models"]:
+        exported_model(name)  # a bad name fails here, before any job
+    return [f"results/{section}/{name}.json" for name in config[section]["models"]]
+
+
+def lmeval_results(wildcards=None):
+    return harness_results("lmeval")
+
+
+def alpaca_eval_results(wildcards=None):
+    return harness_results("alpaca_eval")
+
+
+def lmeval_dataset_files(wildcards):
+    """The local files the offline lm-eval tasks may read, so that changing them rebuilds the tasks."""
+    folders = [os.path.join(DATA_DIR, dataset.folder) for dataset in LOCAL_DATASETS.values()]
+    files = [os.path.join(folder, name) for folder, dataset in zip(folders, LOCAL_DATASETS.values()) for name in dataset.files.values()]
+    return sorted(file for file in files if os.path.isfile(file))
+
+
+def lmeval_inputs(wildcards):
+    """The model, and the offline task folder when the tasks read a local data folder."""
+    inputs = {"model": exported_model(wildcards.name)}
+    if DATA_DIR is not None:
+        inputs["tasks"] = LMEVAL_TASKS
+    return inputs
+
+
+def lmeval_options(wildcards, input):
+    settings = {key: config["lmeval"][key] for key in ("tasks", "num_fewshot", "limit", "batch_size", "apply_chat_template")}
+    settings = {key: value for key, value in settings.items() if value is not None}
+    settings |= {"backend": config["generate"]["backend"], "seed": config["seed"]}
+    if DATA_DIR is not None:
+        settings["task_dir"] = input.tasks
+    return cli_options(settings)
+
+
+def harness_provenance(name, section, extra=None):
+    """The config values a harness result depends on: the model's (which hold the data folder, seed
+    and generation settings), the harness's section, and `extra`."""
+    settings = {key: value for key, value in config[section].items() if key != "models"}
+    return json.dumps({"model": model_provenance(name), section: settings} | (extra or {}), sort_keys=True)
+
+
+def alpaca_samples(wildcards):
+    """A model's outputs on the AlpacaEval instructions: an alpaca run's own samples, else generated."""
+    name = wildcards.name
+    check_task("alpaca")
+    if not is_merge(name) and not is_sequence(name) and parse_run(name).task == "alpaca":
+        return f"work/samples/{name}.jsonl"
+    return f"work/alpaca_eval/samples/{name}.jsonl"
+
+
+def alpaca_eval_inputs(wildcards):
+    """The samples, and the local judge's model (the base model unless another is configured)."""
+    inputs = {"samples": alpaca_samples(wildcards)}
+    settings = config["alpaca_eval"]
+    if settings["judge"] == "local":
+        inputs["judge_model"] = BASE_MODEL if settings["judge_model"] == "base" else settings["judge_model"]
+    return inputs
+
+
+def alpaca_eval_options(wildcards, input):
+    settings = {"judge": config["alpaca_eval"]["judge"], "seed": config["seed"]}
+    if hasattr(input, "judge_model"):
+        settings["judge_model"] = input.judge_model
+    if DATA_DIR is not None:
+        settings["data_dir"] = DATA_DIR
+    return cli_options(settings)

@@ -40,7 +40,7 @@ rule generate:
     resources:
         **resources("generate"),
     conda:
-        ENV
+        GENERATION_ENV
     shell:
         "python -m lota.generate --model {input.model:q} --data {input.data:q} --out {output:q}"
         " --max-new-tokens {params.max_new_tokens} {params.options} {params.threads} {params.trust}"

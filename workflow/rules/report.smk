@@ -1,6 +1,6 @@
-# The sweep's, the task sequences' and the merges' results -> results/report.md: per sweep task a table
-# and an accuracy-vs-sparsity plot, per task sequence a forgetting table and bar plot, per merged task
-# set a merge table.
+# The sweep's, the task sequences', the merges' and the harnesses' results -> results/report.md: per
+# sweep task a table and an accuracy-vs-sparsity plot, per task sequence a forgetting table and bar
+# plot, per merged task set a merge table, then the lm-eval and AlpacaEval tables.
 
 
 rule report:
@@ -8,6 +8,8 @@ rule report:
         results=sweep_results,
         sequences=continual_results,
         merges=merge_results,
+        lmeval=lmeval_results,
+        alpaca_eval=alpaca_eval_results,
     output:
         table=report("results/report.md", category="Report", caption="../report/table.rst"),
         plots=report(
@@ -32,4 +34,5 @@ rule report:
         ENV
     shell:
         "python -m lota.report --results {input.results:q} --sequences {input.sequences:q} --merges {input.merges:q}"
+        " --lmeval {input.lmeval:q} --alpaca-eval {input.alpaca_eval:q}"
         " --out {output.table:q} --plots {params.plots:q} > {log:q} 2>&1"

@@ -1,0 +1,78 @@
+"""lm-eval and AlpacaEval through the real DAG, on a tiny random Llama and a few local records."""
+
+import json
+import shutil
+from importlib import metadata
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+from tests.conftest import REPO, SHARED_DATA, refused_plan, snakemake, tiny_workdir
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tiny_model, gsm8k_dir):
+    root = tmp_path_factory.mktemp("harness")
+    lmeval = {"models": ["base_gsm8k", "fft_gsm8k"], "tasks": ["arc_easy"], "limit": 2, "batch_size": 2}
+    alpaca_eval = {"models": ["base_alpaca", "fft_gsm8k"], "judge": "local"}
+    tiny_workdir(root, tiny_model, gsm8k_dir, lmeval=lmeval, alpaca_eval=alpaca_eval)
+    shutil.copytree(SHARED_DATA / "alpaca_eval", root / "data" / "alpaca_eval")
+    (root / "data" / "alpaca").mkdir()
+    alpaca = json.loads((SHARED_DATA / "alpaca" / "alpaca_5000.json").read_text())[:8]
+    (root / "data" / "alpaca" / "alpaca_5000.json").write_text(json.dumps(alpaca))
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    config["tasks"]["alpaca"] = {"train_size": 4, "eval_size": 3, "max_new_tokens": 8}
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def test_lmeval_and_alpaca_eval_results_come_from_the_dag(workdir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the length-controlled win rate's download fails at once
+    done = snakemake(workdir, "--cores", "2", "lmeval", "alpaca_eval", "results/report.md")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("base_gsm8k", "fft_gsm8k"):
+        result = json.loads((workdir / "results" / "lmeval" / f"{name}.json").read_text())
+        assert result["model"] == name and result["backend"] == "hf" and result["data"] == "local"
+        assert result["tasks"]["arc_easy"]["n"] == 2 and result["tasks"]["arc_easy"]["num_fewshot"] == 0
+        assert result["config"]["lmeval"]["limit"] == 2
+    fft = json.loads((workdir / "results" / "lmeval" / "fft_gsm8k.json").read_text())
+    assert fft["model_dir"] == "work/models/fft_gsm8k" and fft["config"]["model"]["train_fft"]["batch_size"] == 4
+    for name in ("base_alpaca", "fft_gsm8k"):
+        result = json.loads((workdir / "results" / "alpaca_eval" / f"{name}.json").read_text())
+        assert result["judge"] == "weighted_alpaca_eval_local" and result["judge_model"] == "work/base_model"
+        assert result["n_total"] == 3 and 0 <= result["win_rate"] <= 100
+        assert result["config"]["task"]["eval_size"] == 3
+    # An alpaca run's own samples are judged; any other model answers the instructions first.
+    assert (workdir / "work" / "samples" / "base_alpaca.jsonl").is_file()
+    assert (workdir / "work" / "alpaca_eval" / "samples" / "fft_gsm8k.jsonl").is_file()
+    report = (workdir / "results" / "report.md").read_text()
+    assert "| fft_gsm8k | arc_easy | acc,none |" in report and "| base_alpaca | weighted_alpaca_eval_local" in report
+
+
+def test_the_conda_environments_pin_what_the_extras_pin():
+    """envs/lota.yaml carries the eval extra; envs/vllm.yaml that and the vllm extra, for one torch."""
+    requirements = [Requirement(text) for text in metadata.requires("lota")]
+    for env, extras in (("lota", {"eval"}), ("vllm", {"eval", "vllm"})):
+        spec = yaml.safe_load((REPO / "envs" / f"{env}.yaml").read_text())
+        pip = {str(Requirement(text)) for text in next(i["pip"] for i in spec["dependencies"] if isinstance(i, dict))}
+        assert "torch==2.13.0" in pip
+        pinned = {
+            str(r).split(";")[0]
+            for r in requirements
+            if any(r.marker and r.marker.evaluate({"extra": e}) for e in extras)
+        }
+        assert pinned and pinned <= pip, (env, pinned - pip)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lmeval": {"models": ["lota_gsm8k"]}}, "run name 'lota_gsm8k' is not"),
+        ({"alpaca_eval": {"models": ["ties_gsm8k+nope"]}}, "unknown task 'nope'"),
+        ({"lmeval": {"limit": -1}}, "config key lmeval.limit"),
+    ],
+)
+def test_bad_harness_config_stops_before_any_job(workdir, overrides, message):
+    target = "alpaca_eval" if "alpaca_eval" in overrides else "lmeval"
+    assert message in refused_plan(workdir, target, overrides=overrides)
