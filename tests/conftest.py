@@ -108,11 +108,12 @@ def planned_jobs(output):
     return {match[0]: int(match[1]) for match in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
 
 
-def plan_preset(workdir, target, preset):
-    """Dry-run a target with a preset layered over config.yaml, on the shared data; the output."""
-    command = [sys.executable, "-m", "snakemake", "-n", target, "--snakefile", str(REPO / "Snakefile")]
+def plan_preset(workdir, target, *presets):
+    """Dry-run targets (a space-separated string) with presets layered over config.yaml, on the
+    shared data; the output."""
+    command = [sys.executable, "-m", "snakemake", "-n", *target.split(), "--snakefile", str(REPO / "Snakefile")]
     command += ["--directory", str(workdir), "--configfile", str(REPO / "config.yaml")]
-    command.append(str(REPO / "workflow" / "presets" / preset))
+    command += [str(REPO / "workflow" / "presets" / preset) for preset in presets]
     plan = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env=os.environ | {"LOTA_DATA_DIR": str(SHARED_DATA)}
     )

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from tests.conftest import REPO, SHARED_DATA, refused_plan, snakemake, tiny_workdir
+from tests.conftest import REPO, SHARED_DATA, plan_preset, planned_jobs, refused_plan, snakemake, tiny_workdir
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,12 @@ def test_the_conda_environments_pin_what_the_extras_pin():
 def test_bad_harness_config_stops_before_any_job(workdir, overrides, message):
     target = "alpaca_eval" if "alpaca_eval" in overrides else "lmeval"
     assert message in refused_plan(workdir, target, overrides=overrides)
+
+
+def test_the_harness_presets_plan_what_they_describe(tmp_path):
+    cpu = planned_jobs(plan_preset(tmp_path, "lmeval alpaca_eval", "harness-cpu.yaml"))
+    assert cpu["evaluate_lmeval"] == 2 and cpu["lmeval_tasks"] == 1 and cpu["evaluate_alpaca"] == 2
+    assert cpu["generate_alpaca"] == 1 and cpu["generate"] == 1  # lota_gsm8k_s90 answers; base_alpaca's samples
+    gpu = planned_jobs(plan_preset(tmp_path, "lmeval alpaca_eval", "gsm8k-commonsense-gpu.yaml", "harness-gpu.yaml"))
+    assert gpu["evaluate_lmeval"] == 4 and gpu["evaluate_alpaca"] == 4 and "generate_alpaca" not in gpu
+    assert gpu["train_dense"] == 2 and gpu["train_lota"] == 2 and gpu["train_lora"] == 2
