@@ -179,17 +179,11 @@ def paired_outputs(
             raise UserError(f"{source}: sample {number} needs an integer 'id' and a string 'completion'")
         if not 0 <= index < len(references):
             raise UserError(f"{source}: sample {number} has id {index}, not one of the {len(references)} instructions")
-        reference = references[index]
+        instruction, reference = references[index]["instruction"], references[index]["output"]
         ids.append(index)
-        reference_outputs.append(
-            {
-                "instruction": reference["instruction"],
-                "output": reference["output"],
-                "generator": reference.get("generator", "reference"),
-            }
-        )
-        model_outputs.append({"instruction": reference["instruction"], "output": sample["completion"].strip()})
-        model_outputs[-1]["generator"] = name
+        reference_generator = references[index].get("generator", "reference")
+        reference_outputs.append({"instruction": instruction, "output": reference, "generator": reference_generator})
+        model_outputs.append({"instruction": instruction, "output": sample["completion"].strip(), "generator": name})
     return ids, reference_outputs, model_outputs
 
 
@@ -234,6 +228,7 @@ def judge_outputs(args: AlpacaEvalArgs) -> dict[str, Any]:
             check_api_judge(args.judge)
             annotator = PairwiseAnnotatorLocal(annotators_config=args.judge, seed=args.seed)
         annotated = annotator.annotate_head2head(outputs_1=reference_outputs, outputs_2=model_outputs, is_ordered=True)
+    judge_wall_s = time.perf_counter() - started
     # Indexed by each instruction's position among the 805, which the length-controlled model looks up.
     annotations = pd.DataFrame(annotated, index=ids)
     figures = {key: float(value) for key, value in get_winrate(annotations).items()}
@@ -243,13 +238,13 @@ def judge_outputs(args: AlpacaEvalArgs) -> dict[str, Any]:
         "judge_model": str(args.judge_model) if args.judge == LOCAL_JUDGE else None,
         "harness": "alpaca_eval",
         "harness_version": version,
-        "reference": reference_outputs[0]["generator"] if reference_outputs else None,
+        "reference": reference_outputs[0]["generator"],
         **figures,
         **length_controlled(annotations),
         "avg_length": sum(len(output["output"]) for output in model_outputs) / len(model_outputs),
         "reference_avg_length": sum(len(output["output"]) for output in reference_outputs) / len(reference_outputs),
         "generation_backend": samples[0].get("backend"),
-        "judge_wall_s": time.perf_counter() - started,
+        "judge_wall_s": judge_wall_s,
         "config": config,
         "versions": package_versions(),
     }

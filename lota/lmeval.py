@@ -106,10 +106,19 @@ def evaluate_harness(args: LmEvalArgs) -> dict[str, Any]:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    model_args: dict[str, Any] = {"pretrained": str(args.model), "dtype": dtype}
-    model_args["trust_remote_code"] = args.trust_remote_code
+    model_args: dict[str, Any] = {
+        "pretrained": str(args.model),
+        "dtype": dtype,
+        "trust_remote_code": args.trust_remote_code,
+    }
     if backend == "vllm":
         model_args["seed"] = args.seed
+    # Offline tasks include their built-in definitions by path: indexing all the harness's tasks
+    # (some 15,000 YAMLs, over 10 s) is only needed for the hub's.
+    if args.task_dir is None:
+        task_manager = TaskManager()
+    else:
+        task_manager = TaskManager(include_path=str(args.task_dir), include_defaults=False)
     started = time.perf_counter()
     output = simple_evaluate(
         model=HARNESS_MODELS[backend],
@@ -119,7 +128,7 @@ def evaluate_harness(args: LmEvalArgs) -> dict[str, Any]:
         limit=args.limit or None,
         batch_size=args.batch_size,
         device=on,
-        task_manager=TaskManager(include_path=str(args.task_dir) if args.task_dir else None),
+        task_manager=task_manager,
         log_samples=args.samples is not None,
         apply_chat_template=args.apply_chat_template,
         fewshot_as_multiturn=args.apply_chat_template,

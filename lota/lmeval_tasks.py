@@ -11,6 +11,7 @@ lists each task's definition and files.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import string
@@ -74,6 +75,7 @@ class LmEvalTasksArgs:
     out: Path = arg(help="output folder of task YAMLs and converted data")
 
 
+@functools.cache  # indexing some 15,000 task YAMLs takes over 10 s; the installed harness does not change
 def harness_definitions() -> dict[str, Any]:
     """The harness's index of its built-in tasks: name -> entry (kind, yaml_path, resolved cfg)."""
     try:

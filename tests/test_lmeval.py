@@ -82,7 +82,7 @@ def test_offline_tasks_include_the_builtin_definitions_and_read_local_files(task
 def test_the_harness_reads_the_offline_tasks_documents(task_dir, data_dir):
     from lm_eval.tasks import TaskManager
 
-    tasks = TaskManager(include_path=str(task_dir)).load(["gsm8k", "arc_easy"])["tasks"]
+    tasks = TaskManager(include_path=str(task_dir), include_defaults=False).load(["gsm8k", "arc_easy"])["tasks"]
     gsm8k_test = [json.loads(line) for line in (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()]
     assert [doc["question"] for doc in tasks["gsm8k"].test_docs()] == [r["question"] for r in gsm8k_test]
     arc = tasks["arc_easy"]
@@ -150,10 +150,12 @@ def test_simple_evaluate_scores_a_model_on_the_offline_tasks(tmp_path, task_dir,
     assert {(item["task"], item["doc_id"]) for item in items} == {(t, i) for t in ("arc_easy", "gsm8k") for i in (0, 1)}
 
 
-def test_a_task_missing_from_the_offline_folder_is_refused_before_loading_a_model(tmp_path, task_dir, tiny_model):
+def test_bad_arguments_are_refused_before_loading_a_model(tmp_path, task_dir, tiny_model):
     args = LmEvalArgs(model=tiny_model, tasks=["arc_challenge"], out=tmp_path / "r.json", task_dir=task_dir)
     with pytest.raises(UserError, match="'arc_challenge' is not in the offline task folder"):
         evaluate_harness(args)
     with pytest.raises(UserError, match="limit and num_fewshot must be >= 0"):
         evaluate_harness(LmEvalArgs(model=tiny_model, tasks=["gsm8k"], out=tmp_path / "r.json", limit=-1))
+    with pytest.raises(UserError, match="backend 'vllm' requested but"):  # no vLLM, no GPU on this machine
+        evaluate_harness(LmEvalArgs(model=tiny_model, tasks=["gsm8k"], out=tmp_path / "r.json", backend="vllm"))
     assert not (tmp_path / "r.json").exists()
