@@ -598,8 +598,9 @@ def alpaca_eval_results(wildcards=None):
 
 def lmeval_dataset_files(wildcards):
     """The local files the offline lm-eval tasks may read, so that changing them rebuilds the tasks."""
-    folders = [os.path.join(DATA_DIR, dataset.folder) for dataset in LOCAL_DATASETS.values()]
-    files = [os.path.join(folder, name) for folder, dataset in zip(folders, LOCAL_DATASETS.values()) for name in dataset.files.values()]
+    if DATA_DIR is None:
+        raise WorkflowError("offline lm-eval tasks need a local data folder (config data_dir or $LOTA_DATA_DIR)")
+    files = [os.path.join(DATA_DIR, dataset.folder, name) for dataset in LOCAL_DATASETS.values() for name in dataset.files.values()]
     return sorted(file for file in files if os.path.isfile(file))
 
 
