@@ -12,8 +12,9 @@ Judges:
   `weighted_alpaca_eval_gpt4_turbo` (AlpacaEval 2), calls the OpenAI API and needs a key;
 - `local`: the same AlpacaEval 2 prompt and preference on a local causal LM. alpaca-eval's own
   local decoder fails on transformers 5 (it passes `load_in_8bit` to the model), so this stage
-  plugs in its own: the preference is P(m) / (P(m) + P(M)) of the judge's first answer token,
-  the probabilities the API judge reads from its logprobs.
+  plugs in its own: the log-probabilities of m and M (the two outputs' names in the prompt) as the
+  judge's first answer token, which alpaca-eval turns into the preference as it does the API
+  judge's logprobs (P(m) / (P(m) + P(M)) for the output shown as m).
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def length_controlled(annotations: Any) -> dict[str, Any]:
 
     try:
         figures = get_length_controlled_winrate(annotations, save_weights_dir=None, is_add_glm_preference_inplace=False)
-    except Exception as error:  # noqa: BLE001 - offline, the hub download fails in one of several ways
+    except OSError as error:  # huggingface_hub's offline, connection and HTTP errors are all OSErrors
         first_line = (str(error).splitlines() or [type(error).__name__])[0]
         log.warning("no length-controlled win rate: %s", first_line)
         return {"length_controlled_winrate": None, "lc_standard_error": None, "length_controlled_error": first_line}
@@ -214,7 +215,6 @@ def judge_outputs(args: AlpacaEvalArgs) -> dict[str, Any]:
     name = args.name or args.samples.stem
     ids, reference_outputs, model_outputs = paired_outputs(samples, references, args.samples, name)
     set_threads(args.threads)
-    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         if args.judge == LOCAL_JUDGE:
             if args.judge_model is None:
@@ -227,8 +227,9 @@ def judge_outputs(args: AlpacaEvalArgs) -> dict[str, Any]:
         else:
             check_api_judge(args.judge)
             annotator = PairwiseAnnotatorLocal(annotators_config=args.judge, seed=args.seed)
+        started = time.perf_counter()
         annotated = annotator.annotate_head2head(outputs_1=reference_outputs, outputs_2=model_outputs, is_ordered=True)
-    judge_wall_s = time.perf_counter() - started
+        judge_wall_s = time.perf_counter() - started
     # Indexed by each instruction's position among the 805, which the length-controlled model looks up.
     annotations = pd.DataFrame(annotated, index=ids)
     figures = {key: float(value) for key, value in get_winrate(annotations).items()}

@@ -25,6 +25,7 @@ from lota.errors import UserError
 from lota.evaluate import package_versions, parse_config_json
 from lota.generate import choose_backend
 from lota.io import read_json, write_json, write_jsonl
+from lota.lmeval_tasks import builtin_definition, builtin_tasks
 from lota.modeling import set_threads
 
 log = logging.getLogger("lota.lmeval")
@@ -114,9 +115,12 @@ def evaluate_harness(args: LmEvalArgs) -> dict[str, Any]:
     if backend == "vllm":
         model_args["seed"] = args.seed
     # Offline tasks include their built-in definitions by path: indexing all the harness's tasks
-    # (some 15,000 YAMLs, over 10 s) is only needed for the hub's.
+    # (some 15,000 YAMLs, over 10 s) is only needed for the hub's. Groups and tags are refused
+    # before any work, since the result is per task.
     if args.task_dir is None:
-        task_manager = TaskManager()
+        task_manager = builtin_tasks()
+        for task in args.tasks:
+            builtin_definition(task_manager.task_index, task)
     else:
         task_manager = TaskManager(include_path=str(args.task_dir), include_defaults=False)
     started = time.perf_counter()

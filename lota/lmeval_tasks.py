@@ -75,14 +75,19 @@ class LmEvalTasksArgs:
     out: Path = arg(help="output folder of task YAMLs and converted data")
 
 
-@functools.cache  # indexing some 15,000 task YAMLs takes over 10 s; the installed harness does not change
-def harness_definitions() -> dict[str, Any]:
-    """The harness's index of its built-in tasks: name -> entry (kind, yaml_path, resolved cfg)."""
+@functools.cache  # indexing some 15,000 task YAMLs takes over 10 s: once per process
+def builtin_tasks() -> Any:
+    """The harness's TaskManager over its built-in tasks."""
     try:
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise UserError("lm-eval is not installed: pip install -e '.[eval]'") from None
-    return TaskManager().task_index
+    return TaskManager()
+
+
+def harness_definitions() -> dict[str, Any]:
+    """The harness's index of its built-in tasks: name -> entry (kind, yaml_path, resolved cfg)."""
+    return builtin_tasks().task_index
 
 
 def builtin_definition(index: dict[str, Any], task: str) -> tuple[Path, dict[str, Any]]:

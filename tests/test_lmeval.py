@@ -156,6 +156,10 @@ def test_bad_arguments_are_refused_before_loading_a_model(tmp_path, task_dir, ti
         evaluate_harness(args)
     with pytest.raises(UserError, match="limit and num_fewshot must be >= 0"):
         evaluate_harness(LmEvalArgs(model=tiny_model, tasks=["gsm8k"], out=tmp_path / "r.json", limit=-1))
+    with pytest.raises(UserError, match="lm-eval 'ai2_arc' is a tag, not a task"):  # the hub's tasks: checked too
+        evaluate_harness(
+            LmEvalArgs(model=tiny_model, tasks=["ai2_arc"], out=tmp_path / "r.json", backend="transformers")
+        )
     with pytest.raises(UserError, match="backend 'vllm' requested but"):  # no vLLM, no GPU on this machine
         evaluate_harness(LmEvalArgs(model=tiny_model, tasks=["gsm8k"], out=tmp_path / "r.json", backend="vllm"))
     assert not (tmp_path / "r.json").exists()

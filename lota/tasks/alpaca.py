@@ -13,7 +13,12 @@ from typing import Any
 from lota.tasks import Example, Task, read_json_records, require_fields, with_input
 
 LOCAL_FILES = {"train": ("alpaca", "alpaca_5000.json"), "test": ("alpaca_eval", "gpt4_1106_preview_outputs.json")}
-HUB_SPLITS = {"train": ("tatsu-lab/alpaca", None, "train"), "test": ("tatsu-lab/alpaca_eval", "alpaca_eval", "eval")}
+# AlpacaEval 2's instructions with its reference outputs (GPT-4 Turbo's), as the local file holds them;
+# the hub's "alpaca_eval" config is AlpacaEval 1's (text-davinci-003's outputs).
+HUB_SPLITS = {
+    "train": ("tatsu-lab/alpaca", None, "train"),
+    "test": ("tatsu-lab/alpaca_eval", "alpaca_eval_gpt4_baseline", "eval"),
+}
 
 
 def load(split: str, data_dir: Path | None) -> list[dict[str, Any]]:
