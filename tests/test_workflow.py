@@ -75,6 +75,20 @@ def test_sweep_runs_every_method_into_a_report_and_reuses_the_dense_run(workdir)
     extra_sparsities = {"extract_mask": 2, "train_lota": 2, "export": 2, "generate": 2, "evaluate": 2}
     assert planned_jobs(wider.stdout + wider.stderr) == extra_sparsities | {"report": 1, "sweep": 1}
 
+    # A changed training parameter reruns that training and what follows it; data prep, the base
+    # model, the dense run and the mask stay.
+    faster = {"train": {"lota": {"lr": 3.0e-4}}}
+    plan = snakemake(workdir, "-n", "sweep", overrides=faster)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    after_training = {"train_lota": 1, "export": 1, "generate": 1, "evaluate": 1}
+    assert planned_jobs(plan.stdout + plan.stderr) == after_training | {"report": 1, "sweep": 1}
+    forced = snakemake(workdir, "-n", "results/lota_gsm8k_s90.json", "-R", "train_lota")  # the README's form
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert planned_jobs(forced.stdout + forced.stderr) == after_training
+    changes = snakemake(workdir, "--list-changes", "params", overrides=faster)
+    assert changes.returncode == 0, changes.stderr[-3000:]
+    assert "work/runs/lota_gsm8k_s90" in changes.stdout and "work/data/gsm8k/train.jsonl" not in changes.stdout
+
 
 def test_a_shorter_calibration_budget_is_a_run_of_its_own(workdir):
     plan = snakemake(workdir, "-n", "-p", "--forceall", "results/lota_gsm8k_s90.json", "results/fft_gsm8k.json")
