@@ -36,7 +36,7 @@ from lota.cli import arg, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.evaluate import package_versions, parse_config_json
 from lota.io import read_jsonl, write_json
-from lota.modeling import device, load_model, load_tokenizer, set_threads
+from lota.modeling import device, inference_dtype, load_model, load_tokenizer, set_threads
 from lota.prepare_data import resolve_data_dir
 from lota.tasks import get_task
 
@@ -98,8 +98,7 @@ class LocalJudge:
                 raise UserError(f"the judge model's tokenizer splits the answer {token!r} into {len(ids)} tokens")
             self.token_ids.append(ids[0])
         self.on = device()
-        dtype = torch.bfloat16 if self.on.type == "cuda" else torch.float32
-        self.model = load_model(model_dir, dtype, trust_remote_code, self.on).eval()
+        self.model = load_model(model_dir, inference_dtype(self.on), trust_remote_code, self.on).eval()
 
     def answer_logprobs(self, prompt: str) -> list[float]:
         from alpaca_eval.utils import prompt_to_chatml

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from lota.cli import arg, check_range, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.io import read_jsonl, write_jsonl
-from lota.modeling import device, load_model, load_tokenizer, set_threads
+from lota.modeling import device, inference_dtype, load_model, load_tokenizer, set_threads
 
 log = logging.getLogger("lota.generate")
 
@@ -56,8 +56,7 @@ def generate_transformers(args: GenerateArgs, prompts: list[str]) -> list[str]:
     tokenizer = load_tokenizer(args.model, args.trust_remote_code)
     tokenizer.padding_side = "left"
     on = device()
-    dtype = torch.bfloat16 if on.type == "cuda" else torch.float32
-    model = load_model(args.model, dtype, args.trust_remote_code, on).eval()
+    model = load_model(args.model, inference_dtype(on), args.trust_remote_code, on).eval()
     sampling = (
         {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p}
         if args.temperature > 0

@@ -18,15 +18,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from lota.cli import arg, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.evaluate import package_versions, parse_config_json
 from lota.generate import choose_backend
 from lota.io import read_json, write_json, write_jsonl
 from lota.lmeval_tasks import builtin_definition, builtin_tasks
-from lota.modeling import set_threads
+from lota.modeling import check_model_dir, device, inference_dtype, set_threads
 
 log = logging.getLogger("lota.lmeval")
 HARNESS_MODELS = {"transformers": "hf", "vllm": "vllm"}
@@ -96,13 +94,13 @@ def evaluate_harness(args: LmEvalArgs) -> dict[str, Any]:
         raise UserError("no lm-eval tasks given (config key lmeval.tasks)")
     if args.limit < 0 or args.batch_size < 1 or (args.num_fewshot or 0) < 0:
         raise UserError("limit and num_fewshot must be >= 0 and batch_size >= 1 (config section lmeval)")
-    existing_file(args.model / "config.json", "model directory (config.json)")
+    check_model_dir(args.model)
     files = task_files(args)
     config = parse_config_json(args.config_json)
     backend = choose_backend(args.backend)
     set_threads(args.threads)
-    on = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = "bfloat16" if on == "cuda" else "float32"
+    on = device()
+    dtype = str(inference_dtype(on)).removeprefix("torch.")  # the harness takes the name
 
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -131,7 +129,7 @@ def evaluate_harness(args: LmEvalArgs) -> dict[str, Any]:
         num_fewshot=args.num_fewshot,
         limit=args.limit or None,
         batch_size=args.batch_size,
-        device=on,
+        device=on.type,
         task_manager=task_manager,
         log_samples=args.samples is not None,
         apply_chat_template=args.apply_chat_template,
@@ -159,7 +157,7 @@ def evaluate_harness(args: LmEvalArgs) -> dict[str, Any]:
         "harness": "lm-evaluation-harness",
         "harness_version": version,
         "backend": HARNESS_MODELS[backend],
-        "device": on,
+        "device": on.type,
         "dtype": dtype,
         "data": "local" if files else "hub",
         "settings": {

@@ -31,7 +31,12 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _check_model_dir(model_dir: Path) -> None:
+def inference_dtype(on: torch.device) -> torch.dtype:
+    """The dtype models run in for generation and evaluation: bf16 on a GPU, fp32 on a CPU."""
+    return torch.bfloat16 if on.type == "cuda" else torch.float32
+
+
+def check_model_dir(model_dir: Path) -> None:
     if not (Path(model_dir) / "config.json").is_file():
         raise UserError(f"not a model directory (no config.json): {model_dir}")
 
@@ -44,7 +49,7 @@ def load_model(
     attention: str | None = None,
 ) -> PreTrainedModel:
     """A causal LM from a local directory; `attention` picks the kernel (sdpa, eager; None: the model's)."""
-    _check_model_dir(model_dir)
+    check_model_dir(model_dir)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation=attention
@@ -55,7 +60,7 @@ def load_model(
 
 
 def load_tokenizer(model_dir: Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    _check_model_dir(model_dir)
+    check_model_dir(model_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
