@@ -15,6 +15,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import save_file
 
+from lota.distributed import whole
 from lota.errors import UserError
 from lota.io import LORA_ADAPTER_FORMAT, TensorReader, atomic_path
 
@@ -53,9 +54,13 @@ def add_lora(model: torch.nn.Module, settings: LoraSettings) -> PeftModel:
         raise UserError(f"LoRA targets {list(settings.targets)}: {str(error).splitlines()[0]}") from None
 
 
-def save_lora_adapter(path: Path, model: PeftModel, settings: LoraSettings) -> None:
+def lora_adapter_tensors(model: PeftModel) -> dict[str, torch.Tensor]:
+    """The adapter's fp32 tensors, gathered whole from every process when sharded (collective)."""
     state = get_peft_model_state_dict(model)
-    tensors = {name: tensor.detach().float().contiguous().cpu() for name, tensor in state.items()}
+    return {name: whole(tensor.detach()).float().contiguous().cpu() for name, tensor in state.items()}
+
+
+def save_lora_adapter(path: Path, tensors: dict[str, torch.Tensor], settings: LoraSettings) -> None:
     metadata = {"format": LORA_ADAPTER_FORMAT, "lora": json.dumps(asdict(settings))}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)

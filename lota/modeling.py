@@ -15,14 +15,16 @@ from lota.errors import UserError
 
 
 def set_threads(count: int) -> int:
-    """Use `count` CPU threads (0: every CPU this process may run on) and return the number.
+    """Use `count` CPU threads (0: this process's share of the CPUs it may run on) and return the number.
 
     Explicit, because Snakemake sets OMP_NUM_THREADS to the job's `threads` (1 by default),
-    while the CPU affinity already reflects what a cluster allocated to the job.
+    while the CPU affinity already reflects what a cluster allocated to the job. The processes
+    torchrun starts on one machine (LOCAL_WORLD_SIZE) share its CPUs.
     """
     if count < 0:
         raise UserError(f"threads must be >= 0, got {count}")
-    chosen = count or len(os.sched_getaffinity(0))
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    chosen = count or max(1, len(os.sched_getaffinity(0)) // sharing)
     torch.set_num_threads(chosen)
     return chosen
 

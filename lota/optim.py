@@ -13,6 +13,12 @@ is complete, and the gradient is dropped at once, so no full gradient buffer eve
 needs each gradient to be final when it arrives and to be clipped on its own, so gradient
 accumulation over several micro-batches and global-norm clipping take the plain path instead:
 gradients are kept until `step()`.
+
+Sharded over several processes (lota.distributed), a slot holds only its parameter's local
+shard: the trainable indices are flat positions in that shard, and the master entries and their
+optimizer state are those of the shard. Gradient norms are summed over the processes before
+clipping, so clipping sees each tensor's whole norm. FSDP2 writes sharded gradients after the
+backward pass, so sharded training always takes the plain path.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lota.distributed import all_reduce_sum, is_sharded, local_part, shard_like
 from lota.errors import UserError
 from lota.sparse_delta import index_dtype
 
@@ -33,7 +40,8 @@ CLIP_MODES = ("per_tensor", "global", "none")
 class Slot:
     name: str
     parameter: torch.nn.Parameter
-    indices: torch.Tensor | None  # flat trainable entries; None trains every entry
+    values: torch.Tensor  # the parameter's entries held by this process: all of them, or its shard
+    indices: torch.Tensor | None  # flat trainable entries of `values`; None trains every entry
     master: torch.Tensor  # fp32 values of the trainable entries, which the optimizer updates
     optimizer: torch.optim.Optimizer
 
@@ -57,24 +65,27 @@ def make_slots(
     weight_decay: float,
     fp32_values: Callable[[str], torch.Tensor],
 ) -> list[Slot]:
-    """A slot per (name, parameter, flat trainable indices or None for all).
+    """A slot per (name, parameter, flat trainable indices of its local values, or None for all).
 
     `fp32_values(name)` gives a parameter's full-precision starting values; it is asked only for
     parameters kept in a lower precision (bf16 weights), whose own values are rounded.
     """
     slots = []
     for name, parameter, indices in chosen:
+        values = local_part(parameter)
         if indices is None and parameter.dtype == torch.float32:
-            master = parameter
+            # The parameter is its own master; a shard is a leaf view of the parameter's storage.
+            master = values if is_sharded() else parameter
         else:
-            source = parameter.detach() if parameter.dtype == torch.float32 else fp32_values(name)
-            source = source.to(parameter.device, torch.float32)
+            source = values.detach() if parameter.dtype == torch.float32 else shard_like(fp32_values(name), parameter)
+            source = source.to(values.device, torch.float32)
             if indices is None:
-                master = source.clone().view(parameter.shape)
+                master = source.clone().view(values.shape)
             else:
-                indices = indices.to(parameter.device, index_dtype(parameter.numel()))
+                indices = indices.to(values.device, index_dtype(values.numel()))
                 master = source.reshape(-1)[indices]  # indexing copies
-        slots.append(Slot(name, parameter, indices, master, make_optimizer(kind, master, lr, weight_decay)))
+        optimizer = make_optimizer(kind, master, lr, weight_decay)
+        slots.append(Slot(name, parameter, values, indices, master, optimizer))
     return slots
 
 
@@ -118,7 +129,7 @@ class ParameterUpdater:
         """Bytes held besides the model and optimizer state: fp32 master copies and indices."""
         total = 0
         for slot in self.slots:
-            if slot.master is not slot.parameter:
+            if not slot.master.is_set_to(slot.values):
                 total += slot.master.numel() * slot.master.element_size()
             if slot.indices is not None:
                 total += slot.indices.numel() * slot.indices.element_size()
@@ -137,7 +148,7 @@ class ParameterUpdater:
     def _hook_for(self, slot: Slot) -> Callable[[torch.Tensor], None]:
         def hook(parameter: torch.Tensor) -> None:
             grad = self._take_gradient(slot)
-            norm = self._norm(grad)
+            (norm,) = self._norms([grad])
             if self.clip == "per_tensor":
                 self._clip(grad, norm)
             self._apply(slot, grad)
@@ -149,7 +160,7 @@ class ParameterUpdater:
         """Finish the optimizer step; return the global gradient norm before clipping."""
         if not self.in_backward:
             taken = [(slot, self._take_gradient(slot)) for slot in self.slots if slot.parameter.grad is not None]
-            norms = [self._norm(grad) for _, grad in taken]
+            norms = self._norms([grad for _, grad in taken])
             if self.clip == "per_tensor":
                 for (_, grad), norm in zip(taken, norms, strict=True):
                     self._clip(grad, norm)
@@ -165,16 +176,19 @@ class ParameterUpdater:
     @torch.no_grad()
     def _take_gradient(self, slot: Slot) -> torch.Tensor:
         """The slot's gradient as fp32 of the master's shape; the parameter's own is dropped."""
-        grad = slot.parameter.grad
+        grad = local_part(slot.parameter.grad)
         slot.parameter.grad = None
         if slot.indices is not None:
             grad = grad.view(-1)[slot.indices]
         return grad.float()
 
-    def _norm(self, grad: torch.Tensor) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(grad)
-        self._squared_norms.append(norm.square())
-        return norm
+    def _norms(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each gradient's norm, over every process's shard of it."""
+        norms = [torch.linalg.vector_norm(grad) for grad in grads]
+        if is_sharded() and norms:
+            norms = list(all_reduce_sum(torch.stack(norms).square()).sqrt().unbind())
+        self._squared_norms += [norm.square() for norm in norms]
+        return norms
 
     def _clip(self, grad: torch.Tensor, norm: torch.Tensor) -> None:
         grad.mul_(torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0))
@@ -184,10 +198,10 @@ class ParameterUpdater:
         slot.master.grad = grad
         slot.optimizer.step()
         slot.master.grad = None
-        if slot.master is slot.parameter:
+        if slot.master.is_set_to(slot.values):
             return
-        values = slot.master.to(slot.parameter.dtype)
+        values = slot.master.to(slot.values.dtype)
         if slot.indices is None:
-            slot.parameter.copy_(values)
+            slot.values.copy_(values)
         else:
-            slot.parameter.view(-1).index_put_((slot.indices,), values)
+            slot.values.view(-1).index_put_((slot.indices,), values)

@@ -7,6 +7,11 @@ alone; frozen entries are never written and stay bit-identical to the base. Para
 method trains get no gradient at all. By default each parameter is updated inside the backward
 pass as soon as its gradient is complete, so no full gradient buffer exists.
 
+Launched by `torchrun --nproc-per-node N`, the model is sharded over N processes with FSDP2
+(lota.distributed): each optimizer step's micro-batches are split among the processes, and
+masks, master entries and optimizer state are sharded as the parameters are. The run directory
+is the same as from one process, written by the first.
+
 Outputs, in one directory written atomically:
   weights.safetensors  fft: every parameter; lota: the sparse delta (lota.sparse_delta);
                        lora: the adapter (lota.lora)
@@ -22,8 +27,10 @@ import json
 import logging
 import math
 import random
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,13 +42,14 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from lota import distributed
 from lota.cli import arg, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.extract_mask import DEFAULT_SCOPE, load_mask
 from lota.io import WEIGHTS_FORMAT, TensorReader, atomic_path, checkpoint_files, read_jsonl, write_json
-from lota.lora import LoraSettings, add_lora, save_lora_adapter
+from lota.lora import LoraSettings, add_lora, lora_adapter_tensors, save_lora_adapter
 from lota.modeling import device, load_model, load_tokenizer, peak_memory_mb, reset_peak_memory, set_threads
-from lota.optim import ParameterUpdater, make_slots
+from lota.optim import ParameterUpdater, Slot, make_slots
 from lota.sparse_delta import save_sparse_delta
 
 log = logging.getLogger("lota.train")
@@ -181,6 +189,7 @@ def micro_batches(n_examples: int, batch_size: int, epochs: float, seed: int) ->
 
 # --- the model and its trainable entries -------------------------------------------------
 
+Example = tuple[list[int], list[int]]  # input ids, labels
 Chosen = list[tuple[str, torch.nn.Parameter, torch.Tensor | None]]
 
 
@@ -199,23 +208,25 @@ def load_for_training(args: TrainArgs, on: torch.device) -> torch.nn.Module:
     if args.method == "lora":
         model = add_lora(model, lora_settings(args))
     if args.compile:
-        compile_layers(model)
+        for layer in decoder_layers(model, "to compile"):
+            layer.compile()  # one compiled graph serves all layers of a model
+    if distributed.is_sharded():
+        distributed.shard_model(model, decoder_layers(model, "to shard"), on)
     model.train()
     return model
 
 
-def compile_layers(model: torch.nn.Module) -> None:
-    """torch.compile every decoder layer: one compiled graph serves all layers of a model."""
+def decoder_layers(model: torch.nn.Module, purpose: str) -> list[torch.nn.Module]:
     layer_classes = set(getattr(model, "_no_split_modules", None) or [])
     layers = [module for module in model.modules() if type(module).__name__ in layer_classes]
     if not layers:
-        raise UserError(f"{type(model).__name__} names no decoder layer class (_no_split_modules) to compile")
-    for layer in layers:
-        layer.compile()
+        raise UserError(f"{type(model).__name__} names no decoder layer class (_no_split_modules) {purpose}")
+    return layers
 
 
 def trainable_parameters(model: torch.nn.Module, method: str, mask_path: Path | None) -> Chosen:
-    """(name, parameter, trainable flat indices or None for all); others get requires_grad False."""
+    """(name, parameter, trainable flat indices of its local part, or None for all); others get
+    requires_grad False."""
     named = dict(model.named_parameters())
     if method == "fft":
         return [(name, p, None) for name, p in named.items()]
@@ -224,11 +235,12 @@ def trainable_parameters(model: torch.nn.Module, method: str, mask_path: Path | 
     masks = load_mask(mask_path, {name: p.shape for name, p in named.items()})
     chosen = []
     for name, parameter in named.items():
-        indices = masks[name].flatten().nonzero().squeeze(1) if name in masks else None
-        if indices is None or indices.numel() == 0:
+        if name not in masks or not masks[name].any():
             parameter.requires_grad_(False)
         else:
-            chosen.append((name, parameter, indices))
+            # A process's shard of a parameter may hold no trainable entry; it still takes part.
+            local_mask = distributed.shard_like(masks[name], parameter)
+            chosen.append((name, parameter, local_mask.flatten().nonzero().squeeze(1)))
     return chosen
 
 
@@ -252,24 +264,54 @@ def make_updater(model: torch.nn.Module, args: TrainArgs) -> ParameterUpdater:
 
 
 def updates_in_backward(args: TrainArgs) -> bool:
-    """In-backward updates need each gradient final on arrival and clipped on its own."""
-    return args.optimizer_in_backward and args.grad_accum == 1 and args.clip != "global"
+    """In-backward updates need each gradient final on arrival and clipped on its own, and an
+    unsharded model (FSDP2 sets sharded gradients after the backward pass)."""
+    return (
+        args.optimizer_in_backward and args.grad_accum == 1 and args.clip != "global" and not distributed.is_sharded()
+    )
 
 
 def save_weights(path: Path, args: TrainArgs, model: torch.nn.Module, updater: ParameterUpdater) -> None:
-    """fft: every parameter; lota: the sparse delta of the trained entries; lora: the adapter."""
+    """fft: every parameter; lota: the sparse delta of the trained entries; lora: the adapter.
+
+    Every process takes part (sharded tensors are gathered one at a time); the main one writes.
+    """
+    main = distributed.is_main()
     if args.method == "lora":
-        save_lora_adapter(path, model, lora_settings(args))
+        tensors = lora_adapter_tensors(model)
+        if main:
+            save_lora_adapter(path, tensors, lora_settings(args))
     elif args.method == "fft":
-        tensors = {slot.name: slot.master.detach().contiguous().cpu() for slot in updater.slots}
-        save_file(tensors, str(path), metadata={"format": WEIGHTS_FORMAT})
+        tensors = {}
+        for slot in updater.slots:
+            full = distributed.gather_full(slot.master.detach(), slot.parameter)
+            if main:
+                tensors[slot.name] = full.contiguous().cpu()
+        if main:
+            save_file(tensors, str(path), metadata={"format": WEIGHTS_FORMAT})
     else:
         delta = {}
         with TensorReader(checkpoint_files(args.model)) as base:
             for slot in updater.slots:
-                indices = slot.indices.cpu()
-                delta[slot.name] = (indices, slot.master.cpu() - base.get(slot.name).view(-1)[indices])
-        save_sparse_delta(path, delta, {slot.name: slot.parameter.shape for slot in updater.slots})
+                indices, values = gather_trained_entries(slot)
+                if main:
+                    delta[slot.name] = (indices, values - base.get(slot.name).view(-1)[indices])
+        if main:
+            save_sparse_delta(path, delta, {slot.name: slot.parameter.shape for slot in updater.slots})
+
+
+def gather_trained_entries(slot: Slot) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flat indices in the whole parameter, fp32 values) of a masked slot's trained entries."""
+    if not distributed.is_sharded():
+        return slot.indices.cpu(), slot.master.detach().cpu()
+    trained = torch.zeros(slot.values.numel(), dtype=torch.uint8, device=slot.master.device)
+    trained[slot.indices] = 1
+    values = torch.zeros(slot.values.numel(), dtype=torch.float32, device=slot.master.device)
+    values[slot.indices] = slot.master.detach()
+    trained = distributed.gather_full(trained.view(slot.values.shape), slot.parameter).view(-1).cpu()
+    values = distributed.gather_full(values.view(slot.values.shape), slot.parameter).view(-1).cpu()
+    indices = trained.nonzero().squeeze(1)
+    return indices, values[indices]
 
 
 # --- the loop ---------------------------------------------------------------------------
@@ -321,9 +363,9 @@ def train_step(
     trim_logits: bool,
 ) -> StepResult:
     """One optimizer step over the micro-batches `batches`."""
-    # Every micro-batch's loss is divided by the step's response tokens, so that accumulation
-    # gives the same mean as one large batch.
-    target_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+    # Every micro-batch's loss is divided by the step's response tokens (on every process), so
+    # that accumulation and sharding give the same mean as one large batch.
+    target_tokens = int(distributed.total(sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)))
     loss_sum, tokens = 0.0, 0
     for batch in batches:
         batch = {key: value.to(on) for key, value in batch.items()}
@@ -331,8 +373,10 @@ def train_step(
             loss = response_loss(model, batch, trim_logits)
         (loss / target_tokens).backward()
         loss_sum += loss.item()
-        tokens += int(batch["attention_mask"].sum())
+        # A process's stand-in example (no targets, see process_share) is not counted.
+        tokens += int(batch["attention_mask"][(batch["labels"] != IGNORE_INDEX).any(1)].sum())
     grad_norm = updater.step()
+    loss_sum, tokens = distributed.total(loss_sum), int(distributed.total(tokens))
     return StepResult(loss_sum / target_tokens, target_tokens, tokens, grad_norm)
 
 
@@ -343,6 +387,31 @@ def optimizer_steps(n_examples: int, args: TrainArgs) -> list[list[tuple[float, 
     return steps[: args.max_steps] if args.max_steps else steps
 
 
+def process_share(examples: Sequence[Example], chunk: list[int]) -> list[Example]:
+    """This process's examples of a micro-batch: every world_size-th one from its rank on.
+
+    A process left without any (a micro-batch smaller than the process count) still runs one
+    example with no target tokens, since every process takes part in each forward and backward.
+    """
+    share = [examples[i] for i in chunk[distributed.rank() :: distributed.world_size()]]
+    if share:
+        return share
+    ids, _ = examples[chunk[0]]
+    return [(ids, [IGNORE_INDEX] * len(ids))]
+
+
+@contextmanager
+def run_directory(out: Path) -> Iterator[Path]:
+    """The run directory, written atomically by the main process; the others write to scratch."""
+    if distributed.is_main():
+        with atomic_path(out) as tmp:
+            tmp.mkdir()
+            yield tmp
+    else:
+        with tempfile.TemporaryDirectory(prefix="lota-train-") as scratch:
+            yield Path(scratch)
+
+
 def learning_rate(step: int, args: TrainArgs) -> float:
     """Linear warm-up over `warmup_steps` (step counts from 1), then constant."""
     return args.lr * min(1.0, step / args.warmup_steps) if args.warmup_steps else args.lr
@@ -351,38 +420,42 @@ def learning_rate(step: int, args: TrainArgs) -> float:
 def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
     """Train as `args` say and write the run directory; return its summary and the trained model."""
     validate(args)
+    on = distributed.start(device().type)
+    if not distributed.is_main():
+        logging.getLogger("lota").setLevel(logging.WARNING)  # one process reports
     torch.manual_seed(args.seed)
     threads = set_threads(args.threads)
-    on = device()
     tokenizer = load_tokenizer(args.model, args.trust_remote_code)
     examples = tokenize_records(read_jsonl(args.data, "training data"), tokenizer, args.max_length, args.data)
     model = load_for_training(args, on)
     updater = make_updater(model, args)
     trim_logits = accepts_logits_to_keep(model)
     steps = optimizer_steps(len(examples), args)
+    trainable_count = int(distributed.total(updater.trainable_count))
     log.info(
-        "%s: %d examples, %d steps, %d trainable parameters, %s weights, updates %s, on %s (%d CPU threads)",
+        "%s: %d examples, %d steps, %d trainable parameters, %s weights, updates %s, on %d x %s (%d CPU threads each)",
         args.method,
         len(examples),
         len(steps),
-        updater.trainable_count,
+        trainable_count,
         args.weights,
         "in the backward pass" if updater.in_backward else "after the backward pass",
+        distributed.world_size(),
         on,
         threads,
     )
 
     reset_peak_memory(on)
-    with atomic_path(args.out) as tmp:
-        tmp.mkdir()
+    with run_directory(args.out) as tmp:
         started = time.perf_counter()
         total_tokens, last_loss = 0, None
+        progress = tqdm(steps, desc=f"train {args.method}", unit="step", disable=not distributed.is_main())
         with open(tmp / "log.jsonl", "w") as log_file:
-            for step, micro in enumerate(tqdm(steps, desc=f"train {args.method}", unit="step"), start=1):
+            for step, micro in enumerate(progress, start=1):
                 step_started = time.perf_counter()
                 lr = learning_rate(step, args)
                 updater.set_lr(lr)
-                batches = [collate([examples[i] for i in chunk], tokenizer.pad_token_id) for _, chunk in micro]
+                batches = [collate(process_share(examples, chunk), tokenizer.pad_token_id) for _, chunk in micro]
                 result = train_step(model, updater, batches, args.precision, on, trim_logits)
                 elapsed = time.perf_counter() - step_started
                 total_tokens += result.tokens
@@ -414,9 +487,9 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
         save_weights(tmp / "weights.safetensors", args, model, updater)
         summary = {
             "method": args.method,
-            "trainable_params": updater.trainable_count,
+            "trainable_params": trainable_count,
             "total_params": sum(p.numel() for p in model.parameters())
-            - (updater.trainable_count if args.method == "lora" else 0),
+            - (trainable_count if args.method == "lora" else 0),
             "examples": len(examples),
             "steps": len(steps),
             "tokens": total_tokens,
@@ -424,8 +497,9 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
             "train_wall_s": wall,
             "tokens_per_s": total_tokens / wall if wall else 0.0,
             "peak_memory_mb": peak_memory_mb(on),
-            "optimizer_state_bytes": updater.state_bytes(),
+            "optimizer_state_bytes": int(distributed.total(updater.state_bytes())),
             "updates_in_backward": updater.in_backward,
+            "processes": distributed.world_size(),
             "device": str(on),
             "cpu_threads": threads,
             "args": {
@@ -438,8 +512,14 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
 
 
 def run(args: TrainArgs) -> None:
-    """Fine-tune a causal LM densely (fft), through a sparse mask (lota), or with LoRA adapters (lora)."""
-    train(args)
+    """Fine-tune a causal LM densely (fft), through a sparse mask (lota), or with LoRA adapters (lora).
+
+    Under torchrun, the model is sharded over the processes it started (FSDP2).
+    """
+    try:
+        train(args)
+    finally:
+        distributed.stop()
 
 
 if __name__ == "__main__":

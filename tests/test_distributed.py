@@ -1,0 +1,85 @@
+"""Sharded training: torchrun with 2 processes (gloo, FSDP2) ends where one process does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lota.prepare_data import prepare_split
+from tests.conftest import write_records
+from tests.test_train import random_mask
+
+# 8 records in micro-batches of 3 over 1.125 epochs: 3, 3, 2, then 1, which leaves one of the
+# two processes without an example of its own.
+SETTINGS = ["--batch-size", "3", "--epochs", "1.125", "--lr", "1e-3", "--max-length", "128"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_model, gsm8k_dir, smol_tokenizer):
+    root = tmp_path_factory.mktemp("sharded")
+    records = prepare_split("gsm8k", "train", gsm8k_dir, smol_tokenizer, size=8, seed=0)
+    mask = root / "mask.safetensors"
+    random_mask(tiny_model, 0.7, mask)
+    return {"model": tiny_model, "data": write_records(root / "train.jsonl", records), "mask": mask}
+
+
+def train(inputs, out: Path, method: str, processes: int, *extra: str) -> Path:
+    launcher = [sys.executable, "-m", "lota.train"]
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+        launcher += ["-m", "lota.train"]
+    mask = ["--mask", str(inputs["mask"])] if method == "lota" else []
+    command = [*launcher, "--method", method, "--model", str(inputs["model"]), "--data", str(inputs["data"])]
+    command += [*mask, "--out", str(out), *SETTINGS, *extra]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def read_run(out: Path) -> tuple[dict[str, torch.Tensor], list[dict], dict]:
+    steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return load_file(out / "weights.safetensors"), steps, json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "atol"),
+    [
+        ("fft", ["--precision", "fp32"], 1e-6),
+        ("lota", ["--precision", "fp32"], 1e-6),
+        ("lora", ["--precision", "fp32"], 1e-6),
+        # bf16 weights: fp32 masters of each shard are read from the checkpoint; bf16 compute on
+        # different batch shapes rounds differently, so the tolerance is bf16's.
+        ("lota", ["--weights", "bf16"], 3e-3),
+    ],
+)
+def test_two_processes_end_with_the_weights_of_one(tmp_path, inputs, method, extra, atol):
+    single, single_steps, single_summary = read_run(train(inputs, tmp_path / "one", method, 1, *extra))
+    sharded, sharded_steps, sharded_summary = read_run(train(inputs, tmp_path / "two", method, 2, *extra))
+
+    assert sharded.keys() == single.keys()
+    for name, tensor in single.items():
+        assert sharded[name].dtype == tensor.dtype and sharded[name].shape == tensor.shape, name
+        if tensor.dtype.is_floating_point:
+            torch.testing.assert_close(sharded[name], tensor, atol=atol, rtol=0, msg=name)
+        else:  # a sparse delta's indices: the same entries were trained
+            assert torch.equal(sharded[name], tensor), name
+
+    assert [s["tokens"] for s in sharded_steps] == [s["tokens"] for s in single_steps]
+    losses = [s["loss"] for s in sharded_steps], [s["loss"] for s in single_steps]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-3)
+    assert sharded_summary["processes"] == 2 and not sharded_summary["updates_in_backward"]
+    for key in ("trainable_params", "total_params", "steps", "tokens"):
+        assert sharded_summary[key] == single_summary[key], key
+    # The optimizer state is split between the processes, not repeated on each: together they hold
+    # what one process does, plus a step counter per parameter of their own.
+    assert single_summary["optimizer_state_bytes"] < sharded_summary["optimizer_state_bytes"]
+    assert sharded_summary["optimizer_state_bytes"] < 1.02 * single_summary["optimizer_state_bytes"]
