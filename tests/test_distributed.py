@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from lota.prepare_data import prepare_split
-from tests.conftest import write_records
+from tests.conftest import refused_plan, snakemake, tiny_workdir, write_records
 from tests.test_train import random_mask
 
 # 8 records in micro-batches of 3 over 1.125 epochs: 3, 3, 2, then 1, which leaves one of the
@@ -83,3 +83,21 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path, inputs, method, ext
     # what one process does, plus a step counter per parameter of their own.
     assert single_summary["optimizer_state_bytes"] < sharded_summary["optimizer_state_bytes"]
     assert sharded_summary["optimizer_state_bytes"] < 1.02 * single_summary["optimizer_state_bytes"]
+
+
+def test_the_workflow_trains_under_torchrun_when_asked(tmp_path, tiny_model, gsm8k_dir):
+    workdir = tiny_workdir(tmp_path, tiny_model, gsm8k_dir)
+    sharded = {"resources": {"train": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "processes": 2}}}
+    one_gpu_each = {"resources": {"train": {"mem_mb": 4000, "runtime": 30, "gpu": 4}}}
+    for overrides, launcher in ((None, "python -m lota.train"), (one_gpu_each, "--nproc-per-node 4 -m lota.train")):
+        plan = snakemake(workdir, "-n", "-p", "work/runs/lota_gsm8k_s90/summary.json", overrides=overrides)
+        assert plan.returncode == 0, plan.stderr[-2000:]
+        assert plan.stdout.count(launcher) == 2  # the dense run and the LoTA run
+
+    done = snakemake(workdir, "--cores", "2", "work/runs/fft_gsm8k/summary.json", overrides=sharded)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "torch.distributed.run --standalone --nproc-per-node 2 -m lota.train" in done.stdout + done.stderr
+    assert json.loads((workdir / "work" / "runs" / "fft_gsm8k" / "summary.json").read_text())["processes"] == 2
+
+    refused = refused_plan(workdir, "all", overrides={"resources": {"generate": {"processes": 2}}})
+    assert "resources.generate" in refused

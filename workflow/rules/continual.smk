@@ -44,7 +44,7 @@ rule train_stage:
     conda:
         ENV
     shell:
-        "python -m lota.train --method {params.method} {params.mask} --model {input.model:q} --data {input.data:q}"
+        TRAIN + " --method {params.method} {params.mask} --model {input.model:q} --data {input.data:q}"
         " --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 

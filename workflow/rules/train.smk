@@ -24,7 +24,7 @@ rule train_dense:
     conda:
         ENV
     shell:
-        "python -m lota.train --method fft --model {input.model:q} --data {input.data:q}"
+        TRAIN + " --method fft --model {input.model:q} --data {input.data:q}"
         " --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 
@@ -90,7 +90,7 @@ rule train_lota:
     conda:
         ENV
     shell:
-        "python -m lota.train --method lota --mask {input.mask:q} --model {input.model:q}"
+        TRAIN + " --method lota --mask {input.mask:q} --model {input.model:q}"
         " --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 
@@ -114,5 +114,5 @@ rule train_lora:
     conda:
         ENV
     shell:
-        "python -m lota.train --method lora --model {input.model:q} --data {input.data:q}"
+        TRAIN + " --method lora --model {input.model:q} --data {input.data:q}"
         " --out {params.out:q} {params.options} > {log:q} 2>&1"
