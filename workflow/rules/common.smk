@@ -265,7 +265,7 @@ def train_command():
     return f"python -m torch.distributed.run --standalone --nproc-per-node {processes} -m lota.train"
 
 
-TRAIN = train_command()
+TRAIN_COMMAND = train_command()
 
 
 def threads_option(kind):

@@ -35,6 +35,7 @@ rule train_stage:
     benchmark:
         "benchmarks/cl/train/{seq}.tsv"
     params:
+        command=TRAIN_COMMAND,
         out=subpath(output.weights, parent=True),
         method=sequence_stage_method,
         mask=mask_option,
@@ -44,7 +45,7 @@ rule train_stage:
     conda:
         ENV
     shell:
-        TRAIN + " --method {params.method} {params.mask} --model {input.model:q} --data {input.data:q}"
+        "{params.command} --method {params.method} {params.mask} --model {input.model:q} --data {input.data:q}"
         " --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 

@@ -17,6 +17,7 @@ rule train_dense:
     benchmark:
         "benchmarks/train/{dense}_{task}.tsv"
     params:
+        command=TRAIN_COMMAND,
         out=subpath(output.weights, parent=True),
         options=lambda wc: train_options(wc.dense, wc.task),
     resources:
@@ -24,7 +25,7 @@ rule train_dense:
     conda:
         ENV
     shell:
-        TRAIN + " --method fft --model {input.model:q} --data {input.data:q}"
+        "{params.command} --method fft --model {input.model:q} --data {input.data:q}"
         " --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 
@@ -83,6 +84,7 @@ rule train_lota:
     benchmark:
         "benchmarks/train/lota_{task}_s{percent}.tsv"
     params:
+        command=TRAIN_COMMAND,
         out=subpath(output.weights, parent=True),
         options=lambda wc: train_options("lota", wc.task),
     resources:
@@ -90,7 +92,7 @@ rule train_lota:
     conda:
         ENV
     shell:
-        TRAIN + " --method lota --mask {input.mask:q} --model {input.model:q}"
+        "{params.command} --method lota --mask {input.mask:q} --model {input.model:q}"
         " --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 
@@ -107,6 +109,7 @@ rule train_lora:
     benchmark:
         "benchmarks/train/{lora_run}.tsv"
     params:
+        command=TRAIN_COMMAND,
         out=subpath(output.weights, parent=True),
         options=lora_options,
     resources:
@@ -114,5 +117,5 @@ rule train_lora:
     conda:
         ENV
     shell:
-        TRAIN + " --method lora --model {input.model:q} --data {input.data:q}"
+        "{params.command} --method lora --model {input.model:q} --data {input.data:q}"
         " --out {params.out:q} {params.options} > {log:q} 2>&1"
