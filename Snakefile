@@ -21,6 +21,15 @@ include: "workflow/rules/harness.smk"
 include: "workflow/rules/report.smk"
 
 
+# Seconds of work on small files: on a cluster they run on the submitting host, not as jobs.
+localrules:
+    evaluate,
+    evaluate_sequence,
+    evaluate_merge,
+    lmeval_tasks,
+    report,
+
+
 rule all:
     input:
         "results/base_gsm8k.json",

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.conftest import REPO, SHARED_DATA, plan_preset, planned_jobs, refused_plan, snakemake, tiny_workdir
+from tests.conftest import SHARED_DATA, plan_preset, planned_jobs, refused_plan, snakemake, tiny_workdir
 
 
 @pytest.fixture(scope="module")
