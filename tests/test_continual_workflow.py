@@ -32,6 +32,7 @@ def delta_entries(path):
     }
 
 
+@pytest.mark.slow  # about 4 minutes; .ci/run runs it with the slow tests
 def test_every_method_runs_the_sequence_and_lotto_keeps_the_deltas_disjoint(workdir):
     done = snakemake(workdir, "--cores", "2", "continual")
     assert done.returncode == 0, done.stderr[-3000:]

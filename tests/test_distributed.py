@@ -55,10 +55,10 @@ def read_run(out: Path) -> tuple[dict[str, torch.Tensor], list[dict], dict]:
     [
         ("fft", ["--precision", "fp32"], 1e-6),
         ("lota", ["--precision", "fp32"], 1e-6),
-        ("lora", ["--precision", "fp32"], 1e-6),
+        pytest.param("lora", ["--precision", "fp32"], 1e-6, marks=pytest.mark.slow),
         # bf16 weights: fp32 masters of each shard are read from the checkpoint; bf16 compute on
         # different batch shapes rounds differently, so the tolerance is bf16's.
-        ("lota", ["--weights", "bf16"], 3e-3),
+        pytest.param("lota", ["--weights", "bf16"], 3e-3, marks=pytest.mark.slow),
     ],
 )
 def test_two_processes_end_with_the_weights_of_one(tmp_path, inputs, method, extra, atol):
@@ -85,19 +85,29 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path, inputs, method, ext
     assert sharded_summary["optimizer_state_bytes"] < 1.02 * single_summary["optimizer_state_bytes"]
 
 
-def test_the_workflow_trains_under_torchrun_when_asked(tmp_path, tiny_model, gsm8k_dir):
+SHARDED = {"resources": {"train": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "processes": 2}}}
+
+
+def test_the_train_rules_run_torchrun_for_several_gpus_or_processes(tmp_path, tiny_model, gsm8k_dir):
     workdir = tiny_workdir(tmp_path, tiny_model, gsm8k_dir)
-    sharded = {"resources": {"train": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "processes": 2}}}
-    one_gpu_each = {"resources": {"train": {"mem_mb": 4000, "runtime": 30, "gpu": 4}}}
-    for overrides, launcher in ((None, "python -m lota.train"), (one_gpu_each, "--nproc-per-node 4 -m lota.train")):
+    four_gpus = {"resources": {"train": {"mem_mb": 4000, "runtime": 30, "gpu": 4}}}
+    for overrides, launcher in (
+        (None, "python -m lota.train"),
+        (four_gpus, "--nproc-per-node 4 -m lota.train"),
+        (SHARDED, "--nproc-per-node 2 -m lota.train"),
+    ):
         plan = snakemake(workdir, "-n", "-p", "work/runs/lota_gsm8k_s90/summary.json", overrides=overrides)
         assert plan.returncode == 0, plan.stderr[-2000:]
         assert plan.stdout.count(launcher) == 2  # the dense run and the LoTA run
 
-    done = snakemake(workdir, "--cores", "2", "work/runs/fft_gsm8k/summary.json", overrides=sharded)
+    refused = refused_plan(workdir, "all", overrides={"resources": {"generate": {"processes": 2}}})
+    assert "resources.generate" in refused
+
+
+@pytest.mark.slow
+def test_the_workflow_trains_under_torchrun(tmp_path, tiny_model, gsm8k_dir):
+    workdir = tiny_workdir(tmp_path, tiny_model, gsm8k_dir)
+    done = snakemake(workdir, "--cores", "2", "work/runs/fft_gsm8k/summary.json", overrides=SHARDED)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "torch.distributed.run --standalone --nproc-per-node 2 -m lota.train" in done.stdout + done.stderr
     assert json.loads((workdir / "work" / "runs" / "fft_gsm8k" / "summary.json").read_text())["processes"] == 2
-
-    refused = refused_plan(workdir, "all", overrides={"resources": {"generate": {"processes": 2}}})
-    assert "resources.generate" in refused
