@@ -1,8 +1,15 @@
 # lota: the LoTA pipeline. Rules live in workflow/rules/, one file per stage family; each calls
 # `python -m lota.<stage>`. Run e.g. `snakemake --cores 1 results/lota_gsm8k_s90.json`.
+import shlex
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# Every job imports this checkout's lota, whatever --directory it runs in, and also in conda
+# environments, which Snakemake starts without PYTHONPATH: the prefix runs inside the job.
+# (Snakemake formats the prefix too, hence the doubled braces.)
+shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 
 configfile: "config.yaml"

@@ -16,7 +16,9 @@ same code either way. The backend is NCCL on GPUs and gloo on CPUs.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -30,6 +32,13 @@ from lota.errors import UserError
 def launched_processes() -> int:
     """How many processes torchrun started for this job (1 without torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def relaunch_under_torchrun(processes: int, module: str) -> NoReturn:
+    """Replace this process by torchrun running `module`, with the same arguments, in `processes`
+    processes on this machine."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    os.execv(sys.executable, [*launcher, "-m", module, *sys.argv[1:]])
 
 
 def start(device_type: str) -> torch.device:

@@ -74,8 +74,8 @@ def make_slots(
     for name, parameter, indices in chosen:
         values = local_part(parameter)
         if indices is None and parameter.dtype == torch.float32:
-            # The parameter is its own master; a shard is a leaf view of the parameter's storage.
-            master = values if is_sharded() else parameter
+            # The parameter (or its shard, a leaf view of the parameter's storage) is its own master.
+            master = values
         else:
             source = values.detach() if parameter.dtype == torch.float32 else shard_like(fp32_values(name), parameter)
             source = source.to(values.device, torch.float32)

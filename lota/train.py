@@ -97,6 +97,7 @@ class TrainArgs:
         True, "update each parameter as soon as its gradient is complete (not with grad_accum > 1 or clip global)"
     )
     seed: int = arg(0, "seed of the data order and of any randomness in the model")
+    processes: int = arg(1, "processes sharing the model (FSDP2); above 1, the stage restarts itself under torchrun")
     threads: int = threads_arg()
     trust_remote_code: bool = trust_remote_code_arg()
 
@@ -107,7 +108,14 @@ def validate(args: TrainArgs) -> None:
         raise UserError("lr must be > 0")
     check_range("weight_decay", args.weight_decay, 0.0, 1.0)
     check_range("max_grad_norm", args.max_grad_norm, 1e-12, math.inf)
-    for name, low in (("batch_size", 1), ("grad_accum", 1), ("max_length", 2), ("max_steps", 0), ("warmup_steps", 0)):
+    for name, low in (
+        ("batch_size", 1),
+        ("grad_accum", 1),
+        ("max_length", 2),
+        ("max_steps", 0),
+        ("warmup_steps", 0),
+        ("processes", 1),
+    ):
         if getattr(args, name) < low:
             raise UserError(f"{name} must be >= {low}, got {getattr(args, name)}")
     if not args.epochs > 0 or math.isinf(args.epochs):
@@ -420,6 +428,8 @@ def learning_rate(step: int, args: TrainArgs) -> float:
 def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
     """Train as `args` say and write the run directory; return its summary and the trained model."""
     validate(args)
+    if args.processes not in (1, distributed.launched_processes()):
+        raise UserError(f"--processes {args.processes}, but torchrun started {distributed.launched_processes()}")
     on = distributed.start(device().type)
     if not distributed.is_main():
         logging.getLogger("lota").setLevel(logging.WARNING)  # one process reports
@@ -514,8 +524,11 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
 def run(args: TrainArgs) -> None:
     """Fine-tune a causal LM densely (fft), through a sparse mask (lota), or with LoRA adapters (lora).
 
-    Under torchrun, the model is sharded over the processes it started (FSDP2).
+    With --processes N (or under torchrun), the model is sharded over N processes (FSDP2).
     """
+    if args.processes > 1 and distributed.launched_processes() == 1:
+        validate(args)  # bad input is reported once, before any process starts
+        distributed.relaunch_under_torchrun(args.processes, "lota.train")
     try:
         train(args)
     finally:

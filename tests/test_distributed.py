@@ -1,4 +1,4 @@
-"""Sharded training: torchrun with 2 processes (gloo, FSDP2) ends where one process does."""
+"""Sharded training: torchrun with several processes (gloo, FSDP2) ends where one process does."""
 
 from __future__ import annotations
 
@@ -31,13 +31,11 @@ def inputs(tmp_path_factory, tiny_model, gsm8k_dir, smol_tokenizer):
 
 
 def train(inputs, out: Path, method: str, processes: int, *extra: str) -> Path:
-    launcher = [sys.executable, "-m", "lota.train"]
-    if processes > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-        launcher += ["-m", "lota.train"]
+    """A run of `python -m lota.train --processes N`, which restarts itself under torchrun for N > 1."""
     mask = ["--mask", str(inputs["mask"])] if method == "lota" else []
-    command = [*launcher, "--method", method, "--model", str(inputs["model"]), "--data", str(inputs["data"])]
-    command += [*mask, "--out", str(out), *SETTINGS, *extra]
+    command = [sys.executable, "-m", "lota.train", "--processes", str(processes), "--method", method]
+    command += ["--model", str(inputs["model"]), "--data", str(inputs["data"]), *mask, "--out", str(out)]
+    command += [*SETTINGS, *extra]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"}
     )
@@ -51,19 +49,23 @@ def read_run(out: Path) -> tuple[dict[str, torch.Tensor], list[dict], dict]:
 
 
 @pytest.mark.parametrize(
-    ("method", "extra", "atol"),
+    ("method", "processes", "extra", "atol"),
     [
-        ("fft", ["--precision", "fp32"], 1e-6),
-        ("lota", ["--precision", "fp32"], 1e-6),
-        pytest.param("lora", ["--precision", "fp32"], 1e-6, marks=pytest.mark.slow),
+        ("fft", 2, ["--precision", "fp32"], 1e-6),
+        ("lota", 2, ["--precision", "fp32"], 1e-6),
+        pytest.param("lora", 2, ["--precision", "fp32"], 1e-6, marks=pytest.mark.slow),
         # bf16 weights: fp32 masters of each shard are read from the checkpoint; bf16 compute on
         # different batch shapes rounds differently, so the tolerance is bf16's.
-        pytest.param("lota", ["--weights", "bf16"], 3e-3, marks=pytest.mark.slow),
+        pytest.param("lota", 2, ["--weights", "bf16"], 3e-3, marks=pytest.mark.slow),
+        # 3 processes: uneven shards (16 rows), global clipping, and accumulation over 2 micro-batches.
+        pytest.param(
+            "lota", 3, ["--precision", "fp32", "--clip", "global", "--grad-accum", "2"], 1e-6, marks=pytest.mark.slow
+        ),
     ],
 )
-def test_two_processes_end_with_the_weights_of_one(tmp_path, inputs, method, extra, atol):
+def test_several_processes_end_with_the_weights_of_one(tmp_path, inputs, method, processes, extra, atol):
     single, single_steps, single_summary = read_run(train(inputs, tmp_path / "one", method, 1, *extra))
-    sharded, sharded_steps, sharded_summary = read_run(train(inputs, tmp_path / "two", method, 2, *extra))
+    sharded, sharded_steps, sharded_summary = read_run(train(inputs, tmp_path / "many", method, processes, *extra))
 
     assert sharded.keys() == single.keys()
     for name, tensor in single.items():
@@ -76,7 +78,7 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path, inputs, method, ext
     assert [s["tokens"] for s in sharded_steps] == [s["tokens"] for s in single_steps]
     losses = [s["loss"] for s in sharded_steps], [s["loss"] for s in single_steps]
     assert losses[0] == pytest.approx(losses[1], abs=1e-3)
-    assert sharded_summary["processes"] == 2 and not sharded_summary["updates_in_backward"]
+    assert sharded_summary["processes"] == processes and not sharded_summary["updates_in_backward"]
     for key in ("trainable_params", "total_params", "steps", "tokens"):
         assert sharded_summary[key] == single_summary[key], key
     # The optimizer state is split between the processes, not repeated on each: together they hold
@@ -88,17 +90,14 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path, inputs, method, ext
 SHARDED = {"resources": {"train": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "processes": 2}}}
 
 
-def test_the_train_rules_run_torchrun_for_several_gpus_or_processes(tmp_path, tiny_model, gsm8k_dir):
+def test_the_train_rules_ask_for_a_process_per_gpu_or_as_configured(tmp_path, tiny_model, gsm8k_dir):
     workdir = tiny_workdir(tmp_path, tiny_model, gsm8k_dir)
     four_gpus = {"resources": {"train": {"mem_mb": 4000, "runtime": 30, "gpu": 4}}}
-    for overrides, launcher in (
-        (None, "python -m lota.train"),
-        (four_gpus, "--nproc-per-node 4 -m lota.train"),
-        (SHARDED, "--nproc-per-node 2 -m lota.train"),
-    ):
+    for overrides, processes in ((None, 1), (four_gpus, 4), (SHARDED, 2)):
         plan = snakemake(workdir, "-n", "-p", "work/runs/lota_gsm8k_s90/summary.json", overrides=overrides)
         assert plan.returncode == 0, plan.stderr[-2000:]
-        assert plan.stdout.count(launcher) == 2  # the dense run and the LoTA run
+        # the dense run and the LoTA run
+        assert plan.stdout.count(f"python -m lota.train --processes {processes} --method") == 2
 
     refused = refused_plan(workdir, "all", overrides={"resources": {"generate": {"processes": 2}}})
     assert "resources.generate" in refused
@@ -109,5 +108,7 @@ def test_the_workflow_trains_under_torchrun(tmp_path, tiny_model, gsm8k_dir):
     workdir = tiny_workdir(tmp_path, tiny_model, gsm8k_dir)
     done = snakemake(workdir, "--cores", "2", "work/runs/fft_gsm8k/summary.json", overrides=SHARDED)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "torch.distributed.run --standalone --nproc-per-node 2 -m lota.train" in done.stdout + done.stderr
     assert json.loads((workdir / "work" / "runs" / "fft_gsm8k" / "summary.json").read_text())["processes"] == 2
+    # The process count is a resource, not a parameter: with one process the run is up to date.
+    plan = snakemake(workdir, "-n", "work/runs/fft_gsm8k/summary.json")
+    assert plan.returncode == 0 and "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-2000:]

@@ -192,7 +192,7 @@ def test_the_slurm_profile_runs_the_dag_like_a_local_run(slurm_cluster, tiny_mod
 
 
 def _jobs() -> list[dict]:
-    """This cluster's jobs (still listed: MinJobAge is 600 s) with partition, account and rule."""
+    """This cluster's jobs (still listed: MinJobAge is an hour) with partition, account and rule."""
     listing = subprocess.run(
         ["timeout", "30", "squeue", "--states=all", "--noheader", "--format=%i|%P|%a|%T|%k"],
         capture_output=True,

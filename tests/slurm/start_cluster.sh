@@ -29,6 +29,7 @@ SYSTEM_CONF=/etc/slurm/slurm.conf
 MIN_CPUS=${LOTA_SLURM_MIN_CPUS:-8}
 PORT=${LOTA_SLURM_PORT:-6817}
 TIMEOUT=${LOTA_SLURM_TIMEOUT:-60}
+MARKER="# Written by tests/slurm/start_cluster.sh"
 export SLURM_CONF=$CONF
 
 die() {
@@ -44,7 +45,8 @@ stop_pid() { # pid file, name
     local pid
     [ -s "$1" ] || return 0
     pid=$(cat "$1")
-    if kill -0 "$pid" 2>/dev/null; then
+    # A pid file from before a restart may name another program's process now.
+    if kill -0 "$pid" 2>/dev/null && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]; then
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do
             kill -0 "$pid" 2>/dev/null || break
@@ -95,7 +97,7 @@ write_conf() {
     [ -n "$cpus" ] && [ -n "$memory" ] || die "slurmd -C gave no CPUs= or RealMemory=: '$hw'"
     [ "$cpus" -ge "$MIN_CPUS" ] || cpus=$MIN_CPUS
     cat >"$CONF.tmp" <<EOF
-# Written by tests/slurm/start_cluster.sh: a single-node test cluster on localhost.
+$MARKER: a single-node test cluster on localhost.
 ClusterName=lota
 SlurmctldHost=localhost
 SlurmUser=root
@@ -124,7 +126,7 @@ ReturnToService=2
 # The node's CPUs and memory are the ones below, not what slurmd finds.
 SlurmdParameters=config_overrides
 # squeue is the status command: finished jobs stay listed for MinJobAge seconds.
-MinJobAge=600
+MinJobAge=3600
 SlurmdTimeout=60
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
 # The partition names of profiles/slurm's placeholders, both on the one node.
@@ -168,6 +170,16 @@ start() {
     for binary in slurmctld slurmd sinfo munged munge; do
         command -v "$binary" >/dev/null || die "$binary not found: apt-get install -y slurm-wlm munge"
     done
+    # A link left by a run of this script that was killed before its stop (the config gone, or
+    # its slurmctld) is replaced; any other config is not touched.
+    if [ -L "$SYSTEM_CONF" ] && ! ours; then
+        local previous
+        previous=$(readlink "$SYSTEM_CONF")
+        if [ ! -e "$previous" ] || { head -n 1 "$previous" | grep -q "^$MARKER" &&
+            ! pid_alive "$(dirname "$previous")/slurmctld.pid"; }; then
+            rm -f "$SYSTEM_CONF"
+        fi
+    fi
     if [ -e "$SYSTEM_CONF" ] || [ -L "$SYSTEM_CONF" ]; then
         ours || die "$SYSTEM_CONF exists and is not a symlink to $CONF: this machine has another SLURM config (stop that cluster first)"
     fi

@@ -251,21 +251,16 @@ def trust_option():
 
 
 def resources(kind):
-    """The scheduler resources of a job kind (its CPU threads go to the stage as --threads, and
-    a training job's process count to torchrun)."""
-    return {key: value for key, value in config["resources"][kind].items() if key not in ("threads", "processes")}
+    """The scheduler resources of a job kind (its CPU threads go to the stage as --threads).
 
-
-def train_command():
-    """The train stage's command: one process, or torchrun sharding the model over several (FSDP2)."""
-    settings = config["resources"]["train"]
-    processes = settings.get("processes", 0) or max(settings["gpu"], 1)
-    if processes == 1:
-        return "python -m lota.train"
-    return f"python -m torch.distributed.run --standalone --nproc-per-node {processes} -m lota.train"
-
-
-TRAIN_COMMAND = train_command()
+    A training job's process count (--processes: torchrun, FSDP2) is a resource, not a
+    parameter, so that training on more or fewer GPUs leaves finished runs up to date.
+    """
+    settings = config["resources"][kind]
+    scheduled = {key: value for key, value in settings.items() if key not in ("threads", "processes")}
+    if kind == "train":
+        scheduled["processes"] = settings.get("processes", 0) or max(settings["gpu"], 1)
+    return scheduled
 
 
 def threads_option(kind):

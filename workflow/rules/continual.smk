@@ -35,7 +35,6 @@ rule train_stage:
     benchmark:
         "benchmarks/cl/train/{seq}.tsv"
     params:
-        command=TRAIN_COMMAND,
         out=subpath(output.weights, parent=True),
         method=sequence_stage_method,
         mask=mask_option,
@@ -45,8 +44,8 @@ rule train_stage:
     conda:
         ENV
     shell:
-        "{params.command} --method {params.method} {params.mask} --model {input.model:q} --data {input.data:q}"
-        " --out {params.out:q} {params.options} > {log:q} 2>&1"
+        "python -m lota.train --processes {resources.processes} --method {params.method} {params.mask}"
+        " --model {input.model:q} --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 
 use rule train_stage as calibrate_stage with:

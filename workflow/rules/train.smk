@@ -17,7 +17,6 @@ rule train_dense:
     benchmark:
         "benchmarks/train/{dense}_{task}.tsv"
     params:
-        command=TRAIN_COMMAND,
         out=subpath(output.weights, parent=True),
         options=lambda wc: train_options(wc.dense, wc.task),
     resources:
@@ -25,8 +24,8 @@ rule train_dense:
     conda:
         ENV
     shell:
-        "{params.command} --method fft --model {input.model:q} --data {input.data:q}"
-        " --out {params.out:q} {params.options} > {log:q} 2>&1"
+        "python -m lota.train --processes {resources.processes} --method fft --model {input.model:q}"
+        " --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 
 rule task_vector:
@@ -84,7 +83,6 @@ rule train_lota:
     benchmark:
         "benchmarks/train/lota_{task}_s{percent}.tsv"
     params:
-        command=TRAIN_COMMAND,
         out=subpath(output.weights, parent=True),
         options=lambda wc: train_options("lota", wc.task),
     resources:
@@ -92,8 +90,8 @@ rule train_lota:
     conda:
         ENV
     shell:
-        "{params.command} --method lota --mask {input.mask:q} --model {input.model:q}"
-        " --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
+        "python -m lota.train --processes {resources.processes} --method lota --mask {input.mask:q}"
+        " --model {input.model:q} --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 
 rule train_lora:
@@ -109,7 +107,6 @@ rule train_lora:
     benchmark:
         "benchmarks/train/{lora_run}.tsv"
     params:
-        command=TRAIN_COMMAND,
         out=subpath(output.weights, parent=True),
         options=lora_options,
     resources:
@@ -117,5 +114,5 @@ rule train_lora:
     conda:
         ENV
     shell:
-        "{params.command} --method lora --model {input.model:q} --data {input.data:q}"
-        " --out {params.out:q} {params.options} > {log:q} 2>&1"
+        "python -m lota.train --processes {resources.processes} --method lora --model {input.model:q}"
+        " --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
