@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, planned_jobs
+from tests.conftest import REPO, planned_jobs, tiny_workdir
 
 SCRIPT = REPO / "tests" / "slurm" / "start_cluster.sh"
 PROFILE = REPO / "profiles" / "slurm"
@@ -45,6 +44,12 @@ OUTPUTS = [
 MEASURED = {"wall_s", "max_rss_mb", "train_wall_s", "tokens_per_s", "step_s", "peak_memory_mb"}
 # SLURM runs: a hung status poll or a job the cluster cannot place must fail the test, not hang it.
 RUN_TIMEOUT = 900
+# Small enough for any test machine's node; gpu 0: no --gpus request.
+SMALL_RESOURCES = {
+    "light": {"mem_mb": 1000, "runtime": 10, "gpu": 0},
+    "train": {"mem_mb": 2000, "runtime": 30, "gpu": 0, "threads": 0},
+    "generate": {"mem_mb": 2000, "runtime": 30, "gpu": 0, "threads": 0},
+}
 
 
 @pytest.fixture(scope="module")
@@ -91,26 +96,10 @@ def _alive(pid):
     return True
 
 
-def _workdir(root: Path, tiny_model: Path) -> Path:
+def _workdir(root: Path, tiny_model: Path, gsm8k_dir: Path) -> Path:
     """A workflow folder on the tiny model; the data comes from $LOTA_DATA_DIR (data_dir: null),
     so that the SLURM jobs only find it if the submitting environment reaches them."""
-    root.mkdir()
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["base_model"]["source"] = str(tiny_model)
-    config["data_dir"] = None
-    config["tasks"] = {"gsm8k": {"train_size": 8, "eval_size": 4, "max_length": 256, "max_new_tokens": 8}}
-    for method in ("fft", "lota", "lora"):
-        config["train"][method]["batch_size"] = 4
-    config["generate"]["batch_size"] = 4
-    config["sweep"] = {"tasks": []}
-    # Small enough for any test machine's node; gpu 0: no --gpus request.
-    config["resources"] = {
-        "light": {"mem_mb": 1000, "runtime": 10, "gpu": 0},
-        "train": {"mem_mb": 2000, "runtime": 30, "gpu": 0, "threads": 0},
-        "generate": {"mem_mb": 2000, "runtime": 30, "gpu": 0, "threads": 0},
-    }
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    return root
+    return tiny_workdir(root, tiny_model, gsm8k_dir, data_dir=None, resources=SMALL_RESOURCES)
 
 
 def _run(workdir: Path, *arguments, env) -> tuple[subprocess.CompletedProcess, float]:
@@ -157,7 +146,8 @@ def test_the_slurm_profile_runs_the_dag_like_a_local_run(slurm_cluster, tiny_mod
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "LOTA_DATA_DIR": str(gsm8k_dir),
     }
-    local, cluster = _workdir(tmp_path / "local", tiny_model), _workdir(tmp_path / "slurm", tiny_model)
+    local = _workdir(tmp_path / "local", tiny_model, gsm8k_dir)
+    cluster = _workdir(tmp_path / "slurm", tiny_model, gsm8k_dir)
 
     done, local_s = _run(local, "--cores", "2", env=env)
     assert done.returncode == 0, done.stderr[-3000:]

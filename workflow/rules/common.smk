@@ -608,7 +608,11 @@ def lmeval_dataset_files(wildcards):
     """The local files the offline lm-eval tasks may read, so that changing them rebuilds the tasks."""
     if DATA_DIR is None:
         raise WorkflowError("offline lm-eval tasks need a local data folder (config data_dir or $LOTA_DATA_DIR)")
-    files = [os.path.join(DATA_DIR, dataset.folder, name) for dataset in LOCAL_DATASETS.values() for name in dataset.files.values()]
+    files = [
+        os.path.join(DATA_DIR, dataset.folder, name)
+        for dataset in LOCAL_DATASETS.values()
+        for name in dataset.files.values()
+    ]
     return sorted(file for file in files if os.path.isfile(file))
 
 
