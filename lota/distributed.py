@@ -125,6 +125,12 @@ def whole(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
+def barrier() -> None:
+    """Wait until every process gets here (collective)."""
+    if is_sharded():
+        dist.barrier()
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """`tensor` summed over the processes, in place (collective)."""
     if is_sharded():

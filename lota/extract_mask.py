@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors.torch import save_file
 
 from lota.cli import arg, check_range, existing_file, run_main
 from lota.errors import UserError
-from lota.io import MASK_FORMAT, TASK_VECTOR_FORMAT, TensorReader, atomic_path
+from lota.io import MASK_FORMAT, TASK_VECTOR_FORMAT, TensorReader, save_tensors
 
 log = logging.getLogger("lota.extract_mask")
 
@@ -148,8 +147,7 @@ def save_mask(path: Path, masks: Mapping[str, torch.Tensor], info: Mapping[str, 
         "shapes": json.dumps({name: list(m.shape) for name, m in masks.items()}),
         **{key: json.dumps(value) for key, value in info.items()},
     }
-    with atomic_path(path) as tmp:
-        save_file({name: pack_bits(m) for name, m in masks.items()}, str(tmp), metadata=metadata)
+    save_tensors(path, {name: pack_bits(m) for name, m in masks.items()}, metadata)
 
 
 def load_mask(

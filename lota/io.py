@@ -192,6 +192,19 @@ class TensorReader(contextlib.AbstractContextManager):
         self._stack.close()
 
 
+def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+    """Write a safetensors file atomically, the same bytes for the same tensors and metadata.
+
+    safetensors' own writer puts the metadata in a random order, so equal runs would differ.
+    """
+    layout = {name: (tensors[name].dtype, tuple(tensors[name].shape)) for name in sorted(tensors)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        stream = SafetensorsStream(file, layout, dict(sorted(metadata.items())))
+        for name in layout:
+            stream.write(name, tensors[name])
+        stream.close()
+
+
 class SafetensorsStream:
     """Write a safetensors file one tensor at a time, so a whole model is never held in memory.
 

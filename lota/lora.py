@@ -13,11 +13,10 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-from safetensors.torch import save_file
 
 from lota.distributed import whole
 from lota.errors import UserError
-from lota.io import LORA_ADAPTER_FORMAT, TensorReader, atomic_path
+from lota.io import LORA_ADAPTER_FORMAT, TensorReader, save_tensors
 
 
 @dataclass(frozen=True)
@@ -62,8 +61,7 @@ def lora_adapter_tensors(model: PeftModel) -> dict[str, torch.Tensor]:
 
 def save_lora_adapter(path: Path, tensors: dict[str, torch.Tensor], settings: LoraSettings) -> None:
     metadata = {"format": LORA_ADAPTER_FORMAT, "lora": json.dumps(asdict(settings))}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    save_tensors(path, tensors, metadata)
 
 
 def is_lora_adapter(reader: TensorReader) -> bool:

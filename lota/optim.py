@@ -198,10 +198,16 @@ class ParameterUpdater:
         slot.master.grad = grad
         slot.optimizer.step()
         slot.master.grad = None
-        if slot.master.is_set_to(slot.values):
-            return
-        values = slot.master.to(slot.values.dtype)
-        if slot.indices is None:
-            slot.values.copy_(values)
-        else:
-            slot.values.view(-1).index_put_((slot.indices,), values)
+        write_back(slot)
+
+
+@torch.no_grad()
+def write_back(slot: Slot) -> None:
+    """Write the slot's master entries into its parameter, at the trainable entries only."""
+    if slot.master.is_set_to(slot.values):
+        return
+    values = slot.master.to(slot.values.dtype)
+    if slot.indices is None:
+        slot.values.copy_(values)
+    else:
+        slot.values.view(-1).index_put_((slot.indices,), values)

@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from lota.errors import UserError
-from lota.io import SPARSE_DELTA_FORMAT, TensorReader, atomic_path
+from lota.io import SPARSE_DELTA_FORMAT, TensorReader, save_tensors
 
 SparseDelta = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -33,8 +32,7 @@ def save_sparse_delta(
         tensors[f"{name}.indices"] = indices.to(index_dtype(shapes[name].numel())).contiguous()
         tensors[f"{name}.values"] = values.float().contiguous()
     metadata = {"format": SPARSE_DELTA_FORMAT, "shapes": json.dumps({n: list(shapes[n]) for n in delta})}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    save_tensors(path, tensors, metadata)
 
 
 def is_sparse_delta(reader: TensorReader) -> bool:

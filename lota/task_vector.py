@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from lota.cli import arg, existing_file, run_main
 from lota.errors import UserError
-from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, atomic_path, checkpoint_files
+from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, checkpoint_files, save_tensors
 from lota.sparse_delta import apply_sparse_delta, is_sparse_delta, read_sparse_delta
 
 log = logging.getLogger("lota.task_vector")
@@ -64,8 +63,7 @@ def run(args: TaskVectorArgs) -> None:
         else:
             finetuned.require_format(WEIGHTS_FORMAT, args.finetuned, "run's weights file (dense or sparse delta)")
             deltas = task_vector(base, finetuned)
-    with atomic_path(args.out) as tmp:
-        save_file(deltas, str(tmp), metadata={"format": TASK_VECTOR_FORMAT})
+    save_tensors(args.out, deltas, {"format": TASK_VECTOR_FORMAT})
     log.info("wrote %d deltas -> %s", len(deltas), args.out)
 
 

@@ -17,6 +17,10 @@ Outputs, in one directory written atomically:
                        lora: the adapter (lota.lora)
   log.jsonl            one line per optimizer step: loss, lr, grad norm, tokens/s, peak memory
   summary.json         arguments, trainable parameter count, steps, tokens, wall time, memory
+
+With --checkpoint-every N, a checkpoint is saved every N steps beside the run directory
+(<out>.checkpoint, lota.checkpoint); a rerun of a killed run resumes from it and ends
+bit-identical to an uninterrupted run. It is deleted when the run completes.
 """
 
 from __future__ import annotations
@@ -38,15 +42,14 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
-from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from lota import distributed
+from lota import checkpoint, distributed
 from lota.cli import arg, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.extract_mask import DEFAULT_SCOPE, load_mask
-from lota.io import WEIGHTS_FORMAT, TensorReader, atomic_path, checkpoint_files, read_jsonl, write_json
+from lota.io import WEIGHTS_FORMAT, TensorReader, atomic_path, checkpoint_files, read_jsonl, save_tensors, write_json
 from lota.lora import LoraSettings, add_lora, lora_adapter_tensors, save_lora_adapter
 from lota.modeling import device, load_model, load_tokenizer, peak_memory_mb, reset_peak_memory, set_threads
 from lota.optim import ParameterUpdater, Slot, make_slots
@@ -98,6 +101,8 @@ class TrainArgs:
     )
     seed: int = arg(0, "seed of the data order and of any randomness in the model")
     processes: int = arg(1, "processes sharing the model (FSDP2); above 1, the stage restarts itself under torchrun")
+    checkpoint_every: int = arg(0, "save a checkpoint every N optimizer steps, which a rerun resumes from (0: none)")
+    checkpoint_dir: Path | None = arg(None, "where the checkpoint goes (default: <out>.checkpoint beside the run)")
     threads: int = threads_arg()
     trust_remote_code: bool = trust_remote_code_arg()
 
@@ -115,6 +120,7 @@ def validate(args: TrainArgs) -> None:
         ("max_steps", 0),
         ("warmup_steps", 0),
         ("processes", 1),
+        ("checkpoint_every", 0),
     ):
         if getattr(args, name) < low:
             raise UserError(f"{name} must be >= {low}, got {getattr(args, name)}")
@@ -296,7 +302,7 @@ def save_weights(path: Path, args: TrainArgs, model: torch.nn.Module, updater: P
             if main:
                 tensors[slot.name] = full.contiguous().cpu()
         if main:
-            save_file(tensors, str(path), metadata={"format": WEIGHTS_FORMAT})
+            save_tensors(path, tensors, {"format": WEIGHTS_FORMAT})
     else:
         delta = {}
         with TensorReader(checkpoint_files(args.model)) as base:
@@ -420,6 +426,23 @@ def run_directory(out: Path) -> Iterator[Path]:
             yield Path(scratch)
 
 
+def resume_settings(args: TrainArgs) -> dict[str, Any]:
+    """The arguments a checkpoint must have been saved under to be resumed: all but those that
+    change only how the run goes (threads, process count, checkpointing), as JSON values."""
+    ignored = {"threads", "processes", "checkpoint_every", "checkpoint_dir"}
+    return {key: value for key, value in json_arguments(args).items() if key not in ignored}
+
+
+def json_arguments(args: TrainArgs) -> dict[str, Any]:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(args).items()}
+
+
+def run_inputs(args: TrainArgs) -> list[Path]:
+    """Every file the run reads: the base model directory's files, the data, the mask."""
+    model_files = sorted(path for path in Path(args.model).iterdir() if path.is_file())
+    return [*model_files, args.data, *([args.mask] if args.mask else [])]
+
+
 def learning_rate(step: int, args: TrainArgs) -> float:
     """Linear warm-up over `warmup_steps` (step counts from 1), then constant."""
     return args.lr * min(1.0, step / args.warmup_steps) if args.warmup_steps else args.lr
@@ -455,21 +478,33 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
         threads,
     )
 
+    checkpoint_dir = args.checkpoint_dir or args.out.with_name(f"{args.out.name}.checkpoint")
+    run_fingerprint = checkpoint.fingerprint(resume_settings(args), run_inputs(args))
+    progress = checkpoint.resume(checkpoint_dir, updater.slots, run_fingerprint, on) or checkpoint.Progress()
+    resumed_from = progress.step
+    checkpoints, checkpoint_s = 0, 0.0
+
     reset_peak_memory(on)
     with run_directory(args.out) as tmp:
-        started = time.perf_counter()
-        total_tokens, last_loss = 0, None
-        progress = tqdm(steps, desc=f"train {args.method}", unit="step", disable=not distributed.is_main())
+        bar = tqdm(
+            steps[resumed_from:],
+            desc=f"train {args.method}",
+            unit="step",
+            initial=resumed_from,
+            total=len(steps),
+            disable=not distributed.is_main(),
+        )
         with open(tmp / "log.jsonl", "w") as log_file:
-            for step, micro in enumerate(progress, start=1):
+            log_file.writelines(progress.log_lines)
+            for step, micro in enumerate(bar, start=resumed_from + 1):
                 step_started = time.perf_counter()
                 lr = learning_rate(step, args)
                 updater.set_lr(lr)
                 batches = [collate(process_share(examples, chunk), tokenizer.pad_token_id) for _, chunk in micro]
                 result = train_step(model, updater, batches, args.precision, on, trim_logits)
                 elapsed = time.perf_counter() - step_started
-                total_tokens += result.tokens
-                last_loss = result.loss
+                progress.step, progress.tokens, progress.last_loss = step, progress.tokens + result.tokens, result.loss
+                progress.wall_s += elapsed
                 record = {
                     "step": step,
                     "epoch": round(micro[-1][0], 4),
@@ -481,7 +516,8 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
                     "step_s": elapsed,
                     "peak_memory_mb": peak_memory_mb(on),
                 }
-                log_file.write(json.dumps(record) + "\n")
+                progress.log_lines.append(json.dumps(record) + "\n")
+                log_file.write(progress.log_lines[-1])
                 log_file.flush()
                 log.info(
                     "step %d/%d loss %.4f lr %.2e tokens/s %.0f peak %.0f MB",
@@ -492,7 +528,13 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
                     record["tokens_per_s"],
                     record["peak_memory_mb"],
                 )
-        wall = time.perf_counter() - started
+                if args.checkpoint_every and step % args.checkpoint_every == 0 and step < len(steps):
+                    saving_started = time.perf_counter()
+                    checkpoint.save(checkpoint_dir, updater.slots, progress, run_fingerprint, on)
+                    saving_s = time.perf_counter() - saving_started
+                    checkpoints, checkpoint_s = checkpoints + 1, checkpoint_s + saving_s
+                    log.info("checkpoint after step %d in %.1f s: %s", step, saving_s, checkpoint_dir)
+        wall = progress.wall_s
         updater.remove_hooks()
         save_weights(tmp / "weights.safetensors", args, model, updater)
         summary = {
@@ -502,21 +544,23 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
             - (trainable_count if args.method == "lora" else 0),
             "examples": len(examples),
             "steps": len(steps),
-            "tokens": total_tokens,
-            "final_loss": last_loss,
+            "tokens": progress.tokens,
+            "final_loss": progress.last_loss,
             "train_wall_s": wall,
-            "tokens_per_s": total_tokens / wall if wall else 0.0,
+            "tokens_per_s": progress.tokens / wall if wall else 0.0,
             "peak_memory_mb": peak_memory_mb(on),
             "optimizer_state_bytes": int(distributed.total(updater.state_bytes())),
             "updates_in_backward": updater.in_backward,
             "processes": distributed.world_size(),
+            "resumed_from_step": resumed_from,
+            "checkpoints": checkpoints,
+            "checkpoint_s": checkpoint_s,
             "device": str(on),
             "cpu_threads": threads,
-            "args": {
-                key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(args).items()
-            },
+            "args": json_arguments(args),
         }
         write_json(tmp / "summary.json", summary)
+    checkpoint.discard(checkpoint_dir)  # the run is complete: nothing to resume
     log.info("done in %.1f s: %s", wall, args.out)
     return summary, model
 

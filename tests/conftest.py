@@ -75,25 +75,26 @@ def write_records(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def snakemake(workdir, *arguments, overrides=None):
-    """Run snakemake on the workdir's config, with `overrides` (a dict) layered over it."""
+def snakemake_command(workdir, *arguments, overrides=None):
+    """The snakemake command line on the workdir's config, with `overrides` (a dict) layered over it."""
     configs = [workdir / "config.yaml"]
     if overrides:
         configs.append(workdir / "overrides.yaml")
         configs[-1].write_text(yaml.safe_dump(overrides))
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        *arguments,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        *map(str, configs),
-    ]
+    command = [sys.executable, "-m", "snakemake", *arguments, "--snakefile", str(REPO / "Snakefile")]
+    return command + ["--directory", str(workdir), "--configfile", *map(str, configs)]
+
+
+def snakemake(workdir, *arguments, overrides=None):
+    """Run snakemake (see snakemake_command) to the end."""
+    command = snakemake_command(workdir, *arguments, overrides=overrides)
     return subprocess.run(command, capture_output=True, text=True, timeout=900)
+
+
+def snakemake_process(workdir, *arguments, overrides=None):
+    """Start snakemake (see snakemake_command) in a process group of its own, which a test can kill."""
+    command = snakemake_command(workdir, *arguments, overrides=overrides)
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def refused_plan(workdir, *arguments, overrides=None):

@@ -97,7 +97,7 @@ def test_the_train_rules_ask_for_a_process_per_gpu_or_as_configured(tmp_path, ti
         plan = snakemake(workdir, "-n", "-p", "work/runs/lota_gsm8k_s90/summary.json", overrides=overrides)
         assert plan.returncode == 0, plan.stderr[-2000:]
         # the dense run and the LoTA run
-        assert plan.stdout.count(f"python -m lota.train --processes {processes} --method") == 2
+        assert plan.stdout.count(f"python -m lota.train --processes {processes} --checkpoint-every 20 --method") == 2
 
     refused = refused_plan(workdir, "all", overrides={"resources": {"generate": {"processes": 2}}})
     assert "resources.generate" in refused

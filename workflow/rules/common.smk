@@ -253,13 +253,15 @@ def trust_option():
 def resources(kind):
     """The scheduler resources of a job kind (its CPU threads go to the stage as --threads).
 
-    A training job's process count (--processes: torchrun, FSDP2) is a resource, not a
-    parameter, so that training on more or fewer GPUs leaves finished runs up to date.
+    A training job's process count (--processes: torchrun, FSDP2) and checkpoint interval are
+    resources, not parameters, so that changing how a run goes (more GPUs, more checkpoints)
+    leaves finished runs up to date.
     """
     settings = config["resources"][kind]
     scheduled = {key: value for key, value in settings.items() if key not in ("threads", "processes")}
     if kind == "train":
         scheduled["processes"] = settings.get("processes", 0) or max(settings["gpu"], 1)
+        scheduled["checkpoint_every"] = settings.get("checkpoint_every", 0)
     return scheduled
 
 

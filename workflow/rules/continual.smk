@@ -44,8 +44,9 @@ rule train_stage:
     conda:
         ENV
     shell:
-        "python -m lota.train --processes {resources.processes} --method {params.method} {params.mask}"
-        " --model {input.model:q} --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
+        "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
+        " --method {params.method} {params.mask} --model {input.model:q} --data {input.data:q}"
+        " --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 
 use rule train_stage as calibrate_stage with:

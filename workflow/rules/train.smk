@@ -24,8 +24,9 @@ rule train_dense:
     conda:
         ENV
     shell:
-        "python -m lota.train --processes {resources.processes} --method fft --model {input.model:q}"
-        " --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
+        "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
+        " --method fft --model {input.model:q} --data {input.data:q}"
+        " --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 
 rule task_vector:
@@ -90,8 +91,9 @@ rule train_lota:
     conda:
         ENV
     shell:
-        "python -m lota.train --processes {resources.processes} --method lota --mask {input.mask:q}"
-        " --model {input.model:q} --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
+        "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
+        " --method lota --mask {input.mask:q} --model {input.model:q} --data {input.data:q}"
+        " --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 
 rule train_lora:
@@ -114,5 +116,6 @@ rule train_lora:
     conda:
         ENV
     shell:
-        "python -m lota.train --processes {resources.processes} --method lora --model {input.model:q}"
-        " --data {input.data:q} --out {params.out:q} {params.options} > {log:q} 2>&1"
+        "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
+        " --method lora --model {input.model:q} --data {input.data:q}"
+        " --out {params.out:q} {params.options} > {log:q} 2>&1"
