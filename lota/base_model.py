@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lota.cli import arg, run_main, trust_remote_code_arg
@@ -47,6 +48,8 @@ def resolve_source(source: str) -> tuple[str, str | None]:
         if not path.is_file():
             raise UserError(f"base model file not found: {path}")
         return str(path.parent), path.name
+    if path.is_file():
+        raise UserError(f"base model source is a file, neither a model directory nor a .gguf file: {path}")
     if path.exists():
         if not (path / "config.json").is_file():
             raise UserError(f"base model directory has no config.json: {path}")
@@ -65,7 +68,7 @@ def prepare_base_model(source: str, out: Path, trust_remote_code: bool = False) 
         model = AutoModelForCausalLM.from_pretrained(
             location, dtype=torch.float32, trust_remote_code=trust_remote_code, **options
         )
-    except (OSError, ValueError, ImportError) as error:
+    except (OSError, ValueError, ImportError, SafetensorError) as error:  # SafetensorError: a truncated checkpoint
         raise UserError(f"cannot load base model {source!r}: {str(error).splitlines()[0]}") from None
     # A dequantized GGUF still carries its quantization_config, which save_pretrained refuses.
     if getattr(model.config, "quantization_config", None) is not None:

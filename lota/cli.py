@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 from lota.errors import UserError
 
@@ -48,8 +48,16 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors (a missing option, a value of the wrong type) are one
+    line, `error: <message>`, like every other bad input, instead of the whole usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\n")
+
+
 def build_parser(args_type: type, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    parser = OneLineErrorParser(description=description)
     hints = typing.get_type_hints(args_type)
     for field in dataclasses.fields(args_type):
         annotation = _strip_optional(hints[field.name])

@@ -15,7 +15,9 @@ same code either way. The backend is NCCL on GPUs and gloo on CPUs.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import sys
 from collections.abc import Iterable
 from typing import NoReturn
@@ -45,6 +47,7 @@ def start(device_type: str) -> torch.device:
     """Join torchrun's process group if there is one; the device this process computes on."""
     if launched_processes() == 1:
         return torch.device(device_type)
+    die_with_launcher()
     if device_type == "cuda":
         local_rank = int(os.environ["LOCAL_RANK"])
         if local_rank >= torch.cuda.device_count():
@@ -59,6 +62,21 @@ def start(device_type: str) -> torch.device:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if on.type == "cuda" else "gloo")
     return on
+
+
+def die_with_launcher() -> None:
+    """Have the kernel kill this process when torchrun dies.
+
+    torchrun starts its workers in sessions of their own and cannot pass on a SIGKILL, so a
+    killed job would leave its workers training, racing the rerun for the same checkpoint and
+    outputs. (Linux only; elsewhere a killed launcher's workers run on.)
+    """
+    if sys.platform != "linux":
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the launcher died before the request was made
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def stop() -> None:

@@ -104,8 +104,9 @@ def generate_vllm(args: GenerateArgs, prompts: list[str]) -> list[str]:
 def generate(args: GenerateArgs) -> list[dict[str, Any]]:
     check_range("temperature", args.temperature, 0.0, 100.0)
     check_range("top_p", args.top_p, 0.0, 1.0)
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        raise UserError("batch_size and max_new_tokens must be >= 1")
+    for name in ("batch_size", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            raise UserError(f"{name} must be >= 1, got {getattr(args, name)}")
     records = read_jsonl(args.data, "evaluation data")
     for number, record in enumerate(records, start=1):
         if not isinstance(record.get("prompt"), str) or "gold" not in record:

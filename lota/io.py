@@ -36,6 +36,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create output folder {final.parent}: {error.strerror}") from None
+    if not os.access(final.parent, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {final.parent} is not writable")
     # Leftovers of a killed earlier attempt are removed: only one job ever writes an output.
     for stale in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
         _remove(stale)
@@ -44,7 +46,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
         yield tmp
         if final.is_dir() and tmp.is_dir():
             shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError as error:  # e.g. a directory where a file goes
+            raise UserError(f"cannot write output {final}: {error.strerror}") from None
     finally:
         _remove(tmp)
 

@@ -24,7 +24,7 @@ from lota.evaluate import package_versions, parse_config_json
 from lota.generate import choose_backend
 from lota.io import read_json, write_json, write_jsonl
 from lota.lmeval_tasks import builtin_definition, builtin_tasks
-from lota.modeling import check_model_dir, device, inference_dtype, set_threads
+from lota.modeling import check_model_dir, device, inference_dtype, load_tokenizer, set_threads
 
 log = logging.getLogger("lota.lmeval")
 HARNESS_MODELS = {"transformers": "hf", "vllm": "vllm"}
@@ -95,6 +95,9 @@ def evaluate_harness(args: LmEvalArgs) -> dict[str, Any]:
     if args.limit < 0 or args.batch_size < 1 or (args.num_fewshot or 0) < 0:
         raise UserError("limit and num_fewshot must be >= 0 and batch_size >= 1 (config section lmeval)")
     check_model_dir(args.model)
+    # The harness would fail on it only after loading the model and building every request.
+    if args.apply_chat_template and not load_tokenizer(args.model, args.trust_remote_code).chat_template:
+        raise UserError(f"the model {args.model} has no chat template to apply (config key lmeval.apply_chat_template)")
     files = task_files(args)
     config = parse_config_json(args.config_json)
     backend = choose_backend(args.backend)

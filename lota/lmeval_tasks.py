@@ -24,7 +24,6 @@ import yaml
 
 from lota.cli import arg, existing_file, run_main
 from lota.errors import UserError
-from lota.io import atomic_path, read_jsonl, write_jsonl
 from lota.tasks import read_json_records
 from lota.tasks.commonsense import parse_multiple_choice
 
@@ -113,6 +112,8 @@ def local_dataset(task: str, definition: dict[str, Any]) -> LocalDataset:
 
 
 def local_records(data_dir: Path, dataset: LocalDataset, split: str) -> list[dict[str, Any]]:
+    from lota.io import read_jsonl  # see write_offline_tasks
+
     path = data_dir / dataset.folder / dataset.files[split]
     what = f"{dataset.folder} {split} data"
     return read_jsonl(path, what) if path.suffix == ".jsonl" else read_json_records(path, what)
@@ -137,6 +138,10 @@ def offline_task(task: str, yaml_path: Path, definition: dict[str, Any], data_fi
 
 def write_offline_tasks(args: LmEvalTasksArgs) -> dict[str, Any]:
     """Write the offline task YAMLs (and converted data) into args.out; returns the manifest."""
+    # Imported here: the Snakefile imports this module (for LOCAL_DATASETS), and lota.io imports
+    # torch, two seconds of every snakemake start.
+    from lota.io import atomic_path, write_jsonl
+
     if not args.tasks:
         raise UserError("no lm-eval tasks given (config key lmeval.tasks)")
     if not args.data_dir.is_dir():

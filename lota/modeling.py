@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lota.errors import UserError
@@ -56,7 +57,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation=attention
         )
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:  # SafetensorError: a truncated or corrupt checkpoint
         raise UserError(f"cannot load a causal LM from {model_dir}: {str(error).splitlines()[0]}") from None
     return model.to(on or device())
 

@@ -8,6 +8,7 @@ compares, `subtask` the dataset within a combined task (else the task's name).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -19,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lota.cli import arg, run_main, trust_remote_code_arg
 from lota.errors import UserError
-from lota.io import write_jsonl
+from lota.io import atomic_path, write_jsonl
 from lota.modeling import load_tokenizer
 from lota.tasks import Example, get_task
 
@@ -64,7 +65,9 @@ def format_prompt(question: str, tokenizer: PreTrainedTokenizerBase, require_cha
             [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
         )
     if require_chat_template:
-        raise UserError("the tokenizer has no chat template but require_chat_template is set")
+        raise UserError(
+            f"the tokenizer of {tokenizer.name_or_path} has no chat template (require_chat_template is set)"
+        )
     return f"{tokenizer.bos_token or ''}Question: {question}\nAnswer: "
 
 
@@ -109,13 +112,16 @@ def run(args: PrepareDataArgs) -> None:
     if tokenizer.eos_token is None:
         raise UserError(f"the tokenizer in {args.tokenizer} has no end-of-sequence token to end responses with")
     splits = (("train", args.train_size, args.train_out), ("test", args.eval_size, args.eval_out))
-    # Both splits are built before either is written, so bad data leaves no output at all.
+    # Both splits are built before either is written, so bad data leaves no output at all; and
+    # both are published together, so an output that cannot be written leaves neither.
     prepared = [
         (split, out, prepare_split(args.task, split, data_dir, tokenizer, size, args.seed, args.require_chat_template))
         for split, size, out in splits
     ]
+    with contextlib.ExitStack() as outputs:
+        for _, out, records in prepared:
+            write_jsonl(outputs.enter_context(atomic_path(out)), records)
     for split, out, records in prepared:
-        write_jsonl(out, records)
         log.info("%s %s: %d records -> %s", args.task, split, len(records), out)
         if split not in get_task(args.task).splits:
             log.info("%s is evaluation-only: %s is left empty", args.task, out)

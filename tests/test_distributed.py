@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,15 +32,20 @@ def inputs(tmp_path_factory, tiny_model, gsm8k_dir, smol_tokenizer):
     return {"model": tiny_model, "data": write_records(root / "train.jsonl", records), "mask": mask}
 
 
-def train(inputs, out: Path, method: str, processes: int, *extra: str) -> Path:
-    """A run of `python -m lota.train --processes N`, which restarts itself under torchrun for N > 1."""
+ONE_THREAD = os.environ | {"OMP_NUM_THREADS": "1"}
+
+
+def train_command(inputs, out: Path, method: str, processes: int, *extra: str) -> list[str]:
+    """`python -m lota.train --processes N`, which restarts itself under torchrun for N > 1."""
     mask = ["--mask", str(inputs["mask"])] if method == "lota" else []
     command = [sys.executable, "-m", "lota.train", "--processes", str(processes), "--method", method]
     command += ["--model", str(inputs["model"]), "--data", str(inputs["data"]), *mask, "--out", str(out)]
-    command += [*SETTINGS, *extra]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"}
-    )
+    return command + [*SETTINGS, *extra]
+
+
+def train(inputs, out: Path, method: str, processes: int, *extra: str) -> Path:
+    command = train_command(inputs, out, method, processes, *extra)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=ONE_THREAD)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -112,3 +119,28 @@ def test_the_workflow_trains_under_torchrun(tmp_path, tiny_model, gsm8k_dir):
     # The process count is a resource, not a parameter: with one process the run is up to date.
     plan = snakemake(workdir, "-n", "work/runs/fft_gsm8k/summary.json")
     assert plan.returncode == 0 and "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_a_killed_sharded_run_resumes_bit_identical(tmp_path, inputs):
+    """Each process saves and resumes its own shards of the masters and optimizer state."""
+    longer = ["--precision", "fp32", "--epochs", "6", "--checkpoint-every", "3"]  # 16 steps
+    whole = train(inputs, tmp_path / "whole", "lota", 2, *longer)
+    out, pointer = tmp_path / "killed", tmp_path / "killed.checkpoint" / "latest.json"
+    command = train_command(inputs, out, "lota", 2, *longer)
+    job = subprocess.Popen(command, env=ONE_THREAD, start_new_session=True, stderr=subprocess.DEVNULL)
+    while not pointer.exists() and job.poll() is None:
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGKILL)  # torchrun, whose workers die with it
+    job.wait()
+    assert not out.exists()
+    assert sorted(path.name for path in pointer.parent.glob("step-*/*.safetensors")) == [
+        "rank-0.safetensors",
+        "rank-1.safetensors",
+    ]
+
+    train(inputs, out, "lota", 2, *longer)
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 < summary["resumed_from_step"] < summary["steps"] and summary["processes"] == 2
+    assert (out / "weights.safetensors").read_bytes() == (whole / "weights.safetensors").read_bytes()
+    assert [step["loss"] for step in read_run(out)[1]] == [step["loss"] for step in read_run(whole)[1]]
