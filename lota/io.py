@@ -42,16 +42,19 @@ def atomic_path(final: Path) -> Iterator[Path]:
     for stale in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
         _remove(stale)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    replaced = tmp.with_name(f"{tmp.name}-replaced")
     try:
         yield tmp
         if final.is_dir() and tmp.is_dir():
-            shutil.rmtree(final)
+            # Moved aside, not deleted in place: a kill leaves the old directory whole or the new one.
+            os.replace(final, replaced)
         try:
             os.replace(tmp, final)
         except OSError as error:  # e.g. a directory where a file goes
             raise UserError(f"cannot write output {final}: {error.strerror}") from None
     finally:
         _remove(tmp)
+        _remove(replaced)
 
 
 def _remove(path: Path) -> None:

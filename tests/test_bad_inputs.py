@@ -318,6 +318,12 @@ STAGE_CASES = [
 CONFIG_CASES = [
     pytest.param(
         "results/fft_gsm8k.json",
+        {"data_dir": "/data/{HOME}"},
+        "config key data_dir (or $LOTA_DATA_DIR): braces are not allowed in '/data/{HOME}'",
+        id="config-data-dir-with-braces",
+    ),
+    pytest.param(
+        "results/fft_gsm8k.json",
         {"train": {"lota": {"lr": "fast"}}},
         "config key train.lota.lr: 'fast' is not of type 'number'",
         id="config-lr-a-string",

@@ -34,6 +34,8 @@ ENV = "../../envs/lota.yaml"
 GENERATION_ENV = "../../envs/vllm.yaml" if config["generate"]["backend"] == "vllm" else ENV
 BASE_MODEL = "work/base_model"
 DATA_DIR = config["data_dir"] or os.environ.get("LOTA_DATA_DIR") or None
+if DATA_DIR and re.search("[{}]", DATA_DIR):  # Snakemake would read the braces as wildcards
+    raise WorkflowError(f"config key data_dir (or $LOTA_DATA_DIR): braces are not allowed in {DATA_DIR!r}")
 RUN_PATTERN = re.compile(
     r"^(?P<method>base|fft)_(?P<task>[a-z][a-z0-9_]*)$"
     r"|^(?P<lota>lota)_(?P<lota_task>[a-z][a-z0-9_]*)_s(?P<percent>(?:0|[1-9]\d*)(?:\.\d*[1-9])?)$"

@@ -141,7 +141,7 @@ rule evaluate_sequence:
     conda:
         ENV
     shell:
-        "python -m lota.continual --out {output:q} --run {wildcards.seq} --method {params.method}"
+        "python -m lota.continual --out {output:q} --run {wildcards.seq:q} --method {params.method}"
         " --tasks {params.tasks} --samples {params.samples} --train-summary {input.summaries:q}"
         " --mask {input.masks:q} {params.shape} --base-model {params.base_model:q}"
         " --config-json {params.config_json:q} --benchmark {params.benchmarks} > {log:q} 2>&1"

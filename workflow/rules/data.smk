@@ -45,6 +45,6 @@ rule prepare_data:
     conda:
         ENV
     shell:
-        "python -m lota.prepare_data --task {wildcards.task} --tokenizer {input.model:q}"
+        "python -m lota.prepare_data --task {wildcards.task:q} --tokenizer {input.model:q}"
         " --train-out {output.train:q} --eval-out {output.eval:q} {params.data_dir} {params.options} {params.trust}"
         " > {log:q} 2>&1"

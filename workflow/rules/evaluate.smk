@@ -71,6 +71,6 @@ rule evaluate:
         ENV
     shell:
         "python -m lota.evaluate --samples {input.samples:q} --task {params.task} --out {output:q}"
-        " --run {wildcards.run} --method {params.method} {params.shape} {params.summary}"
+        " --run {wildcards.run:q} --method {params.method} {params.shape} {params.summary}"
         " --base-model {params.base_model:q} --config-json {params.config_json:q}"
         " --benchmark {params.benchmarks} > {log:q} 2>&1"

@@ -44,7 +44,7 @@ rule evaluate_lmeval:
         GENERATION_ENV
     shell:
         "python -m lota.lmeval --model {input.model:q} --out {output.result:q} --samples {output.samples:q}"
-        " --name {wildcards.name} {params.options} {params.threads} {params.trust}"
+        " --name {wildcards.name:q} {params.options} {params.threads} {params.trust}"
         " --config-json {params.config_json:q} > {log:q} 2>&1"
 
 
@@ -83,5 +83,5 @@ rule evaluate_alpaca:
         ENV
     shell:
         "python -m lota.alpaca_eval --samples {input.samples:q} --out {output.result:q}"
-        " --annotations {output.annotations:q} --name {wildcards.name} {params.options} {params.threads}"
+        " --annotations {output.annotations:q} --name {wildcards.name:q} {params.options} {params.threads}"
         " {params.trust} --config-json {params.config_json:q} > {log:q} 2>&1"

@@ -60,8 +60,8 @@ rule evaluate_merge:
     conda:
         ENV
     shell:
-        "python -m lota.evaluate_merge --out {output:q} --run {wildcards.merge} --method {params.method}"
+        "python -m lota.evaluate_merge --out {output:q} --run {wildcards.merge:q} --method {params.method}"
         " --samples {params.samples} --merge-summary {input.model:q}/merge.json"
         " --single-task {input.single_task:q} --base-results {input.base_results:q}"
         " --base-model {params.base_model:q} --config-json {params.config_json:q}"
-        " --benchmark merge=benchmarks/merge/{wildcards.merge}.tsv > {log:q} 2>&1"
+        " --benchmark merge=benchmarks/merge/{wildcards.merge:q}.tsv > {log:q} 2>&1"
