@@ -30,7 +30,7 @@ import torch
 import transformers
 
 from lota.base_model import prepare_base_model
-from lota.cli import arg, check_range, run_main, threads_arg, trust_remote_code_arg
+from lota.cli import arg, check_minimums, check_range, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.extract_mask import DEFAULT_SCOPE, in_scope, save_mask, select_mask
 from lota.io import TensorReader, checkpoint_files, write_json
@@ -76,9 +76,7 @@ class BenchArgs:
 
 
 def validate(args: BenchArgs) -> None:
-    for name, low in (("batch_size", 1), ("seq_len", 4), ("steps", 1), ("warmup_steps", 0)):
-        if getattr(args, name) < low:
-            raise UserError(f"{name} must be >= {low}, got {getattr(args, name)}")
+    check_minimums(args, {"batch_size": 1, "seq_len": 4, "steps": 1, "warmup_steps": 0})
     check_range("prompt_fraction", args.prompt_fraction, 0.0, 1.0, high_open=True)
     if not args.runs:
         raise UserError("runs must name at least one run")

@@ -114,6 +114,14 @@ def existing_file(path: Path, what: str) -> Path:
     return path
 
 
+def check_minimums(args: Any, minimums: dict[str, float]) -> None:
+    """UserError naming the first of `args`' fields below its minimum (a None value is unset, not checked)."""
+    for name, low in minimums.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise UserError(f"{name} must be >= {low}, got {value}")
+
+
 def check_range(name: str, value: float, low: float, high: float, high_open: bool = False) -> None:
     """UserError unless low <= value <= high (or < high when `high_open`)."""
     above = value >= high if high_open else value > high

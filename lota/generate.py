@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from lota.cli import arg, check_range, run_main, threads_arg, trust_remote_code_arg
+from lota.cli import arg, check_minimums, check_range, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.io import read_jsonl, write_jsonl
 from lota.modeling import device, inference_dtype, load_model, load_tokenizer, set_threads
@@ -104,9 +104,7 @@ def generate_vllm(args: GenerateArgs, prompts: list[str]) -> list[str]:
 def generate(args: GenerateArgs) -> list[dict[str, Any]]:
     check_range("temperature", args.temperature, 0.0, 100.0)
     check_range("top_p", args.top_p, 0.0, 1.0)
-    for name in ("batch_size", "max_new_tokens"):
-        if getattr(args, name) < 1:
-            raise UserError(f"{name} must be >= 1, got {getattr(args, name)}")
+    check_minimums(args, {"batch_size": 1, "max_new_tokens": 1})
     records = read_jsonl(args.data, "evaluation data")
     for number, record in enumerate(records, start=1):
         if not isinstance(record.get("prompt"), str) or "gold" not in record:

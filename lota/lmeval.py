@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from lota.cli import arg, existing_file, run_main, threads_arg, trust_remote_code_arg
+from lota.cli import arg, check_minimums, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.evaluate import package_versions, parse_config_json
 from lota.generate import choose_backend
@@ -92,8 +92,7 @@ def evaluate_harness(args: LmEvalArgs) -> dict[str, Any]:
     version = harness_version()
     if not args.tasks:
         raise UserError("no lm-eval tasks given (config key lmeval.tasks)")
-    if args.limit < 0 or args.batch_size < 1 or (args.num_fewshot or 0) < 0:
-        raise UserError("limit and num_fewshot must be >= 0 and batch_size >= 1 (config section lmeval)")
+    check_minimums(args, {"limit": 0, "num_fewshot": 0, "batch_size": 1})
     check_model_dir(args.model)
     # The harness would fail on it only after loading the model and building every request.
     if args.apply_chat_template and not load_tokenizer(args.model, args.trust_remote_code).chat_template:

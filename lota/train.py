@@ -46,7 +46,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from lota import checkpoint, distributed
-from lota.cli import arg, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
+from lota.cli import arg, check_minimums, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.extract_mask import DEFAULT_SCOPE, load_mask
 from lota.io import WEIGHTS_FORMAT, TensorReader, atomic_path, checkpoint_files, read_jsonl, save_tensors, write_json
@@ -113,17 +113,8 @@ def validate(args: TrainArgs) -> None:
         raise UserError("lr must be > 0")
     check_range("weight_decay", args.weight_decay, 0.0, 1.0)
     check_range("max_grad_norm", args.max_grad_norm, 1e-12, math.inf)
-    for name, low in (
-        ("batch_size", 1),
-        ("grad_accum", 1),
-        ("max_length", 2),
-        ("max_steps", 0),
-        ("warmup_steps", 0),
-        ("processes", 1),
-        ("checkpoint_every", 0),
-    ):
-        if getattr(args, name) < low:
-            raise UserError(f"{name} must be >= {low}, got {getattr(args, name)}")
+    minimums = {"batch_size": 1, "grad_accum": 1, "max_length": 2, "max_steps": 0, "warmup_steps": 0}
+    check_minimums(args, minimums | {"processes": 1, "checkpoint_every": 0})
     if not args.epochs > 0 or math.isinf(args.epochs):
         raise UserError(f"epochs must be a positive number, got {args.epochs}")
     if args.method == "lota" and args.mask is None:

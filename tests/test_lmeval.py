@@ -154,7 +154,7 @@ def test_bad_arguments_are_refused_before_loading_a_model(tmp_path, task_dir, ti
     args = LmEvalArgs(model=tiny_model, tasks=["arc_challenge"], out=tmp_path / "r.json", task_dir=task_dir)
     with pytest.raises(UserError, match="'arc_challenge' is not in the offline task folder"):
         evaluate_harness(args)
-    with pytest.raises(UserError, match="limit and num_fewshot must be >= 0"):
+    with pytest.raises(UserError, match="limit must be >= 0, got -1"):
         evaluate_harness(LmEvalArgs(model=tiny_model, tasks=["gsm8k"], out=tmp_path / "r.json", limit=-1))
     with pytest.raises(UserError, match="lm-eval 'ai2_arc' is a tag, not a task"):  # the hub's tasks: checked too
         evaluate_harness(
