@@ -63,7 +63,8 @@ def fingerprint(settings: dict[str, Any], inputs: Sequence[Path]) -> dict[str, A
     return {"settings": settings, "inputs": stats, "processes": distributed.world_size()}
 
 
-def _tensor_names(slot: Slot) -> dict[str, torch.Tensor]:
+def _slot_tensors(slot: Slot) -> dict[str, torch.Tensor]:
+    """A slot's master entries and optimizer state, by their names in the checkpoint."""
     tensors = {f"master/{slot.name}": slot.master}
     state = slot.optimizer.state.get(slot.master, {})
     tensors |= {f"state/{slot.name}/{key}": value for key, value in state.items() if isinstance(value, torch.Tensor)}
@@ -84,7 +85,7 @@ def save(
     step_dir = directory / f"step-{progress.step}"
     tensors = _generator_states(on)
     for slot in slots:
-        tensors |= _tensor_names(slot)
+        tensors |= _slot_tensors(slot)
     metadata = {"format": CHECKPOINT_FORMAT, "step": str(progress.step)}
     save_tensors(step_dir / f"rank-{distributed.rank()}.safetensors", tensors, metadata)
     if distributed.is_main():
