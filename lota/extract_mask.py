@@ -1,5 +1,9 @@
 """Stage extract_mask: the LoTA mask, the largest |delta| entries of the covered tensors.
 
+The strategy says what ranks the entries: the task vector's magnitude (LoTA, the default), the
+base weights' magnitude, or seeded random scores (a uniformly random mask of the same size).
+Every strategy has the same sparsity semantics and the same output.
+
 Sparsity s is the fraction FROZEN. With the global threshold (the paper's), exactly
 round((1 - s) * N) of the N covered entries are trainable; per tensor, each tensor keeps
 round((1 - s) * n_t) of its own n_t. Ties at the threshold go to the earliest entries in a
@@ -27,7 +31,7 @@ import torch
 
 from lota.cli import arg, check_range, existing_file, run_main
 from lota.errors import UserError
-from lota.io import MASK_FORMAT, TASK_VECTOR_FORMAT, TensorReader, save_tensors
+from lota.io import MASK_FORMAT, TASK_VECTOR_FORMAT, TensorReader, checkpoint_files, save_tensors
 
 log = logging.getLogger("lota.extract_mask")
 
@@ -35,11 +39,19 @@ DEFAULT_SCOPE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 
+STRATEGIES = ("task_vector", "base_magnitude", "random")
+
+
 @dataclass
 class ExtractMaskArgs:
-    task_vector: Path = arg(help="safetensors of deltas (finetuned - base)")
     out: Path = arg(help="output mask safetensors")
     sparsity: float = arg(help="fraction of covered entries kept FROZEN, in [0, 1)")
+    strategy: Literal["task_vector", "base_magnitude", "random"] = arg(
+        "task_vector", "what ranks the entries: |task vector| (LoTA), |base weight|, or seeded random scores"
+    )
+    task_vector: Path | None = arg(None, "safetensors of deltas (finetuned - base): strategy task_vector's scores")
+    base: Path | None = arg(None, "base HF model directory: strategy base_magnitude's scores, strategy random's shapes")
+    seed: int = arg(0, "seed of strategy random")
     granularity: Literal["global", "per_tensor"] = arg(
         "global", "one threshold for all covered tensors, or one per tensor"
     )
@@ -196,29 +208,55 @@ def mask_union(masks: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, torch.T
     return union
 
 
-def excluded_entries(paths: Iterable[Path], deltas: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def excluded_entries(
+    paths: Iterable[Path], deltas: Mapping[str, torch.Tensor], against: str = "the task vector in scope"
+) -> dict[str, torch.Tensor]:
     """The union of the given masks' trainable entries, per covered tensor, checked against the deltas."""
     shapes = {name: delta.shape for name, delta in deltas.items()}
-    return mask_union(load_mask(path, shapes, against="the task vector in scope") for path in paths)
+    return mask_union(load_mask(path, shapes, against=against) for path in paths)
+
+
+def entry_scores(args: ExtractMaskArgs) -> tuple[dict[str, torch.Tensor], str]:
+    """Per covered tensor, the scores whose largest magnitudes become trainable, and what they are of."""
+    if args.strategy == "task_vector":
+        if args.task_vector is None:
+            raise UserError("strategy task_vector needs --task-vector")
+        existing_file(args.task_vector, "task vector")
+        with TensorReader([args.task_vector]) as reader:
+            reader.require_format(TASK_VECTOR_FORMAT, args.task_vector, "task vector")
+            scores = {name: reader.get(name) for name in reader.names() if in_scope(name, args.scope)}
+        source, what = args.task_vector, "task vector"
+    else:
+        if args.base is None:
+            raise UserError(f"strategy {args.strategy} needs --base (the base model directory)")
+        with TensorReader(checkpoint_files(args.base)) as reader:
+            names = [name for name in reader.names() if in_scope(name, args.scope)]
+            if args.strategy == "base_magnitude":
+                scores = {name: reader.get(name).float() for name in names}
+            else:
+                generator = torch.Generator().manual_seed(args.seed)
+                scores = {name: torch.rand(reader.layout(name)[1], generator=generator) for name in names}
+        source, what = args.base, "base model"
+    if not scores:
+        raise UserError(f"no tensor of {source} is in the mask scope {args.scope}")
+    for name, score in scores.items():
+        if not torch.isfinite(score).all():
+            raise UserError(f"{what} {source}: {name} has non-finite entries")
+    return scores, what
 
 
 def run(args: ExtractMaskArgs) -> None:
-    """Write the top-|delta| mask at the given sparsity."""
+    """Write the mask of the top-scoring entries (by default, the top-|delta|) at the given sparsity."""
     check_range("sparsity", args.sparsity, 0.0, 1.0, high_open=True)
-    existing_file(args.task_vector, "task vector")
-    with TensorReader([args.task_vector]) as reader:
-        reader.require_format(TASK_VECTOR_FORMAT, args.task_vector, "task vector")
-        deltas = {name: reader.get(name) for name in reader.names() if in_scope(name, args.scope)}
-    if not deltas:
-        raise UserError(f"no tensor of {args.task_vector} is in the mask scope {args.scope}")
-    for name, delta in deltas.items():
-        if not torch.isfinite(delta).all():
-            raise UserError(f"task vector {args.task_vector}: {name} has non-finite entries")
-    masks = select_mask(deltas, args.sparsity, args.granularity, excluded_entries(args.exclude, deltas))
+    scores, what = entry_scores(args)
+    excluded = excluded_entries(args.exclude, scores, against=f"the {what} in scope")
+    masks = select_mask(scores, args.sparsity, args.granularity, excluded)
     trainable = sum(int(m.sum()) for m in masks.values())
     if trainable == 0:
-        raise UserError(f"sparsity {args.sparsity} leaves no trainable entry among {len(deltas)} tensors")
+        raise UserError(f"sparsity {args.sparsity} leaves no trainable entry among {len(scores)} tensors")
     info = {
+        "strategy": args.strategy,
+        **({"seed": args.seed} if args.strategy == "random" else {}),
         "sparsity": args.sparsity,
         "granularity": args.granularity,
         "scope": sorted(args.scope),

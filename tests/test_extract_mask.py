@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 
 from lota.errors import UserError
 from lota.extract_mask import (
+    DEFAULT_SCOPE,
     ExtractMaskArgs,
     in_scope,
     load_mask,
@@ -18,7 +19,7 @@ from lota.extract_mask import (
     trainable_count,
     unpack_bits,
 )
-from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT
+from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, checkpoint_files
 
 
 def test_top_k_mask_keeps_largest_and_breaks_ties_by_lowest_index():
@@ -178,3 +179,42 @@ def test_exclude_files_are_unioned_and_checked(tmp_path):
     ):
         run(ExtractMaskArgs(task_vector=path, out=tmp_path / "m.safetensors", sparsity=0.75, exclude=[wrong]))
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_other_strategies_rank_by_base_magnitude_or_seeded_random_scores(tmp_path, tiny_model):
+    with TensorReader(checkpoint_files(tiny_model)) as reader:
+        weights = {name: reader.get(name) for name in reader.names() if in_scope(name, DEFAULT_SCOPE)}
+    masks = {}
+    for strategy, seed in (("base_magnitude", 0), ("random", 0), ("random", 0), ("random", 1)):
+        out = tmp_path / f"{strategy}-{seed}-{len(masks)}.safetensors"
+        run(ExtractMaskArgs(out=out, sparsity=0.75, strategy=strategy, base=tiny_model, seed=seed))
+        masks[out.stem] = load_mask(out, {name: weight.shape for name, weight in weights.items()})
+        with TensorReader([out]) as reader:
+            assert json.loads(reader.metadata["strategy"]) == strategy
+        trainable = sum(int(mask.sum()) for mask in masks[out.stem].values())
+        assert trainable == round(0.25 * sum(weight.numel() for weight in weights.values()))
+
+    # base_magnitude: no frozen entry has a larger |w| than a trainable one.
+    by_magnitude = masks["base_magnitude-0-0"]
+    trained = torch.cat([weights[name].abs()[by_magnitude[name]] for name in weights])
+    frozen = torch.cat([weights[name].abs()[~by_magnitude[name]] for name in weights])
+    assert trained.min() >= frozen.max()
+    # random: the seed fixes the mask, another seed draws another, and every tensor gets its share.
+    same, other = masks["random-0-2"], masks["random-1-3"]
+    assert all(torch.equal(masks["random-0-1"][name], same[name]) for name in weights)
+    assert not all(torch.equal(same[name], other[name]) for name in weights)
+    assert not all(torch.equal(same[name], by_magnitude[name]) for name in weights)
+    assert all(abs(float(mask.float().mean()) - 0.25) < 0.15 for mask in same.values())
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"strategy": "task_vector"}, "strategy task_vector needs --task-vector"),
+        ({"strategy": "random"}, r"strategy random needs --base \(the base model directory\)"),
+    ],
+)
+def test_a_strategy_without_its_source_is_named(tmp_path, settings, message):
+    with pytest.raises(UserError, match=message):
+        run(ExtractMaskArgs(out=tmp_path / "mask.safetensors", sparsity=0.5, **settings))
+    assert not (tmp_path / "mask.safetensors").exists()
