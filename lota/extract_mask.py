@@ -1,7 +1,8 @@
 """Stage extract_mask: the LoTA mask, the largest |delta| entries of the covered tensors.
 
 The strategy says what ranks the entries: the task vector's magnitude (LoTA, the default), the
-base weights' magnitude, or seeded random scores (a uniformly random mask of the same size).
+base weights' magnitude, gradient scores of the base model (lota.fisher: RoSA's empirical
+Fisher, or the mean gradient), or seeded random scores (a uniformly random mask of that size).
 Every strategy has the same sparsity semantics and the same output.
 
 Sparsity s is the fraction FROZEN. With the global threshold (the paper's), exactly
@@ -31,7 +32,7 @@ import torch
 
 from lota.cli import arg, check_range, existing_file, run_main
 from lota.errors import UserError
-from lota.io import MASK_FORMAT, TASK_VECTOR_FORMAT, TensorReader, checkpoint_files, save_tensors
+from lota.io import FISHER_FORMAT, MASK_FORMAT, TASK_VECTOR_FORMAT, TensorReader, checkpoint_files, save_tensors
 
 log = logging.getLogger("lota.extract_mask")
 
@@ -39,17 +40,18 @@ DEFAULT_SCOPE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 
-STRATEGIES = ("task_vector", "base_magnitude", "random")
+STRATEGIES = ("task_vector", "base_magnitude", "fisher", "random")
 
 
 @dataclass
 class ExtractMaskArgs:
     out: Path = arg(help="output mask safetensors")
     sparsity: float = arg(help="fraction of covered entries kept FROZEN, in [0, 1)")
-    strategy: Literal["task_vector", "base_magnitude", "random"] = arg(
-        "task_vector", "what ranks the entries: |task vector| (LoTA), |base weight|, or seeded random scores"
+    strategy: Literal["task_vector", "base_magnitude", "fisher", "random"] = arg(
+        "task_vector", "what ranks the entries: |task vector| (LoTA), |base weight|, gradient scores, or random ones"
     )
     task_vector: Path | None = arg(None, "safetensors of deltas (finetuned - base): strategy task_vector's scores")
+    scores: Path | None = arg(None, "gradient scores of lota.fisher: strategy fisher's scores")
     base: Path | None = arg(None, "base HF model directory: strategy base_magnitude's scores, strategy random's shapes")
     seed: int = arg(0, "seed of strategy random")
     granularity: Literal["global", "per_tensor"] = arg(
@@ -218,14 +220,16 @@ def excluded_entries(
 
 def entry_scores(args: ExtractMaskArgs) -> tuple[dict[str, torch.Tensor], str]:
     """Per covered tensor, the scores whose largest magnitudes become trainable, and what they are of."""
-    if args.strategy == "task_vector":
-        if args.task_vector is None:
-            raise UserError("strategy task_vector needs --task-vector")
-        existing_file(args.task_vector, "task vector")
-        with TensorReader([args.task_vector]) as reader:
-            reader.require_format(TASK_VECTOR_FORMAT, args.task_vector, "task vector")
+    files = {"task_vector": (args.task_vector, "--task-vector", TASK_VECTOR_FORMAT, "task vector")}
+    files["fisher"] = (args.scores, "--scores", FISHER_FORMAT, "gradient scores file")
+    if args.strategy in files:
+        source, option, file_format, what = files[args.strategy]
+        if source is None:
+            raise UserError(f"strategy {args.strategy} needs {option}")
+        existing_file(source, what)
+        with TensorReader([source]) as reader:
+            reader.require_format(file_format, source, what)
             scores = {name: reader.get(name) for name in reader.names() if in_scope(name, args.scope)}
-        source, what = args.task_vector, "task vector"
     else:
         if args.base is None:
             raise UserError(f"strategy {args.strategy} needs --base (the base model directory)")

@@ -23,6 +23,7 @@ TASK_VECTOR_FORMAT = "lota-task-vector"
 MASK_FORMAT = "lota-mask"
 SPARSE_DELTA_FORMAT = "lota-sparse-delta"
 LORA_ADAPTER_FORMAT = "lota-lora-adapter"
+FISHER_FORMAT = "lota-fisher"
 
 
 @contextlib.contextmanager

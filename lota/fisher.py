@@ -1,0 +1,107 @@
+"""Stage fisher: gradient scores of the base model over a few calibration batches, for masks.
+
+RoSA (Nikdan et al. 2024) picks its sparse mask from gradients of the base model on the task:
+`mean_squared` accumulates each entry's squared gradient over the batches (the diagonal of the
+empirical Fisher), `mean` averages the gradients themselves (extract_mask ranks its magnitude).
+Each batch's loss is the mean cross-entropy over its response tokens, as in training, so the
+scores do not depend on how long the responses are.
+
+Output: a safetensors file of fp32 scores, one tensor per covered weight, with metadata format
+`lota-fisher` and the settings; `python -m lota.extract_mask --strategy fisher --scores FILE`
+turns it into a mask.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm import tqdm
+
+from lota.cli import arg, check_minimums, existing_file, run_main, threads_arg, trust_remote_code_arg
+from lota.errors import UserError
+from lota.extract_mask import DEFAULT_SCOPE, in_scope
+from lota.io import FISHER_FORMAT, read_jsonl, save_tensors
+from lota.modeling import device, load_model, load_tokenizer, set_threads
+from lota.train import IGNORE_INDEX, collate, micro_batches, response_loss, tokenize_records
+
+log = logging.getLogger("lota.fisher")
+
+
+@dataclass
+class FisherArgs:
+    model: Path = arg(help="base HF model directory, whose gradients are scored")
+    data: Path = arg(help="calibration records (JSONL with prompt and response)")
+    out: Path = arg(help="output scores safetensors")
+    kind: Literal["mean_squared", "mean"] = arg(
+        "mean_squared", "mean of squared gradients (empirical Fisher, RoSA's default), or mean gradient"
+    )
+    batches: int = arg(8, "calibration batches")
+    batch_size: int = arg(8, "sequences per batch")
+    max_length: int = arg(512, "tokens per sequence; longer ones are truncated at the end")
+    scope: list[str] = arg(DEFAULT_SCOPE, "module names whose .weight tensors are scored")
+    seed: int = arg(0, "seed of the order the records are drawn in")
+    threads: int = threads_arg()
+    trust_remote_code: bool = trust_remote_code_arg()
+
+
+def gradient_scores(
+    model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], scope: list[str], kind: str
+) -> dict[str, torch.Tensor]:
+    """Per covered weight, the mean over `batches` of its gradient (kind mean) or squared gradient."""
+    covered = {name: p for name, p in model.named_parameters() if in_scope(name, scope)}
+    if not covered:
+        raise UserError(f"no weight of the model is in the scope {scope}")
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in covered)
+    sums = {name: torch.zeros_like(parameter, dtype=torch.float32) for name, parameter in covered.items()}
+    on = next(iter(covered.values())).device
+    for batch in tqdm(batches, desc="gradients", unit="batch"):
+        batch = {key: value.to(on) for key, value in batch.items()}
+        targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        loss = response_loss(model, batch, trim_logits=False) / targets
+        grads = torch.autograd.grad(loss, list(covered.values()))
+        for (name, _), grad in zip(covered.items(), grads, strict=True):
+            sums[name] += grad.float().square() if kind == "mean_squared" else grad.float()
+    return {name: (total / len(batches)).cpu() for name, total in sums.items()}
+
+
+def run(args: FisherArgs) -> None:
+    """Score the base model's covered weights by their gradients on calibration batches."""
+    check_minimums(args, {"batches": 1, "batch_size": 1, "max_length": 2})
+    existing_file(args.data, "calibration data")
+    set_threads(args.threads)
+    tokenizer = load_tokenizer(args.model, args.trust_remote_code)
+    examples = tokenize_records(read_jsonl(args.data, "calibration data"), tokenizer, args.max_length, args.data)
+    epochs = args.batches * args.batch_size / len(examples)  # as many passes as the batches need
+    chunks = [chunk for _, chunk in micro_batches(len(examples), args.batch_size, epochs, args.seed)]
+    batches = [collate([examples[i] for i in chunk], tokenizer.pad_token_id) for chunk in chunks[: args.batches]]
+    model = load_model(args.model, torch.float32, args.trust_remote_code, device())
+    model.eval()  # no dropout: the scores are of the model as it is
+    started = time.perf_counter()
+    scores = gradient_scores(model, batches, args.scope, args.kind)
+    metadata = {
+        "format": FISHER_FORMAT,
+        "kind": args.kind,
+        "batches": str(len(batches)),
+        "sequences": str(sum(len(batch["input_ids"]) for batch in batches)),
+        "data": str(args.data),
+    }
+    save_tensors(args.out, scores, metadata)
+    seconds = time.perf_counter() - started
+    log.info(
+        "%s scores of %d tensors over %d batches in %.1f s -> %s",
+        args.kind,
+        len(scores),
+        len(batches),
+        seconds,
+        args.out,
+    )
+
+
+if __name__ == "__main__":
+    run_main(FisherArgs, run)
