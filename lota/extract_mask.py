@@ -40,9 +40,6 @@ DEFAULT_SCOPE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 
-STRATEGIES = ("task_vector", "base_magnitude", "fisher", "random")
-
-
 @dataclass
 class ExtractMaskArgs:
     out: Path = arg(help="output mask safetensors")

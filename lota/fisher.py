@@ -27,7 +27,7 @@ from lota.errors import UserError
 from lota.extract_mask import DEFAULT_SCOPE, in_scope
 from lota.io import FISHER_FORMAT, read_jsonl, save_tensors
 from lota.modeling import device, load_model, load_tokenizer, set_threads
-from lota.train import IGNORE_INDEX, collate, micro_batches, response_loss, tokenize_records
+from lota.train import collate, micro_batches, response_loss, response_token_count, tokenize_records
 
 log = logging.getLogger("lota.fisher")
 
@@ -62,8 +62,7 @@ def gradient_scores(
     on = next(iter(covered.values())).device
     for batch in tqdm(batches, desc="gradients", unit="batch"):
         batch = {key: value.to(on) for key, value in batch.items()}
-        targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        loss = response_loss(model, batch, trim_logits=False) / targets
+        loss = response_loss(model, batch, trim_logits=False) / response_token_count(batch["labels"])
         grads = torch.autograd.grad(loss, list(covered.values()))
         for (name, _), grad in zip(covered.items(), grads, strict=True):
             sums[name] += grad.float().square() if kind == "mean_squared" else grad.float()

@@ -113,8 +113,18 @@ def validate(args: TrainArgs) -> None:
         raise UserError("lr must be > 0")
     check_range("weight_decay", args.weight_decay, 0.0, 1.0)
     check_range("max_grad_norm", args.max_grad_norm, 1e-12, math.inf)
-    minimums = {"batch_size": 1, "grad_accum": 1, "max_length": 2, "max_steps": 0, "warmup_steps": 0}
-    check_minimums(args, minimums | {"processes": 1, "checkpoint_every": 0})
+    check_minimums(
+        args,
+        {
+            "batch_size": 1,
+            "grad_accum": 1,
+            "max_length": 2,
+            "max_steps": 0,
+            "warmup_steps": 0,
+            "processes": 1,
+            "checkpoint_every": 0,
+        },
+    )
     if not args.epochs > 0 or math.isinf(args.epochs):
         raise UserError(f"epochs must be a positive number, got {args.epochs}")
     if args.method == "lota" and args.mask is None:
@@ -322,6 +332,11 @@ def gather_trained_entries(slot: Slot) -> tuple[torch.Tensor, torch.Tensor]:
 # --- the loop ---------------------------------------------------------------------------
 
 
+def response_token_count(labels: torch.Tensor) -> int:
+    """The response tokens a batch's loss is over (a sequence's first token is predicted by nothing)."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
 def first_target_column(labels: torch.Tensor) -> int:
     """The first column holding a response token of any row (never 0: nothing predicts it)."""
     columns = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()
@@ -370,7 +385,7 @@ def train_step(
     """One optimizer step over the micro-batches `batches`."""
     # Every micro-batch's loss is divided by the step's response tokens (on every process), so
     # that accumulation and sharding give the same mean as one large batch.
-    target_tokens = int(distributed.total(sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)))
+    target_tokens = int(distributed.total(sum(response_token_count(batch["labels"]) for batch in batches)))
     loss_sum, tokens = 0.0, 0
     for batch in batches:
         batch = {key: value.to(on) for key, value in batch.items()}

@@ -19,14 +19,13 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, snakemake, tiny_workdir
+from tests.conftest import snakemake, snakemake_command, tiny_workdir
 from tests.test_slurm import _same_output, _unmeasured
 
 TARGET = "results/lota_gsm8k_s90.json"
@@ -133,9 +132,7 @@ def restart(workdir: Path, listing: Path) -> subprocess.Popen:
     its output goes to `listing`."""
     unlocked = snakemake(workdir, "--unlock", TARGET)
     assert unlocked.returncode == 0, unlocked.stderr[-3000:]
-    command = [sys.executable, "-m", "snakemake", TARGET, "--cores", "1", "--rerun-incomplete"]
-    command += ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    command += ["--configfile", str(workdir / "config.yaml")]
+    command = snakemake_command(workdir, TARGET, "--cores", "1", "--rerun-incomplete")
     with open(listing, "w") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -15,14 +15,13 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
-from tests.conftest import REPO, planned_jobs, snakemake, tiny_workdir
+from tests.conftest import REPO, planned_jobs, snakemake, snakemake_command, tiny_workdir
 from tests.test_atomic_outputs import JOB_FINISHED, JOB_LISTING, Job, assert_same_outputs, listed_jobs
 
 SWEEP = {"tasks": ["gsm8k"], "sparsities": [50, 90]}
@@ -142,9 +141,7 @@ def run_sweep(root: Path, tiny_model: Path, gsm8k_dir: Path, cores: int) -> Swee
     (outside / "tmp").mkdir(parents=True)
     env = {key: value for key, value in os.environ.items() if not key.startswith("XDG_")}
     env |= {"HOME": str(outside), "TMPDIR": str(outside / "tmp")}
-    command = [sys.executable, "-m", "snakemake", "sweep", "--cores", str(cores), "--printshellcmds"]
-    command += ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    command += ["--configfile", str(workdir / "config.yaml")]
+    command = snakemake_command(workdir, "sweep", "--cores", str(cores), "--printshellcmds")
     before = files_in(workdir)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
