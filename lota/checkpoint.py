@@ -113,16 +113,8 @@ def resume(
     """Load the checkpoint in `directory` into the slots, optimizers and generators, and return the
     progress it records; None (having deleted any checkpoint there) when there is none to resume.
     """
-    pointer_path = directory / POINTER
-    if not pointer_path.is_file():
-        discard(directory)
-        return None
-    pointer = read_json(pointer_path, "training checkpoint pointer")
-    differs = _first_difference(pointer.get("fingerprint"), run_fingerprint)
-    if differs:
-        log.warning("checkpoint %s is not this run's (%s differs): starting over", directory, differs)
-        distributed.barrier()  # every process has read the pointer before it goes
-        discard(directory)
+    pointer = _pointer(directory, run_fingerprint)
+    if pointer is None:
         return None
     step_dir = directory / f"step-{pointer['step']}"
     try:
@@ -139,6 +131,30 @@ def resume(
         raise UserError(f"cannot resume from {step_dir} ({error}); delete {directory} to start over") from None
     log.info("resuming from the checkpoint after step %d: %s", pointer["step"], step_dir)
     return Progress(pointer["step"], pointer["tokens"], pointer["last_loss"], pointer["wall_s"], log_lines)
+
+
+def resumable_step(directory: Path, run_fingerprint: dict[str, Any]) -> int:
+    """The step after which the checkpoint in `directory` was saved, if this run can resume it,
+    else 0 (having deleted any checkpoint there)."""
+    pointer = _pointer(directory, run_fingerprint)
+    return pointer["step"] if pointer else 0
+
+
+def _pointer(directory: Path, run_fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The pointer of this run's checkpoint in `directory`; None, having deleted the directory,
+    when there is none or it is another run's."""
+    pointer_path = directory / POINTER
+    if not pointer_path.is_file():
+        discard(directory)
+        return None
+    pointer = read_json(pointer_path, "training checkpoint pointer")
+    differs = _first_difference(pointer.get("fingerprint"), run_fingerprint)
+    if differs:
+        log.warning("checkpoint %s is not this run's (%s differs): starting over", directory, differs)
+        distributed.barrier()  # every process has read the pointer before it goes
+        discard(directory)
+        return None
+    return pointer
 
 
 def _load_slot(slot: Slot, reader: TensorReader) -> None:

@@ -2,9 +2,10 @@
 
 The result holds accuracy, n and a 95% Wilson interval (for a combined task such as
 commonsense: the mean of its subtasks' accuracies with a normal-approximation interval, each
-subtask's own figures beside it), and what produced it: method, task, sparsity, trainable
-parameter count, base model, the config values used, the wall time and peak memory of each
-stage (from the workflow's benchmark files), and package versions.
+subtask's own figures beside it), and what produced it: method, task, sparsity, LoRA rank, the
+strategy that ranked the mask's entries (LoTA and RoSA; None for runs without a mask), trainable
+parameter count, base model, the config values used, the wall time and peak memory of each stage
+(from the workflow's benchmark files), and package versions.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ class EvaluateArgs:
     task: str = arg(help="task name, which picks the scorer")
     out: Path = arg(help="output results JSON")
     run: str = arg("", "run name, e.g. lota_gsm8k_s90")
-    method: str = arg("", "base, fft, lora or lota")
-    sparsity: float | None = arg(None, "the LoTA mask's sparsity")
-    lora_rank: int | None = arg(None, "the LoRA adapters' rank")
+    method: str = arg("", "base, fft, lora, lota or rosa")
+    sparsity: float | None = arg(None, "the mask's sparsity, for lota and rosa runs")
+    lora_rank: int | None = arg(None, "the LoRA adapters' rank, for lora and rosa runs")
+    mask_strategy: str | None = arg(None, "the strategy that ranked the mask's entries, for lota and rosa runs")
     base_model: str = arg("", "the base model's source")
     train_summary: Path | None = arg(None, "summary.json of the training run, if any")
     benchmark: list[str] = arg([], "STAGE=PATH of a benchmark TSV per stage, for wall time and memory")
@@ -195,6 +197,7 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
         "method": args.method,
         "sparsity": args.sparsity,
         "lora_rank": args.lora_rank,
+        "mask_strategy": args.mask_strategy,
         **overall,
         "subtasks": subtasks,
         "trainable_params": summary["trainable_params"] if summary else 0,

@@ -1,14 +1,16 @@
 """Stage export: a trained run as an HF directory (config, tokenizer, safetensors) that
 `AutoModelForCausalLM.from_pretrained` loads as it is.
 
-The base model's weights are loaded and the run's weights applied: dense weights replace
-the base's, a sparse delta is added at its indices (frozen entries stay the base's bits), a
-LoRA adapter is merged into the weights it adapts.
+The base model's weights are loaded and the run's weights applied, file by file in the order
+given: dense weights replace the base's, a sparse delta is added at its indices (frozen entries
+stay the base's bits), a LoRA adapter is merged into the weights it adapts. A RoSA run gives its
+sparse delta, then its adapter.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,9 @@ log = logging.getLogger("lota.export")
 @dataclass
 class ExportArgs:
     base: Path = arg(help="base HF model directory")
-    weights: Path = arg(help="the run's weights.safetensors (dense weights, a sparse delta or a LoRA adapter)")
+    weights: list[Path] = arg(
+        help="the run's weights files (dense weights, a sparse delta, a LoRA adapter), applied in order"
+    )
     out: Path = arg(help="output HF model directory")
     trust_remote_code: bool = trust_remote_code_arg()
 
@@ -57,15 +61,17 @@ def apply_weights(model: torch.nn.Module, weights: Path) -> torch.nn.Module:
     return model
 
 
-def export(base: Path, weights: Path, out: Path, trust_remote_code: bool = False) -> Path:
-    existing_file(weights, "run weights")
+def export(base: Path, weights: Sequence[Path], out: Path, trust_remote_code: bool = False) -> Path:
+    for path in weights:
+        existing_file(path, "run weights")
     tokenizer = load_tokenizer(base, trust_remote_code)
     model = load_model(base, torch.float32, trust_remote_code, torch.device("cpu"))
-    model = apply_weights(model, weights)
+    for path in weights:
+        model = apply_weights(model, path)
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-    log.info("exported %s + %s -> %s", base, weights, out)
+    log.info("exported %s + %s -> %s", base, " + ".join(map(str, weights)), out)
     return out
 
 

@@ -50,23 +50,38 @@ class FisherArgs:
 
 
 def gradient_scores(
-    model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], scope: list[str], kind: str
+    model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], covered: dict[str, torch.nn.Parameter], kind: str
 ) -> dict[str, torch.Tensor]:
-    """Per covered weight, the mean over `batches` of its gradient (kind mean) or squared gradient."""
-    covered = {name: p for name, p in model.named_parameters() if in_scope(name, scope)}
+    """Per covered weight (by the name it is scored under), the mean over `batches` of its gradient
+    (kind mean) or squared gradient. Only the covered weights' gradients are computed, and no
+    parameter's .grad is touched: a training run can score its weights mid-run."""
     if not covered:
-        raise UserError(f"no weight of the model is in the scope {scope}")
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name in covered)
+        raise UserError("no weight of the model is in the mask scope")
+    requires_grad = {name: parameter.requires_grad for name, parameter in covered.items()}
     sums = {name: torch.zeros_like(parameter, dtype=torch.float32) for name, parameter in covered.items()}
     on = next(iter(covered.values())).device
-    for batch in tqdm(batches, desc="gradients", unit="batch"):
-        batch = {key: value.to(on) for key, value in batch.items()}
-        loss = response_loss(model, batch, trim_logits=False) / response_token_count(batch["labels"])
-        grads = torch.autograd.grad(loss, list(covered.values()))
-        for (name, _), grad in zip(covered.items(), grads, strict=True):
-            sums[name] += grad.float().square() if kind == "mean_squared" else grad.float()
+    try:
+        for parameter in covered.values():
+            parameter.requires_grad_(True)
+        for batch in tqdm(batches, desc="gradients", unit="batch"):
+            batch = {key: value.to(on) for key, value in batch.items()}
+            loss = response_loss(model, batch, trim_logits=False) / response_token_count(batch["labels"])
+            grads = torch.autograd.grad(loss, list(covered.values()))
+            for (name, _), grad in zip(covered.items(), grads, strict=True):
+                sums[name] += grad.float().square() if kind == "mean_squared" else grad.float()
+    finally:
+        for name, parameter in covered.items():
+            parameter.requires_grad_(requires_grad[name])
     return {name: (total / len(batches)).cpu() for name, total in sums.items()}
+
+
+def calibration_batches(
+    examples: list[tuple[list[int], list[int]]], count: int, batch_size: int, seed: int, pad_id: int
+) -> list[dict[str, torch.Tensor]]:
+    """`count` batches in the seeded training order, with as many passes over the data as they need."""
+    epochs = count * batch_size / len(examples)
+    chunks = [chunk for _, chunk in micro_batches(len(examples), batch_size, epochs, seed)]
+    return [collate([examples[i] for i in chunk], pad_id) for chunk in chunks[:count]]
 
 
 def run(args: FisherArgs) -> None:
@@ -76,13 +91,15 @@ def run(args: FisherArgs) -> None:
     set_threads(args.threads)
     tokenizer = load_tokenizer(args.model, args.trust_remote_code)
     examples = tokenize_records(read_jsonl(args.data, "calibration data"), tokenizer, args.max_length, args.data)
-    epochs = args.batches * args.batch_size / len(examples)  # as many passes as the batches need
-    chunks = [chunk for _, chunk in micro_batches(len(examples), args.batch_size, epochs, args.seed)]
-    batches = [collate([examples[i] for i in chunk], tokenizer.pad_token_id) for chunk in chunks[: args.batches]]
+    batches = calibration_batches(examples, args.batches, args.batch_size, args.seed, tokenizer.pad_token_id)
     model = load_model(args.model, torch.float32, args.trust_remote_code, device())
     model.eval()  # no dropout: the scores are of the model as it is
+    model.requires_grad_(False)  # gradients of the covered weights only
+    covered = {name: p for name, p in model.named_parameters() if in_scope(name, args.scope)}
+    if not covered:
+        raise UserError(f"no weight of the model is in the scope {args.scope}")
     started = time.perf_counter()
-    scores = gradient_scores(model, batches, args.scope, args.kind)
+    scores = gradient_scores(model, batches, covered, args.kind)
     metadata = {
         "format": FISHER_FORMAT,
         "kind": args.kind,

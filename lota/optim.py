@@ -111,6 +111,13 @@ class ParameterUpdater:
             for slot in self.slots:
                 self._hooks.append(slot.parameter.register_post_accumulate_grad_hook(self._hook_for(slot)))
 
+    def add(self, slots: Sequence[Slot]) -> None:
+        """Train these slots too from the next step on (RoSA's mask, built after its warm-up)."""
+        self.slots += slots
+        if self.in_backward:
+            for slot in slots:
+                self._hooks.append(slot.parameter.register_post_accumulate_grad_hook(self._hook_for(slot)))
+
     @property
     def trainable_count(self) -> int:
         return sum(slot.trainable_count for slot in self.slots)

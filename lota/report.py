@@ -1,8 +1,10 @@
 """Stage report: a sweep's and task sequences' results as one Markdown report with plots.
 
-Sweep: per task a table whose rows are runs (method, sparsity or rank, accuracy with its 95%
-interval, trainable parameters, training wall time and peak memory) and a plot of accuracy
-against sparsity for LoTA, with FFT, LoRA and the base model as horizontal lines.
+Sweep: per task a table whose rows are runs (method, sparsity, rank and mask strategy, accuracy with
+its 95% interval, trainable parameters, training wall time and peak memory); where LoTA and RoSA
+runs hold several (method, mask strategy) pairs, a table of their accuracy with a row per sparsity
+and a column per pair; and a plot of accuracy against sparsity with a line per pair, FFT, LoRA and
+the base model as horizontal lines.
 
 Task sequences: per sequence of tasks a forgetting table (methods as rows: each earlier task's
 accuracy after its own stage and at the end, the forgetting with its paired interval, the last
@@ -43,14 +45,32 @@ METHOD_ORDER = {
     "fft": 1,
     "lora": 2,
     "lota": 3,
-    "lotto": 4,
-    "lottoflip": 5,
-    "ta": 6,
-    "ties": 7,
-    "dareties": 8,
-    "darelinear": 9,
-    "lotasum": 10,
+    "rosa": 4,
+    "lotto": 5,
+    "lottoflip": 6,
+    "ta": 7,
+    "ties": 8,
+    "dareties": 9,
+    "darelinear": 10,
+    "lotasum": 11,
 }
+# The methods that train through a mask: their label and the mask strategy a result without one used.
+MASKED_METHODS = {"lota": ("LoTA", "task_vector"), "rosa": ("RoSA", "fisher")}
+STRATEGY_ORDER = ("task_vector", "fisher", "gradient_mean", "base_magnitude", "random")
+STRATEGY_COLOURS = {
+    "task_vector": "tab:green",
+    "fisher": "tab:purple",
+    "gradient_mean": "tab:brown",
+    "base_magnitude": "tab:pink",
+    "random": "tab:olive",
+}
+MASKED_FORMATS = {"lota": "o-", "rosa": "s--"}
+STRATEGY_NOTE = (
+    "At a sparsity every strategy keeps the same number of trainable entries; they differ in what ranks the "
+    "entries: task_vector `|finetuned - base|` of the dense calibration run, fisher and gradient_mean the base "
+    "model's squared and mean gradients on calibration batches, base_magnitude `|base weight|`, random a seeded "
+    "uniform choice. RoSA trains a LoRA adapter and the sparse update together."
+)
 SEQUENCE_STYLES = {
     "fft": ("FFT", "tab:blue"),
     "lora": ("LoRA", "tab:orange"),
@@ -102,13 +122,41 @@ def load_grouped(
 
 
 def sort_key(result: dict[str, Any]) -> tuple:
-    """Methods in a fixed order, then by sparsity, LoRA rank and a merge's lambda."""
+    """Methods in a fixed order, then by sparsity, LoRA rank, mask strategy and a merge's lambda."""
+    method = METHOD_ORDER.get(result["method"], 99)
+    strategy = strategy_key(mask_strategy(result) or "")
     scale = (result.get("settings") or {}).get("scale") or 0
-    return METHOD_ORDER.get(result["method"], 99), result.get("sparsity") or 0, result.get("lora_rank") or 0, scale
+    return method, result.get("sparsity") or 0, result.get("lora_rank") or 0, strategy, scale
+
+
+def mask_strategy(result: dict[str, Any]) -> str | None:
+    """The strategy that ranked a LoTA or RoSA run's mask (the method's default where the result names
+    none); None for the other methods."""
+    if result["method"] not in MASKED_METHODS:
+        return None
+    return result.get("mask_strategy") or MASKED_METHODS[result["method"]][1]
+
+
+def strategy_key(strategy: str) -> tuple[int, str]:
+    """Strategies in STRATEGY_ORDER; unknown ones (and none) after them, by name."""
+    return STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER), strategy
+
+
+def strategy_suffix(method: str, strategy: str | None, name_default: bool = False) -> str:
+    """The strategy as a label shows it: '' for none, and for the method's default unless `name_default`."""
+    if strategy is None or (strategy == MASKED_METHODS[method][1] and not name_default):
+        return ""
+    return strategy
+
+
+def variant_label(method: str, strategy: str, name_default: bool = False) -> str:
+    """A masked method with its strategy, e.g. 'LoTA random', or 'LoTA' for its default."""
+    return f"{MASKED_METHODS[method][0]} {strategy_suffix(method, strategy, name_default)}".strip()
 
 
 def load_results(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
-    """Sweep results grouped by task, each group ordered base, FFT, LoRA, then LoTA by sparsity."""
+    """Sweep results grouped by task, each group ordered base, FFT, LoRA, LoTA (by sparsity, then mask
+    strategy), then RoSA."""
     return load_grouped(paths, REQUIRED, "results file", lambda result: result["task"])
 
 
@@ -123,11 +171,11 @@ def load_merges(paths: list[Path]) -> dict[tuple[str, ...], list[dict[str, Any]]
 
 
 def shape(result: dict[str, Any]) -> str:
-    if result.get("sparsity") is not None:
-        return f"s = {100 * result['sparsity']:g}%"
-    if result.get("lora_rank") is not None:
-        return f"r = {result['lora_rank']}"
-    return ""
+    """Sparsity, LoRA rank and a mask strategy other than the method's default, e.g. 's = 90%, random'."""
+    parts = [f"s = {100 * result['sparsity']:g}%"] if result.get("sparsity") is not None else []
+    parts += [f"r = {result['lora_rank']}"] if result.get("lora_rank") is not None else []
+    suffix = strategy_suffix(result["method"], mask_strategy(result))
+    return ", ".join(parts + [suffix] if suffix else parts)
 
 
 def interval(result: dict[str, Any]) -> str:
@@ -185,6 +233,40 @@ def subtask_table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def masked_variants(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[float, dict[str, Any]]]:
+    """LoTA's and RoSA's runs by (method, mask strategy), in method then strategy order, each a
+    {sparsity: result} in ascending sparsity (the first of several runs at one sparsity)."""
+    variants: dict[tuple[str, str], dict[float, dict[str, Any]]] = defaultdict(dict)
+    for result in sorted(results, key=sort_key):
+        strategy = mask_strategy(result)
+        if strategy and result.get("sparsity") is not None:
+            variants[result["method"], strategy].setdefault(result["sparsity"], result)
+    return dict(sorted(variants.items(), key=lambda item: (METHOD_ORDER[item[0][0]], strategy_key(item[0][1]))))
+
+
+def strategy_headers(variants: list[tuple[str, str]]) -> list[str]:
+    """Column names of the strategy table: LoTA's always name the strategy, RoSA's where it has several."""
+    methods = [method for method, _ in variants]
+    return [
+        variant_label(method, strategy, name_default=method == "lota" or methods.count(method) > 1)
+        for method, strategy in variants
+    ]
+
+
+def strategy_table(results: list[dict[str, Any]]) -> list[str]:
+    """Accuracy of each (masked method, strategy) per sparsity, where a task has more than one such pair."""
+    variants = masked_variants(results)
+    if len(variants) < 2:
+        return []
+    headers = strategy_headers(list(variants))
+    sparsities = sorted({sparsity for runs in variants.values() for sparsity in runs})
+    lines = ["", "#### Mask strategies", "", f"| sparsity | {' | '.join(headers)} |", "|---:|" + "---:|" * len(headers)]
+    for sparsity in sparsities:
+        cells = [interval(runs[sparsity]) if sparsity in runs else "–" for runs in variants.values()]
+        lines.append(f"| {100 * sparsity:g}% | {' | '.join(cells)} |")
+    return lines + ["", STRATEGY_NOTE]
+
+
 def calibration_note(results: list[dict[str, Any]]) -> list[str]:
     """LoTA's cost beyond its own training: the dense calibration run behind its mask."""
     for result in results:
@@ -202,26 +284,40 @@ def error_bars(values: list[float], intervals: list[list[float]]) -> list[list[f
     return [below, above]
 
 
-def plot_task(task: str, results: list[dict[str, Any]], out: Path) -> None:
-    """Accuracy against sparsity: LoTA as points, FFT/LoRA/base as lines with interval bands."""
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    sparse = [r for r in results if r["method"] == "lota" and r.get("sparsity") is not None]
-    trainable = [100 * (1 - r["sparsity"]) for r in sparse]
+def plot_baselines(axes: Any, results: list[dict[str, Any]]) -> None:
+    """FFT, LoRA and the base model as horizontal lines with interval bands."""
     for result in results:
         # One line per baseline: LoRA at other ranks (lora_<task>_r<rank>) stays in the table only.
         if result["method"] in LINE_STYLES and not re.search(r"_r\d+$", result["run"]):
             label, colour = LINE_STYLES[result["method"]]
             axes.axhline(result["accuracy"], color=colour, label=f"{label} ({result['accuracy']:.3f})")
             axes.axhspan(*result["ci95"], color=colour, alpha=0.12, linewidth=0)
-    if sparse:
-        accuracies = [r["accuracy"] for r in sparse]
-        errors = error_bars(accuracies, [r["ci95"] for r in sparse])
-        axes.errorbar(trainable, accuracies, yerr=errors, fmt="o-", color="tab:green", capsize=4, label="LoTA")
+
+
+def plot_masked(axes: Any, variants: dict[tuple[str, str], dict[float, dict[str, Any]]]) -> None:
+    """A line of points per (masked method, strategy) against the trainable share on a log axis,
+    labelled with the frozen share."""
+    for (method, strategy), runs in variants.items():
+        trainable = [100 * (1 - sparsity) for sparsity in runs]
+        accuracies = [run["accuracy"] for run in runs.values()]
+        errors = error_bars(accuracies, [run["ci95"] for run in runs.values()])
+        style = {"fmt": MASKED_FORMATS[method], "color": STRATEGY_COLOURS.get(strategy), "capsize": 4}
+        axes.errorbar(trainable, accuracies, yerr=errors, label=variant_label(method, strategy), **style)
+    sparsities = sorted({sparsity for runs in variants.values() for sparsity in runs})
+    if sparsities:
         axes.set_xscale("log")
-        axes.set_xticks(trainable, [f"{100 - t:g}" for t in trainable])
+        axes.set_xticks([100 * (1 - sparsity) for sparsity in sparsities], [f"{100 * s:g}" for s in sparsities])
         axes.minorticks_off()
         axes.invert_xaxis()
-    axes.set_xlabel("LoTA sparsity (% of covered weights frozen)")
+
+
+def plot_task(task: str, results: list[dict[str, Any]], out: Path) -> None:
+    """Accuracy against sparsity: a line of points per LoTA and RoSA mask strategy, FFT/LoRA/base as
+    lines with interval bands."""
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    plot_baselines(axes, results)
+    plot_masked(axes, masked_variants(results))
+    axes.set_xlabel("sparsity of the mask (% of covered weights frozen)")
     axes.set_ylabel("accuracy (95% interval)")
     axes.set_title(f"{task}: accuracy vs sparsity")
     axes.legend(loc="best", fontsize="small")
@@ -422,7 +518,7 @@ def render(
         )
     for task, results in by_task.items():
         lines += ["", f"### {task}", ""]
-        lines += run_table(results) + subtask_table(results) + calibration_note(results)
+        lines += run_table(results) + subtask_table(results) + calibration_note(results) + strategy_table(results)
         lines += ["", f"![{task}: accuracy vs sparsity]({plot_folder}/{task}.png)"]
     if by_sequence:
         lines += ["", "## Continual learning", ""]

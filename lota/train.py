@@ -1,5 +1,6 @@
-"""Stage train: dense fine-tuning (fft), sparse adaptation through a mask (lota), or LoRA (lora),
-all on one engine (lota.optim), so the three methods are compared on one code path.
+"""Stage train: dense fine-tuning (fft), sparse adaptation through a mask (lota), LoRA (lora), or
+RoSA (rosa: LoRA adapters and the sparse update through a mask, trained together), all on one
+engine (lota.optim), so the methods are compared on one code path.
 
 The loss is the mean cross-entropy over response tokens only. For lota the model restarts from
 the base weights and only the mask's entries are trained, with optimizer state for those entries
@@ -13,8 +14,10 @@ masks, master entries and optimizer state are sharded as the parameters are. The
 is the same as from one process, written by the first.
 
 Outputs, in one directory written atomically:
-  weights.safetensors  fft: every parameter; lota: the sparse delta (lota.sparse_delta);
+  weights.safetensors  fft: every parameter; lota, rosa: the sparse delta (lota.sparse_delta);
                        lora: the adapter (lota.lora)
+  adapter.safetensors  rosa: the adapter
+  mask.safetensors     rosa with --mask-warmup-steps: the mask built after the warm-up
   log.jsonl            one line per optimizer step: loss, lr, grad norm, tokens/s, peak memory
   summary.json         arguments, trainable parameter count, steps, tokens, wall time, memory
 
@@ -48,7 +51,7 @@ from transformers import PreTrainedTokenizerBase
 from lota import checkpoint, distributed
 from lota.cli import arg, check_minimums, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
-from lota.extract_mask import DEFAULT_SCOPE, load_mask
+from lota.extract_mask import DEFAULT_SCOPE, in_scope, load_mask, save_mask, select_mask
 from lota.io import WEIGHTS_FORMAT, TensorReader, atomic_path, checkpoint_files, read_jsonl, save_tensors, write_json
 from lota.lora import LoraSettings, add_lora, lora_adapter_tensors, save_lora_adapter
 from lota.modeling import device, load_model, load_tokenizer, peak_memory_mb, reset_peak_memory, set_threads
@@ -64,10 +67,22 @@ class TrainArgs:
     model: Path = arg(help="base HF model directory (training starts from these weights)")
     data: Path = arg(help="training records (JSONL with prompt and response)")
     out: Path = arg(help="output directory")
-    method: Literal["fft", "lota", "lora"] = arg(
-        "fft", "fft trains every weight; lota only the mask's entries; lora low-rank adapters (PEFT)"
+    method: Literal["fft", "lota", "lora", "rosa"] = arg(
+        "fft",
+        "fft trains every weight; lota only the mask's entries; lora low-rank adapters (PEFT); rosa adapters and "
+        "the mask's entries together",
     )
-    mask: Path | None = arg(None, "mask file (required for lota)")
+    mask: Path | None = arg(None, "mask file (lota; rosa unless it builds its mask after a warm-up)")
+    mask_warmup_steps: int = arg(
+        0, "rosa without --mask: train the adapters alone for N steps, then build the mask from gradients, then both"
+    )
+    mask_sparsity: float | None = arg(None, "rosa's warm-up mask: fraction of covered entries kept frozen")
+    mask_kind: Literal["mean_squared", "mean"] = arg(
+        "mean_squared", "rosa's warm-up mask ranks the mean squared gradient (empirical Fisher) or the mean gradient"
+    )
+    mask_batches: int = arg(8, "rosa's warm-up mask: calibration batches of batch_size sequences")
+    mask_granularity: Literal["global", "per_tensor"] = arg("global", "rosa's warm-up mask: global or per-tensor")
+    mask_scope: list[str] = arg(DEFAULT_SCOPE, "rosa's warm-up mask: module names whose .weight tensors it covers")
     lora_rank: int = arg(16, "LoRA rank r")
     lora_alpha: float = arg(32.0, "LoRA alpha; the update is scaled by alpha / r")
     lora_dropout: float = arg(0.0, "dropout on the LoRA input")
@@ -127,11 +142,22 @@ def validate(args: TrainArgs) -> None:
     )
     if not args.epochs > 0 or math.isinf(args.epochs):
         raise UserError(f"epochs must be a positive number, got {args.epochs}")
+    check_minimums(args, {"mask_warmup_steps": 0, "mask_batches": 1})
     if args.method == "lota" and args.mask is None:
         raise UserError("method lota needs --mask")
+    if args.method == "rosa" and (args.mask is None) == (args.mask_warmup_steps == 0):
+        raise UserError("method rosa needs either --mask or --mask-warmup-steps (the mask built after a warm-up)")
+    if args.mask_warmup_steps and args.method != "rosa":
+        raise UserError("--mask-warmup-steps is for method rosa")
+    if args.mask_warmup_steps:
+        if args.mask_sparsity is None:
+            raise UserError("--mask-warmup-steps needs --mask-sparsity")
+        check_range("mask_sparsity", args.mask_sparsity, 0.0, 1.0, high_open=True)
+        if args.processes > 1 or distributed.launched_processes() > 1:
+            raise UserError("rosa's warm-up mask is built in one process: use --mask, or --processes 1")
     if args.weights == "bf16" and args.precision == "fp32":
         raise UserError("weights bf16 computes in bf16: use precision bf16 with it")
-    if args.method == "lora":
+    if args.method in ("lora", "rosa"):
         lora_settings(args)
     existing_file(args.data, "training data")
     if args.mask is not None:
@@ -220,7 +246,7 @@ def load_for_training(args: TrainArgs, on: torch.device) -> torch.nn.Module:
     if args.activation_checkpointing:
         # Non-reentrant: works with frozen inputs (LoRA, LoTA) and with the in-backward updates.
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    if args.method == "lora":
+    if args.method in ("lora", "rosa"):
         model = add_lora(model, lora_settings(args))
     if args.compile:
         for layer in decoder_layers(model, "to compile"):
@@ -241,18 +267,39 @@ def decoder_layers(model: torch.nn.Module, purpose: str) -> list[torch.nn.Module
 
 def trainable_parameters(model: torch.nn.Module, method: str, mask_path: Path | None) -> Chosen:
     """(name, parameter, trainable flat indices of its local part, or None for all); others get
-    requires_grad False."""
+    requires_grad False. A masked parameter goes by its base model's name (as in the mask)."""
     named = dict(model.named_parameters())
     if method == "fft":
         return [(name, p, None) for name, p in named.items()]
-    if method == "lora":  # PEFT has frozen everything but the adapters
-        return [(name, p, None) for name, p in named.items() if p.requires_grad]
-    masks = load_mask(mask_path, {name: p.shape for name, p in named.items()})
+    # PEFT has frozen everything but the adapters.
+    adapters = [(name, p, None) for name, p in named.items() if p.requires_grad] if method in ("lora", "rosa") else []
+    if method == "lora":
+        return adapters
+    shapes = {name: p.shape for name, p in base_parameters(model).items()}
+    masks = {} if mask_path is None else load_mask(mask_path, shapes)
+    return adapters + masked_entries(model, masks)
+
+
+def base_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The base model's weights by their names in its checkpoint; under PEFT, without the wrapper's
+    prefix and `base_layer`, and without the adapters."""
+    if not isinstance(model, PeftModel):
+        return dict(model.named_parameters())
+    return {
+        name.replace(".base_layer.", "."): parameter
+        for name, parameter in model.get_base_model().named_parameters()
+        if ".lora_" not in name
+    }
+
+
+def masked_entries(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> Chosen:
+    """A slot choice for each base weight with a trainable entry in `masks`; those weights get
+    requires_grad, the other base weights none."""
     chosen = []
-    for name, parameter in named.items():
-        if name not in masks or not masks[name].any():
-            parameter.requires_grad_(False)
-        else:
+    for name, parameter in base_parameters(model).items():
+        trained = name in masks and bool(masks[name].any())
+        parameter.requires_grad_(trained)
+        if trained:
             # A process's shard of a parameter may hold no trainable entry; it still takes part.
             local_mask = distributed.shard_like(masks[name], parameter)
             chosen.append((name, parameter, local_mask.flatten().nonzero().squeeze(1)))
@@ -274,8 +321,38 @@ class CheckpointValues:
 
 def make_updater(model: torch.nn.Module, args: TrainArgs) -> ParameterUpdater:
     chosen = trainable_parameters(model, args.method, args.mask)
-    slots = make_slots(chosen, args.optimizer, args.lr, args.weight_decay, CheckpointValues(args.model))
-    return ParameterUpdater(slots, args.clip, args.max_grad_norm, in_backward=updates_in_backward(args))
+    in_backward = updates_in_backward(args)
+    return ParameterUpdater(slots_of(chosen, args), args.clip, args.max_grad_norm, in_backward=in_backward)
+
+
+def slots_of(chosen: Chosen, args: TrainArgs) -> list[Slot]:
+    return make_slots(chosen, args.optimizer, args.lr, args.weight_decay, CheckpointValues(args.model))
+
+
+def warmup_mask(
+    model: torch.nn.Module, args: TrainArgs, examples: Sequence[Example], pad_id: int, on: torch.device
+) -> dict[str, torch.Tensor]:
+    """RoSA's schedule: after the adapters' warm-up, the mask ranks the gradients of the model as it
+    now is (base weights plus adapters) over calibration batches in the seeded training order."""
+    from lota.fisher import calibration_batches, gradient_scores  # lota.fisher imports this module
+
+    batches = calibration_batches(list(examples), args.mask_batches, args.batch_size, args.seed, pad_id)
+    covered = {name: p for name, p in base_parameters(model).items() if in_scope(name, args.mask_scope)}
+    with torch.autocast(on.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        scores = gradient_scores(model, batches, covered, args.mask_kind)
+    return select_mask(scores, args.mask_sparsity, args.mask_granularity)
+
+
+def warmup_mask_info(args: TrainArgs) -> dict[str, Any]:
+    strategy = "fisher" if args.mask_kind == "mean_squared" else "gradient_mean"
+    return {
+        "strategy": strategy,
+        "after_step": args.mask_warmup_steps,
+        "sparsity": args.mask_sparsity,
+        "granularity": args.mask_granularity,
+        "scope": sorted(args.mask_scope),
+        "excluded": [],
+    }
 
 
 def updates_in_backward(args: TrainArgs) -> bool:
@@ -287,16 +364,18 @@ def updates_in_backward(args: TrainArgs) -> bool:
 
 
 def save_weights(path: Path, args: TrainArgs, model: torch.nn.Module, updater: ParameterUpdater) -> None:
-    """fft: every parameter; lota: the sparse delta of the trained entries; lora: the adapter.
+    """fft: every parameter; lota: the sparse delta of the trained entries; lora: the adapter;
+    rosa: the sparse delta, and the adapter beside it (adapter.safetensors).
 
     Every process takes part (sharded tensors are gathered one at a time); the main one writes.
     """
     main = distributed.is_main()
-    if args.method == "lora":
+    if args.method in ("lora", "rosa"):
         tensors = lora_adapter_tensors(model)
         if main:
-            save_lora_adapter(path, tensors, lora_settings(args))
-    elif args.method == "fft":
+            adapter_path = path.with_name("adapter.safetensors") if args.method == "rosa" else path
+            save_lora_adapter(adapter_path, tensors, lora_settings(args))
+    if args.method == "fft":
         tensors = {}
         for slot in updater.slots:
             full = distributed.gather_full(slot.master.detach(), slot.parameter)
@@ -304,15 +383,16 @@ def save_weights(path: Path, args: TrainArgs, model: torch.nn.Module, updater: P
                 tensors[slot.name] = full.contiguous().cpu()
         if main:
             save_tensors(path, tensors, {"format": WEIGHTS_FORMAT})
-    else:
+    if args.method in ("lota", "rosa"):
         delta = {}
         with TensorReader(checkpoint_files(args.model)) as base:
-            for slot in updater.slots:
+            for slot in (slot for slot in updater.slots if slot.indices is not None):
                 indices, values = gather_trained_entries(slot)
                 if main:
                     delta[slot.name] = (indices, values - base.get(slot.name).view(-1)[indices])
         if main:
-            save_sparse_delta(path, delta, {slot.name: slot.parameter.shape for slot in updater.slots})
+            shapes = {slot.name: slot.parameter.shape for slot in updater.slots if slot.indices is not None}
+            save_sparse_delta(path, delta, shapes)
 
 
 def gather_trained_entries(slot: Slot) -> tuple[torch.Tensor, torch.Tensor]:
@@ -484,8 +564,17 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
         threads,
     )
 
+    if args.mask_warmup_steps >= len(steps):
+        raise UserError(f"mask_warmup_steps {args.mask_warmup_steps} leaves no step of the {len(steps)} to the mask")
+
     checkpoint_dir = args.checkpoint_dir or args.out.with_name(f"{args.out.name}.checkpoint")
     run_fingerprint = checkpoint.fingerprint(resume_settings(args), run_inputs(args))
+    # A warm-up mask is kept beside the checkpoints that train through it.
+    saved_mask = checkpoint_dir / "warmup-mask.safetensors"
+    masks = None
+    if args.mask_warmup_steps and checkpoint.resumable_step(checkpoint_dir, run_fingerprint) >= args.mask_warmup_steps:
+        masks = load_mask(saved_mask, {name: p.shape for name, p in base_parameters(model).items()})
+        updater.add(slots_of(masked_entries(model, masks), args))
     progress = checkpoint.resume(checkpoint_dir, updater.slots, run_fingerprint, on) or checkpoint.Progress()
     resumed_from = progress.step
     checkpoints, checkpoint_s = 0, 0.0
@@ -534,6 +623,12 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
                     record["tokens_per_s"],
                     record["peak_memory_mb"],
                 )
+                if step == args.mask_warmup_steps:
+                    masks = warmup_mask(model, args, examples, tokenizer.pad_token_id, on)
+                    if args.checkpoint_every:
+                        save_mask(saved_mask, masks, warmup_mask_info(args))
+                    updater.add(slots_of(masked_entries(model, masks), args))
+                    log.info("rosa: mask built after step %d, %d trainable parameters", step, updater.trainable_count)
                 if args.checkpoint_every and step % args.checkpoint_every == 0 and step < len(steps):
                     saving_started = time.perf_counter()
                     checkpoint.save(checkpoint_dir, updater.slots, progress, run_fingerprint, on)
@@ -543,11 +638,12 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
         wall = progress.wall_s
         updater.remove_hooks()
         save_weights(tmp / "weights.safetensors", args, model, updater)
+        if masks is not None:
+            save_mask(tmp / "mask.safetensors", masks, warmup_mask_info(args))
         summary = {
             "method": args.method,
-            "trainable_params": trainable_count,
-            "total_params": sum(p.numel() for p in model.parameters())
-            - (trainable_count if args.method == "lora" else 0),
+            "trainable_params": int(distributed.total(updater.trainable_count)),
+            "total_params": sum(p.numel() for p in base_parameters(model).values()),
             "examples": len(examples),
             "steps": len(steps),
             "tokens": progress.tokens,

@@ -54,7 +54,10 @@ def timeless_summary(run_dir):
 
 
 def assert_same_run(ours, theirs):
-    assert (ours / "weights.safetensors").read_bytes() == (theirs / "weights.safetensors").read_bytes()
+    assert sorted(path.name for path in ours.iterdir()) == sorted(path.name for path in theirs.iterdir())
+    for name in ("weights.safetensors", "adapter.safetensors", "mask.safetensors"):
+        if (ours / name).exists():
+            assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
     assert timeless_log(ours) == timeless_log(theirs)
     assert timeless_summary(ours) == timeless_summary(theirs)
 
@@ -79,12 +82,26 @@ def stop_after_checkpoint(monkeypatch, step):
         {"method": "lota", "weights": "bf16"},
         {"method": "lota", "optimizer_in_backward": False, "weight_decay": 0.1},
         {"method": "lora", "lora_dropout": 0.1},  # dropout: the random generator's state must resume too
+        {"method": "rosa"},
+        # RoSA's mask built after the warm-up: before the checkpoint resumed from, and after it.
+        {"method": "rosa", "mask_warmup_steps": 3, "mask_sparsity": 0.9, "mask_batches": 2},
+        {"method": "rosa", "mask_warmup_steps": 6, "mask_sparsity": 0.9, "mask_batches": 2},
     ],
-    ids=["fft", "fft-rmsprop-accum-global-warmup", "lota-bf16-weights", "lota-after-backward", "lora-dropout"],
+    ids=[
+        "fft",
+        "fft-rmsprop-accum-global-warmup",
+        "lota-bf16-weights",
+        "lota-after-backward",
+        "lora-dropout",
+        "rosa",
+        "rosa-mask-before-resume",
+        "rosa-mask-after-resume",
+    ],
 )
 def test_a_resumed_run_ends_bit_identical(tmp_path, monkeypatch, tiny_model, records, mask, settings):
     base = TrainArgs(model=tiny_model, data=records, out=tmp_path / "whole", lr=1e-3, batch_size=2, epochs=2)
-    base = replace(base, mask=mask if settings["method"] == "lota" else None, **settings)
+    given_mask = settings["method"] in ("lota", "rosa") and "mask_warmup_steps" not in settings
+    base = replace(base, mask=mask if given_mask else None, **settings)
     train(base)
     interrupted = replace(base, out=tmp_path / "interrupted", checkpoint_every=2)
     with monkeypatch.context() as patch:

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from lota.cli import parse_args
 from lota.config import config_errors, load_schema
 from lota.errors import UserError
 from lota.evaluate import EvaluateArgs, evaluate, stage_costs, wilson_interval
@@ -56,9 +57,21 @@ def test_results_hold_accuracy_and_provenance(tmp_path):
     evaluate(args)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["accuracy"] == 0.5 and result["n"] == 2 and result["correct"] == 1
-    assert result["trainable_params"] == 42 and result["sparsity"] == 0.9
+    assert result["trainable_params"] == 42 and result["sparsity"] == 0.9 and result["mask_strategy"] is None
     assert result["config"] == {"seed": 0} and "torch" in result["versions"]
     assert result["generation_backend"] == "transformers"
+
+
+def test_a_rosa_result_records_its_mask_strategy_and_rank(tmp_path):
+    samples = write_records(tmp_path / "samples.jsonl", [{"id": 0, "completion": "#### 3", "gold": "3"}])
+    argv = ["--samples", str(samples), "--task", "gsm8k", "--out", str(tmp_path / "r.json")]
+    argv += ["--run", "rosa_gsm8k_s90_random", "--method", "rosa", "--sparsity", "0.9", "--lora-rank", "16"]
+    args = parse_args(EvaluateArgs, argv + ["--mask-strategy", "random"], "")
+    evaluate(args)
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert (result["method"], result["sparsity"], result["lora_rank"]) == ("rosa", 0.9, 16)
+    assert result["mask_strategy"] == "random" and result["accuracy"] == 1.0
+    assert evaluate(parse_args(EvaluateArgs, argv, ""))["mask_strategy"] is None
 
 
 def test_default_config_is_valid_and_errors_name_the_key():

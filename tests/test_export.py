@@ -15,7 +15,7 @@ def test_export_of_a_sparse_delta_reloads_with_transformers(tmp_path, tiny_model
     shape = dict(base.named_parameters())[name].shape
     indices, values = torch.tensor([0, 5, 17]), torch.tensor([0.5, -0.25, 1.0])
     save_sparse_delta(tmp_path / "delta.safetensors", {name: (indices, values)}, {name: shape})
-    export(tiny_model, tmp_path / "delta.safetensors", tmp_path / "out")
+    export(tiny_model, [tmp_path / "delta.safetensors"], tmp_path / "out")
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
     expected = dict(base.named_parameters())[name].detach().clone().view(-1)
@@ -32,7 +32,7 @@ def test_export_of_a_sparse_delta_reloads_with_transformers(tmp_path, tiny_model
 def test_export_of_dense_weights_replaces_them(tmp_path, tiny_model):
     name = "model.norm.weight"
     save_file({name: torch.full((16,), 2.0)}, str(tmp_path / "dense.safetensors"), {"format": WEIGHTS_FORMAT})
-    export(tiny_model, tmp_path / "dense.safetensors", tmp_path / "out")
+    export(tiny_model, [tmp_path / "dense.safetensors"], tmp_path / "out")
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     assert torch.equal(reloaded.model.norm.weight.detach(), torch.full((16,), 2.0))
 
@@ -40,19 +40,19 @@ def test_export_of_dense_weights_replaces_them(tmp_path, tiny_model):
 def test_export_rejects_weights_of_another_model(tmp_path, tiny_model):
     save_file({"model.norm.weight": torch.ones(17)}, str(tmp_path / "dense.safetensors"), {"format": WEIGHTS_FORMAT})
     with pytest.raises(UserError, match=r"model.norm.weight has shape \(17,\), the model's is \(16,\)"):
-        export(tiny_model, tmp_path / "dense.safetensors", tmp_path / "out")
+        export(tiny_model, [tmp_path / "dense.safetensors"], tmp_path / "out")
     save_sparse_delta(
         tmp_path / "delta.safetensors",
         {"nope.weight": (torch.tensor([0]), torch.ones(1))},
         {"nope.weight": torch.Size([2])},
     )
     with pytest.raises(UserError, match="has nope.weight, which the model does not have"):
-        export(tiny_model, tmp_path / "delta.safetensors", tmp_path / "out")
+        export(tiny_model, [tmp_path / "delta.safetensors"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_export_refuses_a_file_that_is_not_run_weights(tmp_path, tiny_model):
     save_file({"model.norm.weight": torch.ones(16)}, str(tmp_path / "tv.safetensors"), {"format": TASK_VECTOR_FORMAT})
     with pytest.raises(UserError, match="is not a run's weights file .*'lota-task-vector', expected 'lota-weights'"):
-        export(tiny_model, tmp_path / "tv.safetensors", tmp_path / "out")
+        export(tiny_model, [tmp_path / "tv.safetensors"], tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -5,7 +5,18 @@ import json
 import pytest
 
 from lota.errors import UserError
-from lota.report import ReportArgs, load_results, load_sequences, render, run
+from lota.report import (
+    ReportArgs,
+    load_results,
+    load_sequences,
+    masked_variants,
+    plot_masked,
+    render,
+    run,
+    run_table,
+    sort_key,
+    strategy_table,
+)
 
 
 def result(run, method, accuracy, sparsity=None, rank=None, task="mawps", **extra):
@@ -89,6 +100,125 @@ def test_run_writes_the_report_and_one_png_per_task(sweep_files, tmp_path):
     assert "](plots/commonsense.png)" in out.read_text()
     for task in ("mawps", "commonsense"):
         assert (tmp_path / "results" / "plots" / f"{task}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def masked(run, accuracy, sparsity, strategy=None, task="gsm8k"):
+    """A LoTA run, or RoSA at rank 16 where `run` starts with rosa; `strategy` None leaves mask_strategy out."""
+    method = run.split("_")[0]
+    extra = {} if strategy is None else {"mask_strategy": strategy}
+    return result(run, method, accuracy, sparsity=sparsity, rank=16 if method == "rosa" else None, task=task, **extra)
+
+
+STRATEGY_RUNS = [
+    masked("lota_gsm8k_s99_random", 0.10, 0.99, "random"),
+    masked("rosa_gsm8k_s90", 0.27, 0.9, "fisher"),
+    masked("lota_gsm8k_s90_random", 0.15, 0.9, "random"),
+    masked("lota_gsm8k_s99", 0.20, 0.99, "task_vector"),
+    masked("lota_gsm8k_s90_fisher", 0.22, 0.9, "fisher"),
+    masked("lota_gsm8k_s90", 0.25, 0.9),
+    result("fft_gsm8k", "fft", 0.30, task="gsm8k"),
+    masked("lota_gsm8k_s99_fisher", 0.18, 0.99, "fisher"),
+]
+STRATEGY_TABLE = [
+    "",
+    "#### Mask strategies",
+    "",
+    "| sparsity | LoTA task_vector | LoTA fisher | LoTA random | RoSA |",
+    "|---:|---:|---:|---:|---:|",
+    "| 90% | 0.250 [0.200, 0.300] | 0.220 [0.170, 0.270] | 0.150 [0.100, 0.200] | 0.270 [0.220, 0.320] |",
+    "| 99% | 0.200 [0.150, 0.250] | 0.180 [0.130, 0.230] | 0.100 [0.050, 0.150] | – |",
+    "",
+]
+
+
+@pytest.fixture
+def strategy_files(tmp_path):
+    return write_results(tmp_path, STRATEGY_RUNS)
+
+
+def test_masked_runs_are_ordered_by_sparsity_then_strategy_and_rosa_follows_lota(strategy_files):
+    assert [r["run"] for r in load_results(strategy_files)["gsm8k"]] == [
+        "fft_gsm8k",
+        "lota_gsm8k_s90",
+        "lota_gsm8k_s90_fisher",
+        "lota_gsm8k_s90_random",
+        "lota_gsm8k_s99",
+        "lota_gsm8k_s99_fisher",
+        "lota_gsm8k_s99_random",
+        "rosa_gsm8k_s90",
+    ]
+
+
+def test_every_strategy_sorts_in_its_place_and_a_missing_one_counts_as_the_default():
+    strategies = ["other", "random", "base_magnitude", None, "gradient_mean", "fisher"]
+    runs = [masked(f"lota_gsm8k_s90_{strategy}", 0.2, 0.9, strategy) for strategy in strategies]
+    runs += [masked("rosa_gsm8k_s90_random", 0.2, 0.9, "random"), masked("rosa_gsm8k_s90_None", 0.2, 0.9)]
+    assert [r["run"].removeprefix("lota_gsm8k_s90_") for r in sorted(runs, key=sort_key)] == [
+        "None",
+        "fisher",
+        "gradient_mean",
+        "base_magnitude",
+        "random",
+        "other",
+        "rosa_gsm8k_s90_None",
+        "rosa_gsm8k_s90_random",
+    ]
+
+
+def test_the_run_table_names_a_strategy_other_than_the_methods_default(strategy_files):
+    text = render(load_results(strategy_files), {}, {}, "plots")
+    assert "| lota_gsm8k_s90 | lota | s = 90% | 0.250 [0.200, 0.300] | 128 | 1 M | 120 s | 4,321 MB |" in text
+    assert "| lota_gsm8k_s99 | lota | s = 99% | 0.200 [0.150, 0.250] |" in text
+    assert "| lota_gsm8k_s90_random | lota | s = 90%, random | 0.150 [0.100, 0.200] |" in text
+    assert "| lota_gsm8k_s99_fisher | lota | s = 99%, fisher | 0.180 [0.130, 0.230] |" in text
+    assert "| rosa_gsm8k_s90 | rosa | s = 90%, r = 16 | 0.270 [0.220, 0.320] |" in text
+    rosa_random = run_table([masked("rosa_gsm8k_s90_random", 0.2, 0.9, "random")])[2]
+    assert rosa_random.startswith("| rosa_gsm8k_s90_random | rosa | s = 90%, r = 16, random | 0.200 [0.150, 0.250] |")
+
+
+def test_the_strategy_table_has_a_row_per_sparsity_and_a_column_per_method_and_strategy(strategy_files):
+    text = render(load_results(strategy_files), {}, {}, "plots")
+    lines = text.splitlines()
+    start = lines.index("#### Mask strategies") - 1
+    assert lines[start : start + len(STRATEGY_TABLE)] == STRATEGY_TABLE
+    note = lines[start + len(STRATEGY_TABLE)]
+    assert note.startswith("At a sparsity every strategy keeps the same number of trainable entries;")
+    assert "task_vector `|finetuned - base|` of the dense calibration run" in note
+    assert "RoSA trains a LoRA adapter and the sparse update together." in note
+    heading = text.index("#### Mask strategies")
+    assert text.index("| rosa_gsm8k_s90 | rosa |") < heading < text.index("![gsm8k: accuracy vs sparsity]")
+
+
+def test_rosa_with_several_strategies_gets_a_column_each_and_lota_alone_none():
+    runs = [masked("rosa_gsm8k_s99_random", 0.1, 0.99, "random"), masked("rosa_gsm8k_s90", 0.3, 0.9)]
+    assert strategy_table(runs)[3:7] == [
+        "| sparsity | RoSA fisher | RoSA random |",
+        "|---:|---:|---:|",
+        "| 90% | 0.300 [0.250, 0.350] | – |",
+        "| 99% | – | 0.100 [0.050, 0.150] |",
+    ]
+    one_rosa = [masked("rosa_gsm8k_s90_random", 0.3, 0.9, "random"), masked("lota_gsm8k_s90", 0.2, 0.9)]
+    assert strategy_table(one_rosa)[3] == "| sparsity | LoTA task_vector | RoSA random |"
+    lota_only = [masked("lota_gsm8k_s90", 0.2, 0.9), masked("lota_gsm8k_s99", 0.1, 0.99, "task_vector")]
+    assert strategy_table(lota_only) == []
+
+
+def test_a_task_with_only_default_lota_runs_has_no_strategy_table(sweep_files):
+    assert "Mask strategies" not in render(load_results(sweep_files), {}, {}, "plots")
+
+
+def test_the_plot_has_a_line_per_method_and_strategy(strategy_files, tmp_path):
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots()
+    plot_masked(axes, masked_variants(load_results(strategy_files)["gsm8k"]))
+    assert axes.get_legend_handles_labels()[1] == ["LoTA", "LoTA fisher", "LoTA random", "RoSA"]
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["90", "99"]
+    plt.close(figure)
+    out = tmp_path / "results" / "report.md"
+    run(ReportArgs(results=strategy_files, out=out, plots=tmp_path / "results" / "plots"))
+    assert "#### Mask strategies" in out.read_text()
+    assert (tmp_path / "results" / "plots" / "gsm8k.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_a_file_that_is_not_a_result_is_named(tmp_path):

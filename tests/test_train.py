@@ -6,11 +6,11 @@ from safetensors.torch import load_file
 
 from lota.errors import UserError
 from lota.export import export
-from lota.extract_mask import save_mask
+from lota.extract_mask import load_mask, save_mask
 from lota.io import TensorReader, checkpoint_files, read_jsonl
 from lota.modeling import load_model, load_tokenizer
 from lota.prepare_data import prepare_split
-from lota.sparse_delta import is_sparse_delta
+from lota.sparse_delta import is_sparse_delta, read_sparse_delta
 from lota.train import (
     IGNORE_INDEX,
     TrainArgs,
@@ -86,7 +86,7 @@ def test_lota_training_keeps_frozen_entries_bit_identical(tmp_path, tiny_model, 
     )
     summary, model = train(args)
     assert summary["trainable_params"] == sum(int(m.sum()) for m in masks.values())
-    export(tiny_model, tmp_path / "run" / "weights.safetensors", tmp_path / "exported")
+    export(tiny_model, [tmp_path / "run" / "weights.safetensors"], tmp_path / "exported")
     base = load_file(str(tiny_model / "model.safetensors"))
     in_memory = {name: p.detach() for name, p in model.named_parameters()}
     if engine.get("weights") == "bf16":  # trained in bf16: the base to keep is the rounded one
@@ -309,7 +309,7 @@ def test_lora_trains_adapters_only_and_exports_merged(tmp_path, tiny_model, trai
     adapter = load_file(str(tmp_path / "run" / "weights.safetensors"))
     assert sum(t.numel() for t in adapter.values()) == summary["trainable_params"]
     merged_in_memory = {name: p.detach().clone() for name, p in model.merge_and_unload().named_parameters()}
-    export(tiny_model, tmp_path / "run" / "weights.safetensors", tmp_path / "exported")
+    export(tiny_model, [tmp_path / "run" / "weights.safetensors"], tmp_path / "exported")
     exported = load_file(str(tmp_path / "exported" / "model.safetensors"))
     for name, original in base.items():
         if name == "lm_head.weight":
@@ -317,3 +317,57 @@ def test_lora_trains_adapters_only_and_exports_merged(tmp_path, tiny_model, trai
         adapted = "q_proj" in name or "down_proj" in name
         assert torch.equal(exported[name], original) is not adapted, name
         assert torch.allclose(exported[name], merged_in_memory[name], atol=1e-7), name
+
+
+@pytest.mark.parametrize("warmup", [0, 2], ids=["given-mask", "mask-after-warmup"])
+def test_rosa_trains_adapters_and_masked_entries_and_exports_both(tmp_path, tiny_model, train_records, warmup):
+    """RoSA: frozen base entries stay the base's; the export is base + sparse delta + merged adapter."""
+    given = random_mask(tiny_model, 0.9, tmp_path / "mask.safetensors")
+    where = {"mask": tmp_path / "mask.safetensors"}
+    if warmup:
+        where = {"mask_warmup_steps": warmup, "mask_sparsity": 0.9, "mask_batches": 2}
+    args = TrainArgs(
+        model=tiny_model,
+        data=train_records,
+        out=tmp_path / "run",
+        method="rosa",
+        lr=1e-2,
+        batch_size=2,
+        max_length=256,
+        lora_rank=4,
+        precision="fp32",
+        **where,
+    )
+    summary, _ = train(args)
+    run = tmp_path / "run"
+    masks = given
+    if warmup:
+        with TensorReader([run / "mask.safetensors"]) as reader:
+            assert json.loads(reader.metadata["after_step"]) == warmup
+        masks = load_mask(run / "mask.safetensors", {name: mask.shape for name, mask in given.items()})
+        assert sum(int(m.sum()) for m in masks.values()) == round(0.1 * sum(m.numel() for m in masks.values()))
+    adapter = load_file(str(run / "adapter.safetensors"))
+    assert summary["trainable_params"] == sum(int(m.sum()) for m in masks.values()) + sum(
+        t.numel() for t in adapter.values()
+    )
+    with TensorReader([run / "weights.safetensors"]) as reader:
+        assert is_sparse_delta(reader)
+        delta, _ = read_sparse_delta(reader)
+    base = load_file(str(tiny_model / "model.safetensors"))
+    sparse = {name: tensor.clone() for name, tensor in base.items()}
+    for name, (indices, values) in delta.items():
+        assert masks[name].flatten()[indices].all(), f"{name}: an entry outside the mask moved"
+        sparse[name].view(-1)[indices] += values
+    assert any(values.abs().sum() > 0 for _, values in delta.values())
+    export(tiny_model, [run / "weights.safetensors", run / "adapter.safetensors"], tmp_path / "exported")
+    exported = load_file(str(tmp_path / "exported" / "model.safetensors"))
+    scale = args.lora_alpha / args.lora_rank
+    adapted = 0
+    for name, tensor in sparse.items():
+        module = name.removesuffix(".weight")
+        down = f"base_model.model.{module}.lora_A.weight"
+        if down in adapter:
+            tensor = tensor + scale * adapter[f"base_model.model.{module}.lora_B.weight"] @ adapter[down]
+            adapted += 1
+        torch.testing.assert_close(exported[name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert adapted > 0

@@ -36,13 +36,24 @@ BASE_MODEL = "work/base_model"
 DATA_DIR = config["data_dir"] or os.environ.get("LOTA_DATA_DIR") or None
 if DATA_DIR and re.search("[{}]", DATA_DIR):  # Snakemake would read the braces as wildcards
     raise WorkflowError(f"config key data_dir (or $LOTA_DATA_DIR): braces are not allowed in {DATA_DIR!r}")
+# What ranks a mask's entries (lota.extract_mask, lota.fisher). A LoTA run's mask is the task
+# vector's unless its name says otherwise (lota_gsm8k_s90_random); a RoSA run's is the Fisher's.
+MASK_STRATEGIES = ("task_vector", "fisher", "gradient_mean", "base_magnitude", "random")
+DEFAULT_STRATEGY = {"lota": "task_vector", "rosa": "fisher"}
+# The lota.fisher score kind behind each gradient strategy.
+FISHER_KINDS = {"fisher": "mean_squared", "gradient_mean": "mean"}
+PERCENT = r"(?:0|[1-9]\d*)(?:\.\d*[1-9])?"
 RUN_PATTERN = re.compile(
     r"^(?P<method>base|fft)_(?P<task>[a-z][a-z0-9_]*)$"
-    r"|^(?P<lota>lota)_(?P<lota_task>[a-z][a-z0-9_]*)_s(?P<percent>(?:0|[1-9]\d*)(?:\.\d*[1-9])?)$"
+    rf"|^(?P<masked>lota|rosa)_(?P<masked_task>[a-z][a-z0-9_]*?)_s(?P<percent>{PERCENT})"
+    rf"(?:_(?P<strategy>{'|'.join(MASK_STRATEGIES)}))?$"
     r"|^(?P<lora>lora)_(?P<lora_task>[a-z][a-z0-9_]*?)(?:_r(?P<rank>[1-9]\d*))?$"
 )
-RUN_NAMES = "base_<task>, fft_<task>, lora_<task>[_r<rank>] or lota_<task>_s<percent>"
-Run = namedtuple("Run", "method task sparsity rank")
+RUN_NAMES = (
+    "base_<task>, fft_<task>, lora_<task>[_r<rank>], lota_<task>_s<percent>[_<strategy>] or"
+    " rosa_<task>_s<percent>[_<strategy>]"
+)
+Run = namedtuple("Run", "method task sparsity rank strategy")
 # A task sequence: <method>_<task>-<task>[-<task>...][_s<percent> | _r<rank>]. lota retrains a
 # mask at every stage; lotto keeps every stage's mask disjoint from the earlier ones; lottoflip
 # too, through the official code's flipped-mask calibration.
@@ -76,7 +87,10 @@ PLOTS = "results/plots"
 
 wildcard_constraints:
     task="[a-z][a-z0-9_]*",
-    percent=r"(?:0|[1-9]\d*)(?:\.\d*[1-9])?",
+    percent=PERCENT,
+    strategy="|".join(MASK_STRATEGIES),
+    fisher_kind="|".join(FISHER_KINDS.values()),
+    variant=rf"[a-z][a-z0-9_]*?_s{PERCENT}(?:_(?:{'|'.join(MASK_STRATEGIES)}))?",
     run=r"[a-z][a-z0-9_.]*",
     lora_run=r"lora_[a-z][a-z0-9_]*",
     dense="fft|calibration",
@@ -88,20 +102,38 @@ wildcard_constraints:
 
 
 def parse_run(run):
-    """Run(method, task, sparsity, rank) of a run name; sparsity is lota's, rank lora's."""
+    """Run(method, task, sparsity, rank, strategy) of a run name: sparsity and strategy are a masked
+    method's (lota, rosa), rank a LoRA adapter's (lora, rosa)."""
     match = RUN_PATTERN.match(run)
     if not match:
         raise WorkflowError(f"run name {run!r} is not {RUN_NAMES}")
-    method = match["method"] or match["lota"] or match["lora"]
-    task = check_task(match["task"] or match["lota_task"] or match["lora_task"])
+    method = match["method"] or match["masked"] or match["lora"]
+    task = check_task(match["task"] or match["masked_task"] or match["lora_task"])
     check_trainable(method, task)
     sparsity = percent_to_sparsity(match["percent"]) if match["percent"] else None
+    strategy = None
+    if method in DEFAULT_STRATEGY:
+        strategy = match["strategy"] or DEFAULT_STRATEGY[method]
+        if match["strategy"] == DEFAULT_STRATEGY[method]:
+            raise WorkflowError(f"run {run!r}: {strategy} is {method}'s own mask strategy: drop _{strategy}")
     rank = None
-    if method == "lora":
+    if method in ("lora", "rosa"):
         rank = int(match["rank"] or config["lora"]["rank"])
         if match["rank"] and rank == config["lora"]["rank"]:
             raise WorkflowError(f"run {run!r}: rank {rank} is the configured one (config key lora.rank): name it lora_{task}")
-    return Run(method, task, sparsity, rank)
+    return Run(method, task, sparsity, rank, strategy)
+
+
+def mask_name(task, percent, strategy):
+    """A single-task mask's file stem: <task>_s<percent>, with _<strategy> unless the task vector's."""
+    return f"{task}_s{percent}" + ("" if strategy == "task_vector" else f"_{strategy}")
+
+
+def run_mask(run):
+    """The mask file a LoTA or RoSA run trains through."""
+    match = RUN_PATTERN.match(run)
+    parsed = parse_run(run)
+    return f"work/masks/{mask_name(parsed.task, match['percent'], parsed.strategy)}.safetensors"
 
 
 def parse_sequence(name):
@@ -168,7 +200,7 @@ def run_path(model):
 def stage_masks(model):
     """The masks of every stage up to a LoTA-method model, the first stage's a single-task one."""
     if not is_sequence(model):
-        return [f"work/masks/{parse_run(model).task}_s{model.rsplit('_s', 1)[1]}.safetensors"]
+        return [run_mask(model)]
     return stage_masks(stage_models(model)[0]) + [f"work/cl/masks/{m}.safetensors" for m in stage_models(model)[1:]]
 
 
@@ -286,9 +318,12 @@ def local_task_files(wildcards):
 
 
 def train_settings(kind):
-    """The training settings of fft, lota, lora, or calibration: fft's with its overrides."""
+    """The training settings of fft, lota, lora, rosa (lora's unless configured), or calibration:
+    fft's with its overrides."""
     if kind == "calibration":
         return config["train"]["fft"] | CALIBRATION_OVERRIDES
+    if kind == "rosa":
+        return config["train"].get("rosa") or config["train"]["lora"]
     return config["train"][kind]
 
 
@@ -316,7 +351,7 @@ def train_options(method, task, rank=None, settings=None):
     """CLI options of a training run: `settings` (default: the method's) and the task's length."""
     settings = settings or train_settings(method)
     settings = dict(settings, max_length=task_setting(task, "max_length"), seed=config["seed"])
-    if method == "lora":
+    if method in ("lora", "rosa"):
         adapters = config["lora"]
         settings |= {
             "lora_rank": rank,
@@ -325,6 +360,60 @@ def train_options(method, task, rank=None, settings=None):
             "lora_targets": adapters["target_modules"],
         }
     return f"{cli_options(settings)} {threads_option('train')} {trust_option()}"
+
+
+def masked_run_data(method):
+    """An input function: the training data of the LoTA or RoSA run <method>_<variant>."""
+    return lambda wildcards: f"work/data/{parse_run(f'{method}_{wildcards.variant}').task}/train.jsonl"
+
+
+def mask_options():
+    return cli_options({key: config["mask"][key] for key in ("granularity", "scope")})
+
+
+def mask_rule_inputs(wildcards):
+    """What ranks the entries of a mask <task>_s<percent>_<strategy>: gradient scores, or the base model."""
+    if wildcards.strategy in FISHER_KINDS:
+        return {"scores": f"work/fisher/{check_task(wildcards.task)}_{FISHER_KINDS[wildcards.strategy]}.safetensors"}
+    return {"base": BASE_MODEL}
+
+
+def mask_rule_options(wildcards, input):
+    """extract_mask's options for a strategy: gradient_mean ranks lota.fisher's mean scores."""
+    strategy = "fisher" if wildcards.strategy in FISHER_KINDS else wildcards.strategy
+    sources = {key: getattr(input, key) for key in ("scores", "base") if hasattr(input, key)}
+    return f"{cli_options({'strategy': strategy, **sources, 'seed': config['seed']})} {mask_options()}"
+
+
+def rosa_inputs(wildcards):
+    """A RoSA run's base model and data, and its mask unless it builds one after its warm-up."""
+    run = f"rosa_{wildcards.variant}"
+    inputs = {"model": BASE_MODEL, "data": masked_run_data("rosa")(wildcards)}
+    if not config["rosa"]["mask_warmup_steps"]:
+        inputs["mask"] = run_mask(run)
+    return inputs
+
+
+def rosa_options(wildcards, input):
+    """A RoSA run's settings, with its mask, or the warm-up that builds one from its own gradients."""
+    run = parse_run(f"rosa_{wildcards.variant}")
+    options = train_options("rosa", run.task, run.rank)
+    if hasattr(input, "mask"):
+        return f"{options} {cli_options({'mask': input.mask})}"
+    if run.strategy not in FISHER_KINDS:
+        raise WorkflowError(
+            f"run 'rosa_{wildcards.variant}': a mask built after the warm-up (config key rosa.mask_warmup_steps) "
+            f"ranks gradients: use strategy fisher or gradient_mean, not {run.strategy}"
+        )
+    warmup = {
+        "mask_warmup_steps": config["rosa"]["mask_warmup_steps"],
+        "mask_sparsity": run.sparsity,
+        "mask_kind": FISHER_KINDS[run.strategy],
+        "mask_batches": config["mask"]["fisher"]["batches"],
+        "mask_granularity": config["mask"]["granularity"],
+        "mask_scope": config["mask"]["scope"],
+    }
+    return f"{options} {cli_options(warmup)}"
 
 
 def lora_options(wildcards):
@@ -342,8 +431,17 @@ def shape_options(sparsity, rank):
 
 
 def run_shape_options(run):
-    _, _, sparsity, rank = parse_run(run)
-    return shape_options(sparsity, rank)
+    parsed = parse_run(run)
+    options = shape_options(parsed.sparsity, parsed.rank)
+    return options + (f" --mask-strategy {parsed.strategy}" if parsed.strategy else "")
+
+
+def run_weights(wildcards):
+    """A run's weights files as export applies them: RoSA's sparse delta, then its adapter."""
+    weights = [f"work/runs/{wildcards.run}/weights.safetensors"]
+    if parse_run(wildcards.run).method == "rosa":
+        weights.append(f"work/runs/{wildcards.run}/adapter.safetensors")
+    return weights
 
 
 def model_dir(wildcards):
@@ -361,48 +459,62 @@ def train_summary(wildcards):
 
 def stage_benchmarks(run):
     """STAGE=PATH of the benchmark files of every stage that led to a run."""
-    method, task, _, _ = parse_run(run)
+    method, task, _, _, strategy = parse_run(run)
     stages = {"base_model": "benchmarks/base_model.tsv", "prepare_data": f"benchmarks/prepare_data/{task}.tsv"}
-    if method == "lora":
-        stages["train_lora"] = f"benchmarks/train/{run}.tsv"
-    if method == "fft":
-        stages["train_fft"] = f"benchmarks/train/{run}.tsv"
-    if method == "lota":
-        stages["calibrate"] = f"benchmarks/train/{dense_run(task)}.tsv"
-        percent = run.rsplit("_s", 1)[1]
-        stages["task_vector"] = f"benchmarks/task_vector/{task}.tsv"
-        stages["extract_mask"] = f"benchmarks/extract_mask/{task}_s{percent}.tsv"
-        stages["train_lota"] = f"benchmarks/train/{run}.tsv"
+    if method in ("fft", "lora"):
+        stages[f"train_{method}"] = f"benchmarks/train/{run}.tsv"
+    if method in DEFAULT_STRATEGY:
+        stages |= mask_benchmarks(task, run_mask(run), strategy)
+        stages[f"train_{method}"] = f"benchmarks/train/{run}.tsv"
     if method != "base":
         stages["export"] = f"benchmarks/export/{run}.tsv"
     stages["generate"] = f"benchmarks/generate/{run}.tsv"
     return " ".join(shlex.quote(f"{stage}={path}") for stage, path in stages.items())
 
 
+def mask_benchmarks(task, mask, strategy):
+    """STAGE: PATH of the jobs that built a single-task mask: the dense calibration run and the task
+    vector, or the gradient scores, then extract_mask."""
+    stages = {}
+    if strategy == "task_vector":
+        stages["calibrate"] = f"benchmarks/train/{dense_run(task)}.tsv"
+        stages["task_vector"] = f"benchmarks/task_vector/{task}.tsv"
+    if strategy in FISHER_KINDS:
+        stages["fisher"] = f"benchmarks/fisher/{task}_{FISHER_KINDS[strategy]}.tsv"
+    stages["extract_mask"] = f"benchmarks/extract_mask/{os.path.basename(mask).removesuffix('.safetensors')}.tsv"
+    return stages
+
+
 def task_provenance(task):
     return config["tasks"][task] | {key: task_setting(task, key) for key in ("max_length", "max_new_tokens")}
 
 
-def method_provenance(method, rank):
-    """The config values a method's training depends on (a LoTA method's: its calibration too)."""
+def method_provenance(method, rank, strategy="task_vector"):
+    """The config values a method's training depends on (a masked method's: what built its mask too)."""
     used = {"seed": config["seed"], "data_dir": DATA_DIR, "base_model": config["base_model"], "generate": config["generate"]}
     if method == "fft":
         used["train_fft"] = config["train"]["fft"]
-    if method in MASKED_METHODS:
-        used["train_calibration"] = train_settings("calibration")
-        used["mask"] = config["mask"]
-        used["train_lota"] = config["train"]["lota"]
-    if method == "lora":
+    if method in MASKED_METHODS or method == "rosa":
+        used["mask"] = {key: value for key, value in config["mask"].items() if key != "fisher"} | {"strategy": strategy}
+        if strategy == "task_vector":
+            used["train_calibration"] = train_settings("calibration")
+        if strategy in FISHER_KINDS:
+            used["mask"]["fisher"] = config["mask"]["fisher"]
+        used[f"train_{training_method(method)}"] = train_settings(training_method(method))
+    if method in ("lora", "rosa"):
         used["lora"] = config["lora"] | {"rank": rank}
+    if method == "lora":
         used["train_lora"] = config["train"]["lora"]
+    if method == "rosa":
+        used["rosa"] = config["rosa"]
     return used
 
 
 def provenance(run):
     """The config values a run's result depends on, as JSON."""
-    method, task, _, rank = parse_run(run)
-    used = method_provenance(method, rank) | {"task": task_provenance(task)}
-    if method == "lota":
+    method, task, _, rank, strategy = parse_run(run)
+    used = method_provenance(method, rank, strategy or "task_vector") | {"task": task_provenance(task)}
+    if "train_calibration" in used:
         used["train_calibration"] |= {"run": dense_run(task)}
     return json.dumps(used, sort_keys=True)
 
@@ -420,9 +532,20 @@ def sequence_provenance(name):
 
 
 def sweep_runs(task):
-    """Every run of a task's sweep: base, FFT, LoRA and LoTA at each configured sparsity."""
-    runs = [f"base_{task}", f"fft_{task}", f"lora_{task}"]
-    return runs + [f"lota_{task}_s{number_name(percent)}" for percent in config["sweep"]["sparsities"]]
+    """Every run of a task's sweep: its methods, the masked ones (lota, rosa) at each configured
+    sparsity with each configured mask strategy."""
+    runs = []
+    for method in config["sweep"]["methods"]:
+        if method not in DEFAULT_STRATEGY:
+            runs.append(f"{method}_{task}")
+            continue
+        for percent in config["sweep"]["sparsities"]:
+            strategies = config["sweep"]["mask_strategies"] if method == "lota" else [DEFAULT_STRATEGY[method]]
+            runs += [
+                f"{method}_{task}_s{number_name(percent)}" + ("" if strategy == DEFAULT_STRATEGY[method] else f"_{strategy}")
+                for strategy in strategies
+            ]
+    return runs
 
 
 def number_name(number):

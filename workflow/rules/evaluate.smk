@@ -4,7 +4,7 @@
 rule export:
     input:
         base=BASE_MODEL,
-        weights="work/runs/{run}/weights.safetensors",
+        weights=run_weights,
     output:
         directory("work/models/{run}"),
     log:

@@ -1,5 +1,6 @@
 # Dense calibration run -> task vector -> mask -> sparse adaptation from the base weights;
-# and the LoRA baseline, adapters trained on the frozen base.
+# the LoRA baseline, adapters trained on the frozen base; and RoSA, both at once.
+# A mask may also rank the base model's gradients (fisher), its weights, or random scores.
 # One dense run and one task vector per task serve every sparsity. The dense run is the FFT
 # baseline (fft_<task>) unless train.calibration gives it another budget (calibration_<task>).
 
@@ -59,7 +60,7 @@ rule extract_mask:
         "benchmarks/extract_mask/{task}_s{percent}.tsv"
     params:
         sparsity=lambda wc: percent_to_sparsity(wc.percent),
-        options=cli_options(config["mask"]),
+        options=mask_options(),
         exclude="",
     resources:
         **resources("light"),
@@ -70,22 +71,73 @@ rule extract_mask:
         " --sparsity {params.sparsity} {params.options} {params.exclude} > {log:q} 2>&1"
 
 
-rule train_lota:
+# The base model's gradient scores on a few training batches: the fisher (mean_squared) and
+# gradient_mean (mean) strategies' masks rank them.
+rule fisher:
     input:
         model=BASE_MODEL,
         data="work/data/{task}/train.jsonl",
-        mask="work/masks/{task}_s{percent}.safetensors",
     output:
-        weights="work/runs/lota_{task}_s{percent}/weights.safetensors",
-        summary="work/runs/lota_{task}_s{percent}/summary.json",
-        steps="work/runs/lota_{task}_s{percent}/log.jsonl",
+        "work/fisher/{task}_{fisher_kind}.safetensors",
     log:
-        "logs/train/lota_{task}_s{percent}.log",
+        "logs/fisher/{task}_{fisher_kind}.log",
     benchmark:
-        "benchmarks/train/lota_{task}_s{percent}.tsv"
+        "benchmarks/fisher/{task}_{fisher_kind}.tsv"
+    params:
+        options=lambda wc: cli_options(
+            config["mask"]["fisher"]
+            | {"scope": config["mask"]["scope"], "max_length": task_setting(wc.task, "max_length"), "seed": config["seed"]}
+        ),
+        threads=threads_option("train"),
+        trust=trust_option(),
+    resources:
+        **resources("train"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.fisher --model {input.model:q} --data {input.data:q} --kind {wildcards.fisher_kind:q}"
+        " --out {output:q} {params.options} {params.threads} {params.trust} > {log:q} 2>&1"
+
+
+# A mask ranked by another strategy than the task vector: same sparsity, same file format.
+rule extract_mask_strategy:
+    input:
+        unpack(mask_rule_inputs),
+    output:
+        "work/masks/{task}_s{percent}_{strategy}.safetensors",
+    log:
+        "logs/extract_mask/{task}_s{percent}_{strategy}.log",
+    benchmark:
+        "benchmarks/extract_mask/{task}_s{percent}_{strategy}.tsv"
+    wildcard_constraints:
+        strategy="|".join(MASK_STRATEGIES[1:]),  # the task vector's mask is extract_mask's
+    params:
+        sparsity=lambda wc: percent_to_sparsity(wc.percent),
+        options=mask_rule_options,
+    resources:
+        **resources("light"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.extract_mask --out {output:q} --sparsity {params.sparsity} {params.options} > {log:q} 2>&1"
+
+
+rule train_lota:
+    input:
+        model=BASE_MODEL,
+        data=masked_run_data("lota"),
+        mask="work/masks/{variant}.safetensors",
+    output:
+        weights="work/runs/lota_{variant}/weights.safetensors",
+        summary="work/runs/lota_{variant}/summary.json",
+        steps="work/runs/lota_{variant}/log.jsonl",
+    log:
+        "logs/train/lota_{variant}.log",
+    benchmark:
+        "benchmarks/train/lota_{variant}.tsv"
     params:
         out=subpath(output.weights, parent=True),
-        options=lambda wc: train_options("lota", wc.task),
+        options=lambda wc: train_options("lota", parse_run(f"lota_{wc.variant}").task),
     resources:
         **resources("train"),
     conda:
@@ -93,6 +145,34 @@ rule train_lota:
     shell:
         "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
         " --method lota --mask {input.mask:q} --model {input.model:q} --data {input.data:q}"
+        " --out {params.out:q} {params.options} > {log:q} 2>&1"
+
+
+# RoSA: a LoRA adapter and the sparse update through a mask (by default the Fisher's), trained
+# together; with rosa.mask_warmup_steps, the adapter trains alone first and the mask is built from
+# the warmed-up model's gradients.
+rule train_rosa:
+    input:
+        unpack(rosa_inputs),
+    output:
+        weights="work/runs/rosa_{variant}/weights.safetensors",
+        adapter="work/runs/rosa_{variant}/adapter.safetensors",
+        summary="work/runs/rosa_{variant}/summary.json",
+        steps="work/runs/rosa_{variant}/log.jsonl",
+    log:
+        "logs/train/rosa_{variant}.log",
+    benchmark:
+        "benchmarks/train/rosa_{variant}.tsv"
+    params:
+        out=subpath(output.weights, parent=True),
+        options=rosa_options,
+    resources:
+        **resources("train"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
+        " --method rosa --model {input.model:q} --data {input.data:q}"
         " --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 

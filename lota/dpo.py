@@ -1,0 +1,159 @@
+"""Direct Preference Optimization (Rafailov et al. 2023): the loss and the log-probabilities it is
+built from, as pure functions the train stage calls.
+
+DPO trains on pairs (prompt, chosen, rejected). With pi the policy and ref the reference model,
+the loss of a pair is
+
+    -log sigmoid(beta * ((log pi(chosen) - log pi(rejected)) - (log ref(chosen) - log ref(rejected))))
+
+where log p(response) sums the log-probabilities of the response's tokens given the prompt
+(eric-mitchell/direct-preference-optimization, trainers.preference_loss). The reference is the
+model training starts from, so its log-probabilities are computed once, before the first step
+(reference_logprobs), and no second model is held in memory.
+
+Records are JSONL {"prompt", "chosen", "rejected"} (lota.preference_data writes them); prompt
+and responses are tokenized as the train stage tokenizes (prompt, response).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
+
+# The module, not its names: lota.train may import this one at its top (`from lota import dpo`), either first.
+from lota import distributed, train
+from lota.errors import UserError
+
+log = logging.getLogger("lota.dpo")
+
+Example = tuple[list[int], list[int]]  # input ids, labels: lota.train's
+Pair = tuple[Example, Example]  # (chosen, rejected)
+
+
+def tokenize_preferences(
+    records: Sequence[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, source: Path
+) -> list[Pair]:
+    """(chosen, rejected) examples per record; a pair either side of which keeps no response
+    token within max_length is dropped, as it would compare nothing."""
+    pairs = []
+    for number, record in enumerate(records, start=1):
+        if not all(isinstance(record.get(key), str) for key in ("prompt", "chosen", "rejected")):
+            raise UserError(f"{source}: record {number} needs string fields 'prompt', 'chosen' and 'rejected'")
+        chosen = train.tokenize_example(record["prompt"], record["chosen"], tokenizer, max_length)
+        rejected = train.tokenize_example(record["prompt"], record["rejected"], tokenizer, max_length)
+        # As in tokenize_records: a sequence's first token is predicted by nothing.
+        if all(any(label != train.IGNORE_INDEX for label in labels[1:]) for _, labels in (chosen, rejected)):
+            pairs.append((chosen, rejected))
+    if not pairs:
+        raise UserError(
+            f"{source}: no record keeps a response token of both 'chosen' and 'rejected' within max_length={max_length}"
+        )
+    if len(pairs) < len(records):
+        log.warning(
+            "%d of %d preference pairs dropped: no chosen or rejected token within max_length=%d",
+            len(records) - len(pairs),
+            len(records),
+            max_length,
+        )
+    return pairs
+
+
+def pair_batch(pairs: Sequence[Pair], pad_id: int) -> dict[str, torch.Tensor]:
+    """One right-padded batch: the chosen sequences in rows 0..n-1, the rejected in rows n..2n-1,
+    so that one forward pass serves both sides of every pair."""
+    return train.collate([chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs], pad_id)
+
+
+def sequence_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor], trim_logits: bool) -> torch.Tensor:
+    """Per row, the sum of the log-probabilities of its response tokens (labels not IGNORE_INDEX), fp32.
+
+    With `trim_logits`, logits are computed only from the first position that predicts a
+    response token on, as in lota.train.response_loss (see its comment on the index tensor).
+    Only the positions that predict a response token are upcast to fp32, and each token's
+    log-probability is its logit less the log-sum-exp of its row: the log-softmax at that one
+    token, with no second vocabulary-wide tensor.
+    """
+    labels = batch["labels"]
+    first = train.first_target_column(labels) if trim_logits else 1
+    positions = torch.arange(first - 1, labels.shape[1], device=labels.device)
+    extra = {"logits_to_keep": positions} if trim_logits else {}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
+    targets = labels[:, first:]
+    scored = targets != train.IGNORE_INDEX
+    predictions = logits[:, :-1][scored].float()  # (response tokens, vocabulary)
+    chosen_logits = predictions.gather(1, targets[scored].unsqueeze(1)).squeeze(1)
+    token_logprobs = chosen_logits - predictions.logsumexp(-1)
+    rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(targets)[scored]
+    sums = torch.zeros(labels.shape[0], dtype=torch.float32, device=token_logprobs.device)
+    return sums.index_add(0, rows, token_logprobs)
+
+
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float,
+    reference_free: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-pair losses, chosen rewards, rejected rewards) from summed response log-probabilities.
+
+    beta scales the implicit reward beta * log(pi / ref): the smaller, the further the policy
+    may move from the reference. reference_free compares the policy's log-ratio with 0 (an
+    implicit uniform reference); the rewards still use the reference, as in the reference
+    implementation. Rewards are detached: they are reported, not trained on.
+    """
+    if not beta > 0:
+        raise UserError(f"beta must be > 0, got {beta}")
+    policy_ratio = policy_chosen - policy_rejected
+    reference_ratio = 0 if reference_free else reference_chosen - reference_rejected
+    losses = -F.logsigmoid(beta * (policy_ratio - reference_ratio))
+    chosen_rewards = beta * (policy_chosen - reference_chosen).detach()
+    rejected_rewards = beta * (policy_rejected - reference_rejected).detach()
+    return losses, chosen_rewards, rejected_rewards
+
+
+def reference_logprobs(
+    model: torch.nn.Module,
+    pairs: Sequence[Pair],
+    batch_size: int,
+    pad_id: int,
+    on: torch.device,
+    precision: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The starting model's summed response log-probabilities of every pair, (chosen, rejected),
+    each fp32 of len(pairs) on the CPU, in `batch_size` pairs per forward pass.
+
+    Computed once before training, with the model in eval mode (no dropout: the reference is a
+    fixed function) and no autograd; the model's training mode is restored afterwards.
+    """
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    if precision not in ("bf16", "fp32"):
+        raise UserError(f"precision must be bf16 or fp32, got {precision!r}")
+    trim_logits = train.accepts_logits_to_keep(model)
+    was_training = model.training
+    model.eval()
+    chosen, rejected = [], []
+    try:
+        starts = range(0, len(pairs), batch_size)
+        with torch.no_grad():
+            for start in tqdm(starts, desc="reference log-probs", unit="batch", disable=not distributed.is_main()):
+                group = pairs[start : start + batch_size]
+                batch = {key: value.to(on) for key, value in pair_batch(group, pad_id).items()}
+                with torch.autocast(on.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    logprobs = sequence_logprobs(model, batch, trim_logits).cpu()
+                chosen.append(logprobs[: len(group)])
+                rejected.append(logprobs[len(group) :])
+    finally:
+        model.train(was_training)
+    if not chosen:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(chosen), torch.cat(rejected)
