@@ -2,7 +2,8 @@
 RoSA (rosa: LoRA adapters and the sparse update through a mask, trained together), all on one
 engine (lota.optim), so the methods are compared on one code path.
 
-The loss is the mean cross-entropy over response tokens only. For lota the model restarts from
+The loss is the mean cross-entropy over response tokens only (--loss sft), or DPO's over preference
+pairs (--loss dpo, lota.dpo) against the model training starts from, for any method. For lota the model restarts from
 the base weights and only the mask's entries are trained, with optimizer state for those entries
 alone; frozen entries are never written and stay bit-identical to the base. Parameters no
 method trains get no gradient at all. By default each parameter is updated inside the backward
@@ -48,7 +49,7 @@ from peft import PeftModel
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from lota import checkpoint, distributed
+from lota import checkpoint, distributed, dpo
 from lota.cli import arg, check_minimums, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.extract_mask import DEFAULT_SCOPE, in_scope, load_mask, save_mask, select_mask
@@ -114,6 +115,11 @@ class TrainArgs:
     optimizer_in_backward: bool = arg(
         True, "update each parameter as soon as its gradient is complete (not with grad_accum > 1 or clip global)"
     )
+    loss: Literal["sft", "dpo"] = arg(
+        "sft", "sft: cross-entropy of the responses; dpo: DPO on preference records (prompt, chosen, rejected)"
+    )
+    beta: float = arg(0.1, "dpo: the strength of the KL penalty that keeps the policy near the reference")
+    reference_free: bool = arg(False, "dpo: no reference model (a uniform one: the policy's log-ratio alone)")
     seed: int = arg(0, "seed of the data order and of any randomness in the model")
     processes: int = arg(1, "processes sharing the model (FSDP2); above 1, the stage restarts itself under torchrun")
     checkpoint_every: int = arg(0, "save a checkpoint every N optimizer steps, which a rerun resumes from (0: none)")
@@ -143,6 +149,12 @@ def validate(args: TrainArgs) -> None:
     if not args.epochs > 0 or math.isinf(args.epochs):
         raise UserError(f"epochs must be a positive number, got {args.epochs}")
     check_minimums(args, {"mask_warmup_steps": 0, "mask_batches": 1})
+    if args.loss == "dpo":
+        check_range("beta", args.beta, 1e-12, math.inf)
+        if args.processes > 1 or distributed.launched_processes() > 1:
+            raise UserError("loss dpo runs in one process: use --processes 1")
+        if args.mask_warmup_steps:
+            raise UserError("rosa's warm-up mask ranks cross-entropy gradients: give loss dpo a --mask")
     if args.method == "lota" and args.mask is None:
         raise UserError("method lota needs --mask")
     if args.method == "rosa" and (args.mask is None) == (args.mask_warmup_steps == 0):
@@ -448,10 +460,11 @@ def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
 
 @dataclass
 class StepResult:
-    loss: float  # mean over the step's response tokens
+    loss: float  # mean over the step's response tokens (sft) or pairs (dpo)
     target_tokens: int
     tokens: int
     grad_norm: float
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # dpo: reward accuracy and margin
 
 
 def train_step(
@@ -478,6 +491,37 @@ def train_step(
     grad_norm = updater.step()
     loss_sum, tokens = distributed.total(loss_sum), int(distributed.total(tokens))
     return StepResult(loss_sum / target_tokens, target_tokens, tokens, grad_norm)
+
+
+def dpo_step(
+    model: torch.nn.Module,
+    updater: ParameterUpdater,
+    batches: Sequence[dict[str, torch.Tensor]],
+    references: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    args: TrainArgs,
+    on: torch.device,
+    trim_logits: bool,
+) -> StepResult:
+    """One optimizer step of DPO over micro-batches of pairs (lota.dpo.pair_batch: chosen rows, then
+    rejected), each with its pairs' reference log-probabilities."""
+    pairs = sum(len(batch["input_ids"]) // 2 for batch in batches)
+    loss_sum, target_tokens, tokens, wins, margins = 0.0, 0, 0, 0, 0.0
+    for batch, (reference_chosen, reference_rejected) in zip(batches, references, strict=True):
+        batch = {key: value.to(on) for key, value in batch.items()}
+        with torch.autocast(on.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            chosen, rejected = dpo.sequence_logprobs(model, batch, trim_logits).chunk(2)
+        losses, chosen_rewards, rejected_rewards = dpo.dpo_loss(
+            chosen, rejected, reference_chosen.to(on), reference_rejected.to(on), args.beta, args.reference_free
+        )
+        (losses.sum() / pairs).backward()
+        loss_sum += float(losses.detach().sum())
+        wins += int((chosen_rewards > rejected_rewards).sum())
+        margins += float((chosen_rewards - rejected_rewards).sum())
+        target_tokens += response_token_count(batch["labels"])
+        tokens += int(batch["attention_mask"].sum())
+    grad_norm = updater.step()
+    metrics = {"reward_accuracy": wins / pairs, "reward_margin": margins / pairs}
+    return StepResult(loss_sum / pairs, target_tokens, tokens, grad_norm, metrics)
 
 
 def optimizer_steps(n_examples: int, args: TrainArgs) -> list[list[tuple[float, list[int]]]]:
@@ -545,8 +589,20 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
     torch.manual_seed(args.seed)
     threads = set_threads(args.threads)
     tokenizer = load_tokenizer(args.model, args.trust_remote_code)
-    examples = tokenize_records(read_jsonl(args.data, "training data"), tokenizer, args.max_length, args.data)
+    records = read_jsonl(args.data, "training data")
+    if args.loss == "dpo":
+        examples = dpo.tokenize_preferences(records, tokenizer, args.max_length, args.data)
+    else:
+        examples = tokenize_records(records, tokenizer, args.max_length, args.data)
     model = load_for_training(args, on)
+    reference = None  # dpo: the starting model's log-probabilities of every pair's chosen and rejected
+    if args.loss == "dpo":
+        if args.reference_free:
+            reference = (torch.zeros(len(examples)), torch.zeros(len(examples)))
+        else:
+            reference = dpo.reference_logprobs(
+                model, examples, args.batch_size, tokenizer.pad_token_id, on, args.precision
+            )
     updater = make_updater(model, args)
     trim_logits = accepts_logits_to_keep(model)
     steps = optimizer_steps(len(examples), args)
@@ -595,8 +651,15 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
                 step_started = time.perf_counter()
                 lr = learning_rate(step, args)
                 updater.set_lr(lr)
-                batches = [collate(process_share(examples, chunk), tokenizer.pad_token_id) for _, chunk in micro]
-                result = train_step(model, updater, batches, args.precision, on, trim_logits)
+                if reference is None:
+                    batches = [collate(process_share(examples, chunk), tokenizer.pad_token_id) for _, chunk in micro]
+                    result = train_step(model, updater, batches, args.precision, on, trim_logits)
+                else:
+                    batches = [
+                        dpo.pair_batch([examples[i] for i in chunk], tokenizer.pad_token_id) for _, chunk in micro
+                    ]
+                    references = [(reference[0][chunk], reference[1][chunk]) for _, chunk in micro]
+                    result = dpo_step(model, updater, batches, references, args, on, trim_logits)
                 elapsed = time.perf_counter() - step_started
                 progress.step, progress.tokens, progress.last_loss = step, progress.tokens + result.tokens, result.loss
                 progress.wall_s += elapsed
@@ -610,6 +673,7 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
                     "tokens_per_s": result.tokens / elapsed,
                     "step_s": elapsed,
                     "peak_memory_mb": peak_memory_mb(on),
+                    **result.metrics,
                 }
                 progress.log_lines.append(json.dumps(record) + "\n")
                 log_file.write(progress.log_lines[-1])

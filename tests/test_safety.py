@@ -156,7 +156,12 @@ def test_config_strings_reach_commands_quoted(tmp_path):
     config |= {
         "data_dir": str(data_dir),
         "base_model": {"source": f"/models/{HOSTILE}", "trust_remote_code": True},
-        "sweep": {"tasks": ["gsm8k"], "sparsities": [90]},
+        "sweep": {
+            "tasks": ["gsm8k"],
+            "sparsities": [90],
+            "methods": ["base", "fft", "lora", "lota", "rosa"],
+            "mask_strategies": ["task_vector", "fisher", "random"],
+        },
         "continual": {"sequences": [["gsm8k", "mawps"]]},
         "merge": {"tasks": [["gsm8k", "mawps"]]},
         "lmeval": {"models": ["lota_gsm8k_s90"], "tasks": ["gsm8k", f"arc_easy {HOSTILE}"]},

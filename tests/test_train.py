@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -371,3 +372,60 @@ def test_rosa_trains_adapters_and_masked_entries_and_exports_both(tmp_path, tiny
             adapted += 1
         torch.testing.assert_close(exported[name], tensor, rtol=0, atol=1e-6, msg=name)
     assert adapted > 0
+
+
+@pytest.fixture(scope="module")
+def preference_records(tmp_path_factory, train_records):
+    """Pairs whose chosen response is the reference one and whose rejected one is another record's."""
+    records = read_jsonl(train_records, "records")
+    pairs = [
+        {"prompt": record["prompt"], "chosen": record["response"], "rejected": other["response"]}
+        for record, other in zip(records, records[1:] + records[:1], strict=True)
+    ]
+    return write_records(tmp_path_factory.mktemp("preferences") / "pairs.jsonl", pairs)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"method": "lota"}, {"method": "lora"}, {"method": "fft", "reference_free": True}],
+    ids=["lota", "lora", "fft-reference-free"],
+)
+def test_dpo_widens_the_reward_margin_with_every_method(tmp_path, tiny_model, preference_records, settings):
+    masks = random_mask(tiny_model, 0.9, tmp_path / "mask.safetensors")
+    args = TrainArgs(
+        model=tiny_model,
+        data=preference_records,
+        out=tmp_path / "run",
+        mask=tmp_path / "mask.safetensors" if settings["method"] == "lota" else None,
+        loss="dpo",
+        beta=0.5,
+        lr={"lota": 1e-2, "lora": 1e-3, "fft": 1e-4}[settings["method"]],
+        batch_size=4,
+        max_length=256,
+        epochs=4,
+        precision="fp32",
+        **settings,
+    )
+    summary, model = train(args)
+    steps = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(steps) == summary["steps"] == 8
+    if not args.reference_free:  # the first step's policy is the reference: every margin is 0
+        assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-5) and steps[0]["reward_margin"] == 0
+    # Over the last epoch (its two steps cover every pair) the chosen responses gained on the rejected ones.
+    first_epoch, last_epoch = steps[:2], steps[-2:]
+    assert sum(step["reward_margin"] for step in last_epoch) > sum(step["reward_margin"] for step in first_epoch)
+    assert sum(step["loss"] for step in last_epoch) < sum(step["loss"] for step in first_epoch)
+    if not args.reference_free:
+        assert sum(step["loss"] for step in last_epoch) / 2 < math.log(2), last_epoch
+    if settings["method"] == "lota":
+        base = load_file(str(tiny_model / "model.safetensors"))
+        for name, parameter in model.named_parameters():
+            frozen = ~masks[name] if name in masks else torch.ones_like(parameter, dtype=torch.bool)
+            assert torch.equal(parameter.detach()[frozen], base[name][frozen]), name
+
+
+def test_dpo_refuses_records_without_pairs(tmp_path, tiny_model, train_records):
+    args = TrainArgs(model=tiny_model, data=train_records, out=tmp_path / "run", loss="dpo")
+    with pytest.raises(UserError, match="record 1 needs string fields 'prompt', 'chosen' and 'rejected'"):
+        train(args)
+    assert not (tmp_path / "run").exists()

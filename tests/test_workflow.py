@@ -139,3 +139,36 @@ def test_the_mawps_preset_plans_the_whole_sweep(tmp_path):
     jobs = planned_jobs(output)
     assert jobs["train_dense"] == 1 and jobs["train_lota"] == 4 and jobs["evaluate"] == 7 and jobs["report"] == 1
     assert "results/plots/mawps.png" in output
+
+
+def test_mask_strategies_and_rosa_run_and_the_report_compares_them(workdir):
+    strategies = ["task_vector", "random", "fisher"]
+    sweep = {"tasks": ["gsm8k"], "sparsities": [90], "methods": ["lota", "rosa"], "mask_strategies": strategies}
+    done = snakemake(workdir, "--cores", "2", "sweep", overrides={"sweep": sweep})
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = workdir / "results"
+    for run, strategy in (("lota_gsm8k_s90_random", "random"), ("lota_gsm8k_s90_fisher", "fisher")):
+        result = json.loads((results / f"{run}.json").read_text())
+        assert result["method"] == "lota" and result["mask_strategy"] == strategy and result["sparsity"] == 0.9
+        assert result["config"]["mask"]["strategy"] == strategy and "train_calibration" not in result["config"]
+        assert "calibrate" not in result["stages"] and "extract_mask" in result["stages"]
+    assert "fisher" in json.loads((results / "lota_gsm8k_s90_fisher.json").read_text())["stages"]
+    rosa = json.loads((results / "rosa_gsm8k_s90.json").read_text())
+    assert rosa["method"] == "rosa" and rosa["mask_strategy"] == "fisher" and rosa["lora_rank"] == 16
+    assert {"fisher", "extract_mask", "train_rosa", "export"} <= set(rosa["stages"])
+    assert (workdir / "work" / "runs" / "rosa_gsm8k_s90" / "adapter.safetensors").is_file()
+    lota = json.loads((results / "lota_gsm8k_s90.json").read_text())
+    assert rosa["trainable_params"] > lota["trainable_params"]  # the same mask size, and the adapters
+    report = (results / "report.md").read_text()
+    assert "#### Mask strategies" in report
+    assert "| sparsity | LoTA task_vector | LoTA fisher | LoTA random | RoSA |" in report
+
+    # RoSA's warm-up builds its own mask: no gradient scores or mask job before it.
+    plan = snakemake(workdir, "-n", "-p", "results/rosa_gsm8k_s95.json", overrides={"rosa": {"mask_warmup_steps": 1}})
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert planned_jobs(plan.stdout + plan.stderr) == {"train_rosa": 1, "export": 1, "generate": 1, "evaluate": 1}
+    assert "--mask-warmup-steps 1 --mask-sparsity 0.95 --mask-kind mean_squared" in plan.stdout
+    assert "drop _task_vector" in refused_plan(workdir, "results/lota_gsm8k_s90_task_vector.json")
+    assert "use strategy fisher or gradient_mean" in refused_plan(
+        workdir, "results/rosa_gsm8k_s95_random.json", overrides={"rosa": {"mask_warmup_steps": 1}}
+    )
