@@ -48,8 +48,7 @@ def tokenize_preferences(
             raise UserError(f"{source}: record {number} needs string fields 'prompt', 'chosen' and 'rejected'")
         chosen = train.tokenize_example(record["prompt"], record["chosen"], tokenizer, max_length)
         rejected = train.tokenize_example(record["prompt"], record["rejected"], tokenizer, max_length)
-        # As in tokenize_records: a sequence's first token is predicted by nothing.
-        if all(any(label != train.IGNORE_INDEX for label in labels[1:]) for _, labels in (chosen, rejected)):
+        if train.has_target(chosen[1]) and train.has_target(rejected[1]):
             pairs.append((chosen, rejected))
     if not pairs:
         raise UserError(

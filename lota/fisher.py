@@ -55,8 +55,6 @@ def gradient_scores(
     """Per covered weight (by the name it is scored under), the mean over `batches` of its gradient
     (kind mean) or squared gradient. Only the covered weights' gradients are computed, and no
     parameter's .grad is touched: a training run can score its weights mid-run."""
-    if not covered:
-        raise UserError("no weight of the model is in the mask scope")
     requires_grad = {name: parameter.requires_grad for name, parameter in covered.items()}
     sums = {name: torch.zeros_like(parameter, dtype=torch.float32) for name, parameter in covered.items()}
     on = next(iter(covered.values())).device
@@ -73,6 +71,14 @@ def gradient_scores(
         for name, parameter in covered.items():
             parameter.requires_grad_(requires_grad[name])
     return {name: (total / len(batches)).cpu() for name, total in sums.items()}
+
+
+def covered_weights(named: dict[str, torch.nn.Parameter], scope: list[str]) -> dict[str, torch.nn.Parameter]:
+    """The weights of `named` (by checkpoint name) in the mask scope; a UserError if none is."""
+    covered = {name: parameter for name, parameter in named.items() if in_scope(name, scope)}
+    if not covered:
+        raise UserError(f"no weight of the model is in the scope {scope}")
+    return covered
 
 
 def calibration_batches(
@@ -95,9 +101,7 @@ def run(args: FisherArgs) -> None:
     model = load_model(args.model, torch.float32, args.trust_remote_code, device())
     model.eval()  # no dropout: the scores are of the model as it is
     model.requires_grad_(False)  # gradients of the covered weights only
-    covered = {name: p for name, p in model.named_parameters() if in_scope(name, args.scope)}
-    if not covered:
-        raise UserError(f"no weight of the model is in the scope {args.scope}")
+    covered = covered_weights(dict(model.named_parameters()), args.scope)
     started = time.perf_counter()
     scores = gradient_scores(model, batches, covered, args.kind)
     metadata = {

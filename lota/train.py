@@ -52,7 +52,7 @@ from transformers import PreTrainedTokenizerBase
 from lota import checkpoint, distributed, dpo
 from lota.cli import arg, check_minimums, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
-from lota.extract_mask import DEFAULT_SCOPE, in_scope, load_mask, save_mask, select_mask
+from lota.extract_mask import DEFAULT_SCOPE, load_mask, save_mask, select_mask
 from lota.io import WEIGHTS_FORMAT, TensorReader, atomic_path, checkpoint_files, read_jsonl, save_tensors, write_json
 from lota.lora import LoraSettings, add_lora, lora_adapter_tensors, save_lora_adapter
 from lota.modeling import device, load_model, load_tokenizer, peak_memory_mb, reset_peak_memory, set_threads
@@ -190,6 +190,11 @@ def tokenize_example(
     return input_ids, labels
 
 
+def has_target(labels: Sequence[int]) -> bool:
+    """Whether a sequence has a response token to learn (its first token is predicted by nothing)."""
+    return any(label != IGNORE_INDEX for label in labels[1:])
+
+
 def tokenize_records(
     records: Sequence[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, source: Path
 ) -> list[tuple[list[int], list[int]]]:
@@ -198,7 +203,7 @@ def tokenize_records(
         if not isinstance(record.get("prompt"), str) or not isinstance(record.get("response"), str):
             raise UserError(f"{source}: record {number} needs string fields 'prompt' and 'response'")
         input_ids, labels = tokenize_example(record["prompt"], record["response"], tokenizer, max_length)
-        if any(label != IGNORE_INDEX for label in labels[1:]):
+        if has_target(labels):
             examples.append((input_ids, labels))
     if not examples:
         raise UserError(f"{source}: no record keeps a response token within max_length={max_length}")
@@ -346,10 +351,10 @@ def warmup_mask(
 ) -> dict[str, torch.Tensor]:
     """RoSA's schedule: after the adapters' warm-up, the mask ranks the gradients of the model as it
     now is (base weights plus adapters) over calibration batches in the seeded training order."""
-    from lota.fisher import calibration_batches, gradient_scores  # lota.fisher imports this module
+    from lota.fisher import calibration_batches, covered_weights, gradient_scores  # lota.fisher imports this module
 
     batches = calibration_batches(list(examples), args.mask_batches, args.batch_size, args.seed, pad_id)
-    covered = {name: p for name, p in base_parameters(model).items() if in_scope(name, args.mask_scope)}
+    covered = covered_weights(base_parameters(model), args.mask_scope)
     with torch.autocast(on.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
         scores = gradient_scores(model, batches, covered, args.mask_kind)
     return select_mask(scores, args.mask_sparsity, args.mask_granularity)
