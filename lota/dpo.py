@@ -8,8 +8,8 @@ the loss of a pair is
 
 where log p(response) sums the log-probabilities of the response's tokens given the prompt
 (eric-mitchell/direct-preference-optimization, trainers.preference_loss). The reference is the
-model training starts from, so its log-probabilities are computed once, before the first step
-(reference_logprobs), and no second model is held in memory.
+model training starts from, so its log-probabilities are computed before the first step, for the
+micro-batches training will run (reference_logprobs), and no second model is held in memory.
 
 Records are JSONL {"prompt", "chosen", "rejected"} (lota.preference_data writes them); prompt
 and responses are tokenized as the train stage tokenizes (prompt, response).
@@ -121,38 +121,33 @@ def dpo_loss(
 
 def reference_logprobs(
     model: torch.nn.Module,
-    pairs: Sequence[Pair],
-    batch_size: int,
+    groups: Sequence[Sequence[Pair]],
     pad_id: int,
     on: torch.device,
     precision: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The starting model's summed response log-probabilities of every pair, (chosen, rejected),
-    each fp32 of len(pairs) on the CPU, in `batch_size` pairs per forward pass.
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The starting model's summed response log-probabilities of each group's pairs, (chosen,
+    rejected), each fp32 of len(group) on the CPU: one forward pass per group.
 
-    Computed once before training, with the model in eval mode (no dropout: the reference is a
-    fixed function) and no autograd; the model's training mode is restored afterwards.
+    The groups are the micro-batches training will run, padded as pair_batch pads them: under
+    bf16 a row's log-probabilities shift with its batch's shape (by tenths of a nat over a
+    response), so only the same batches make the first step's policy equal its reference and
+    its loss exactly log 2. Computed with the model in eval mode (no dropout: the reference is
+    a fixed function) and no autograd; the model's training mode is restored afterwards.
     """
-    if batch_size < 1:
-        raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if precision not in ("bf16", "fp32"):
         raise UserError(f"precision must be bf16 or fp32, got {precision!r}")
     trim_logits = train.accepts_logits_to_keep(model)
     was_training = model.training
     model.eval()
-    chosen, rejected = [], []
+    logprobs = []
     try:
-        starts = range(0, len(pairs), batch_size)
         with torch.no_grad():
-            for start in tqdm(starts, desc="reference log-probs", unit="batch", disable=not distributed.is_main()):
-                group = pairs[start : start + batch_size]
+            for group in tqdm(groups, desc="reference log-probs", unit="batch", disable=not distributed.is_main()):
                 batch = {key: value.to(on) for key, value in pair_batch(group, pad_id).items()}
                 with torch.autocast(on.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    logprobs = sequence_logprobs(model, batch, trim_logits).cpu()
-                chosen.append(logprobs[: len(group)])
-                rejected.append(logprobs[len(group) :])
+                    chosen, rejected = sequence_logprobs(model, batch, trim_logits).cpu().chunk(2)
+                logprobs.append((chosen, rejected))
     finally:
         model.train(was_training)
-    if not chosen:
-        return torch.zeros(0), torch.zeros(0)
-    return torch.cat(chosen), torch.cat(rejected)
+    return logprobs

@@ -529,6 +529,27 @@ def dpo_step(
     return StepResult(loss_sum / pairs, target_tokens, tokens, grad_norm, metrics)
 
 
+def micro_batch_pairs(pairs: Sequence[dpo.Pair], micro: list[tuple[float, list[int]]]) -> list[list[dpo.Pair]]:
+    """The preference pairs of each micro-batch of an optimizer step."""
+    return [[pairs[i] for i in chunk] for _, chunk in micro]
+
+
+def dpo_references(
+    model: torch.nn.Module,
+    pairs: Sequence[dpo.Pair],
+    steps: Sequence[list[tuple[float, list[int]]]],
+    args: TrainArgs,
+    pad_id: int,
+    on: torch.device,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The (chosen, rejected) reference log-probs of every micro-batch of `steps`, in order: the
+    model's as it is now, or zeros when reference-free (an implicit uniform reference)."""
+    groups = [group for micro in steps for group in micro_batch_pairs(pairs, micro)]
+    if args.reference_free:
+        return iter([(torch.zeros(len(group)), torch.zeros(len(group))) for group in groups])
+    return iter(dpo.reference_logprobs(model, groups, pad_id, on, args.precision))
+
+
 def optimizer_steps(n_examples: int, args: TrainArgs) -> list[list[tuple[float, list[int]]]]:
     """The micro-batches of each optimizer step, at most max_steps of them."""
     batches = list(micro_batches(n_examples, args.batch_size, args.epochs, args.seed))
@@ -600,14 +621,6 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
     else:
         examples = tokenize_records(records, tokenizer, args.max_length, args.data)
     model = load_for_training(args, on)
-    reference = None  # dpo: the starting model's log-probabilities of every pair's chosen and rejected
-    if args.loss == "dpo":
-        if args.reference_free:
-            reference = (torch.zeros(len(examples)), torch.zeros(len(examples)))
-        else:
-            reference = dpo.reference_logprobs(
-                model, examples, args.batch_size, tokenizer.pad_token_id, on, args.precision
-            )
     updater = make_updater(model, args)
     trim_logits = accepts_logits_to_keep(model)
     steps = optimizer_steps(len(examples), args)
@@ -632,8 +645,12 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
     run_fingerprint = checkpoint.fingerprint(resume_settings(args), run_inputs(args))
     # A warm-up mask is kept beside the checkpoints that train through it.
     saved_mask = checkpoint_dir / "warmup-mask.safetensors"
+    resumable_step = checkpoint.resumable_step(checkpoint_dir, run_fingerprint)
+    references = None  # dpo: the reference log-probs of each micro-batch still to run, in order
+    if args.loss == "dpo":  # from the starting model, so before a checkpoint's weights are loaded
+        references = dpo_references(model, examples, steps[resumable_step:], args, tokenizer.pad_token_id, on)
     masks = None
-    if args.mask_warmup_steps and checkpoint.resumable_step(checkpoint_dir, run_fingerprint) >= args.mask_warmup_steps:
+    if args.mask_warmup_steps and resumable_step >= args.mask_warmup_steps:
         masks = load_mask(saved_mask, {name: p.shape for name, p in base_parameters(model).items()})
         updater.add(slots_of(masked_entries(model, masks), args))
     progress = checkpoint.resume(checkpoint_dir, updater.slots, run_fingerprint, on) or checkpoint.Progress()
@@ -656,15 +673,14 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
                 step_started = time.perf_counter()
                 lr = learning_rate(step, args)
                 updater.set_lr(lr)
-                if reference is None:
+                if references is None:
                     batches = [collate(process_share(examples, chunk), tokenizer.pad_token_id) for _, chunk in micro]
                     result = train_step(model, updater, batches, args.precision, on, trim_logits)
                 else:
-                    batches = [
-                        dpo.pair_batch([examples[i] for i in chunk], tokenizer.pad_token_id) for _, chunk in micro
-                    ]
-                    references = [(reference[0][chunk], reference[1][chunk]) for _, chunk in micro]
-                    result = dpo_step(model, updater, batches, references, args, on, trim_logits)
+                    groups = micro_batch_pairs(examples, micro)
+                    batches = [dpo.pair_batch(group, tokenizer.pad_token_id) for group in groups]
+                    step_references = [next(references) for _ in groups]
+                    result = dpo_step(model, updater, batches, step_references, args, on, trim_logits)
                 elapsed = time.perf_counter() - step_started
                 progress.step, progress.tokens, progress.last_loss = step, progress.tokens + result.tokens, result.loss
                 progress.wall_s += elapsed

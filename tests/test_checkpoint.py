@@ -17,7 +17,7 @@ from lota.errors import UserError
 from lota.prepare_data import prepare_split
 from lota.train import TrainArgs, train
 from tests.conftest import snakemake, snakemake_process, tiny_workdir, write_records
-from tests.test_train import random_mask
+from tests.test_train import random_mask, write_preference_records
 
 # What differs between two equal runs: the clock, and how a run got there.
 MEASURED = {"tokens_per_s", "step_s", "peak_memory_mb", "train_wall_s", "checkpoint_s"}
@@ -86,6 +86,8 @@ def stop_after_checkpoint(monkeypatch, step):
         # RoSA's mask built after the warm-up: before the checkpoint resumed from, and after it.
         {"method": "rosa", "mask_warmup_steps": 3, "mask_sparsity": 0.9, "mask_batches": 2},
         {"method": "rosa", "mask_warmup_steps": 6, "mask_sparsity": 0.9, "mask_batches": 2},
+        # The reference log-probs of the steps still to run come from the starting model, not the checkpoint's.
+        {"method": "lota", "loss": "dpo", "precision": "bf16"},
     ],
     ids=[
         "fft",
@@ -96,9 +98,12 @@ def stop_after_checkpoint(monkeypatch, step):
         "rosa",
         "rosa-mask-before-resume",
         "rosa-mask-after-resume",
+        "lota-dpo",
     ],
 )
 def test_a_resumed_run_ends_bit_identical(tmp_path, monkeypatch, tiny_model, records, mask, settings):
+    if settings.get("loss") == "dpo":
+        records = write_preference_records(records, tmp_path / "pairs.jsonl")
     base = TrainArgs(model=tiny_model, data=records, out=tmp_path / "whole", lr=1e-3, batch_size=2, epochs=2)
     given_mask = settings["method"] in ("lota", "rosa") and "mask_warmup_steps" not in settings
     base = replace(base, mask=mask if given_mask else None, **settings)

@@ -168,22 +168,24 @@ def test_reference_logprobs_are_the_no_grad_sums_and_keep_the_mode(model, pairs,
     modes = []
     hook = model.register_forward_pre_hook(lambda module, inputs: modes.append(module.training))
     try:
-        chosen, rejected = reference_logprobs(model, pairs, 2, 0, torch.device("cpu"), "fp32")
+        found = reference_logprobs(model, [pairs[:2], pairs[2:]], 0, torch.device("cpu"), "fp32")
     finally:
         hook.remove()
-    assert model.training is training and modes == [False, False]  # 3 pairs in batches of 2
+    assert model.training is training and modes == [False, False]  # a forward pass per group
+    assert [(len(chosen), len(rejected)) for chosen, rejected in found] == [(2, 2), (1, 1)]
+    chosen, rejected = (torch.cat(side) for side in zip(*found, strict=True))
     assert not chosen.requires_grad and not rejected.requires_grad
     with torch.no_grad():
         expected = sequence_logprobs(model.eval(), pair_batch(pairs, pad_id=0), trim_logits=True)
     torch.testing.assert_close(torch.cat([chosen, rejected]), expected, rtol=0, atol=1e-5)
-    bf16_chosen, _ = reference_logprobs(model, pairs, 8, 0, torch.device("cpu"), "bf16")
+    ((bf16_chosen, _),) = reference_logprobs(model, [pairs], 0, torch.device("cpu"), "bf16")
     assert bf16_chosen.dtype == torch.float32 and torch.isfinite(bf16_chosen).all()
     torch.testing.assert_close(bf16_chosen, chosen, rtol=0.05, atol=0.5)
 
 
 def test_a_dpo_step_widens_the_policy_margin(tiny_model, pairs):
     policy = load_model(tiny_model, torch.float32, on=torch.device("cpu")).train()
-    reference_chosen, reference_rejected = reference_logprobs(policy, pairs, 8, 0, torch.device("cpu"), "fp32")
+    ((reference_chosen, reference_rejected),) = reference_logprobs(policy, [pairs], 0, torch.device("cpu"), "fp32")
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.05)
     batch = pair_batch(pairs, pad_id=0)
     margins = []

@@ -374,15 +374,19 @@ def test_rosa_trains_adapters_and_masked_entries_and_exports_both(tmp_path, tiny
     assert adapted > 0
 
 
-@pytest.fixture(scope="module")
-def preference_records(tmp_path_factory, train_records):
+def write_preference_records(records_path, out):
     """Pairs whose chosen response is the reference one and whose rejected one is another record's."""
-    records = read_jsonl(train_records, "records")
+    records = read_jsonl(records_path, "records")
     pairs = [
         {"prompt": record["prompt"], "chosen": record["response"], "rejected": other["response"]}
         for record, other in zip(records, records[1:] + records[:1], strict=True)
     ]
-    return write_records(tmp_path_factory.mktemp("preferences") / "pairs.jsonl", pairs)
+    return write_records(out, pairs)
+
+
+@pytest.fixture(scope="module")
+def preference_records(tmp_path_factory, train_records):
+    return write_preference_records(train_records, tmp_path_factory.mktemp("preferences") / "pairs.jsonl")
 
 
 @pytest.mark.parametrize(
@@ -422,6 +426,29 @@ def test_dpo_widens_the_reward_margin_with_every_method(tmp_path, tiny_model, pr
         for name, parameter in model.named_parameters():
             frozen = ~masks[name] if name in masks else torch.ones_like(parameter, dtype=torch.bool)
             assert torch.equal(parameter.detach()[frozen], base[name][frozen]), name
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_dpo_starts_at_log_2_under_bf16(tmp_path, tiny_model, preference_records, grad_accum):
+    """The reference log-probs come from the micro-batches training runs, so bf16's shape-dependent
+    rounding cancels: at the first step the policy is exactly its reference."""
+    random_mask(tiny_model, 0.9, tmp_path / "mask.safetensors")
+    args = TrainArgs(
+        model=tiny_model,
+        data=preference_records,
+        out=tmp_path / "run",
+        mask=tmp_path / "mask.safetensors",
+        method="lota",
+        loss="dpo",
+        batch_size=3,
+        grad_accum=grad_accum,
+        max_steps=1,
+        precision="bf16",
+    )
+    train(args)
+    (first,) = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert first["reward_margin"] == 0 and first["reward_accuracy"] == 0
 
 
 def test_dpo_refuses_records_without_pairs(tmp_path, tiny_model, train_records):
