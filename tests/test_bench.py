@@ -10,7 +10,7 @@ def test_bench_trains_every_run_on_one_batch_and_reports_ratios(tmp_path, tiny_m
     args = BenchArgs(
         model=tiny_model,
         out=tmp_path / "engine.json",
-        runs=["fft", "lota_s50", "lora_r2"],
+        runs=["fft", "lota_s50", "lora_r2", "rosa_s50_r2"],
         batch_size=2,
         seq_len=16,
         warmup_steps=1,
@@ -19,20 +19,23 @@ def test_bench_trains_every_run_on_one_batch_and_reports_ratios(tmp_path, tiny_m
     )
     report = bench(args)
     assert json.loads((tmp_path / "engine.json").read_text()) == report
-    fft, lota, lora = report["runs"]
+    fft, lota, lora, rosa = report["runs"]
     covered = 2 * (16 * 16 + 8 * 16 * 2 + 16 * 16 + 3 * 32 * 16)  # q, k, v, o, gate, up, down of two layers
     assert lota["trainable_params"] == covered // 2 and lota["method"] == "lota"
     # rank 2 on q, o (16 -> 16), k, v (16 -> 8), gate, up, down (16 <-> 32) of two layers
     assert lora["trainable_params"] == 2 * 2 * (2 * (16 + 16) + 2 * (16 + 8) + 3 * (16 + 32))
+    # RoSA: the same adapter and the same mask's entries
+    assert rosa["trainable_params"] == lota["trainable_params"] + lora["trainable_params"] and rosa["method"] == "rosa"
     assert fft["trainable_params"] > lota["trainable_params"]
     for run in report["runs"]:
         assert run["step_s"] > 0 and run["peak_memory_mb"] > 0 and len(run["step_s_all"]) == 2
         assert run["losses"][-1] < run["losses"][0]  # the same batch, trained on: the loss falls
     # AdamW state: two fp32 moments per trainable entry, plus a step counter per tensor
     assert lota["optimizer_state_bytes"] < 0.55 * fft["optimizer_state_bytes"]
-    assert fft["step_time_vs_fft"] == 1.0 and "memory_vs_lora" in lota and "memory_vs_lora" not in fft
+    assert fft["step_time_vs_fft"] == 1.0 and "memory_vs_lora" not in fft
+    assert "memory_vs_lora" in lota and "memory_vs_lora" in rosa
     printed = capsys.readouterr().out
-    assert "lota_s50" in printed and "mem/LoRA" in printed
+    assert "lota_s50" in printed and "rosa_s50_r2" in printed and "mem/LoRA" in printed
 
 
 def test_ratios_and_table():
@@ -91,7 +94,11 @@ def test_ratios_and_table():
     ("runs", "message"),
     [
         (["dpo"], "unknown run 'dpo'"),
+        (["rosa"], "unknown run 'rosa'; expected fft, lora"),  # a masked run names its sparsity
+        (["lora_s90"], "unknown run 'lora_s90'"),
+        (["lota_s90_r4"], "unknown run 'lota_s90_r4'"),  # LoTA has no adapter
         (["lota_s100"], r"sparsity of lota_s100 must be in \[0.0, 1.0\)"),
+        (["rosa_s100_r4"], r"sparsity of rosa_s100_r4 must be in \[0.0, 1.0\)"),
         ([], "at least one"),
     ],
 )
