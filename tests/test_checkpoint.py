@@ -156,6 +156,7 @@ def test_a_damaged_checkpoint_is_named(tmp_path, monkeypatch, tiny_model, record
     assert not args.out.exists()
 
 
+@pytest.mark.slow  # over a minute; the parametrized resumes above check bit-identity in-process
 def test_a_training_process_killed_mid_run_resumes_bit_identical(tmp_path, tiny_model, records, mask):
     """SIGKILL, not an exception: whatever the process was doing when it died."""
     command = [sys.executable, "-m", "lota.train", "--model", str(tiny_model), "--data", str(records)]

@@ -391,8 +391,11 @@ def preference_records(tmp_path_factory, train_records):
 
 @pytest.mark.parametrize(
     "settings",
-    [{"method": "lota"}, {"method": "lora"}, {"method": "fft", "reference_free": True}],
-    ids=["lota", "lora", "fft-reference-free"],
+    [
+        pytest.param({"method": "lota"}, id="lota"),
+        pytest.param({"method": "lora"}, id="lora", marks=pytest.mark.slow),
+        pytest.param({"method": "fft", "reference_free": True}, id="fft-reference-free", marks=pytest.mark.slow),
+    ],
 )
 def test_dpo_widens_the_reward_margin_with_every_method(tmp_path, tiny_model, preference_records, settings):
     masks = random_mask(tiny_model, 0.9, tmp_path / "mask.safetensors")

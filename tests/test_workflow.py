@@ -25,6 +25,7 @@ def workdir(tmp_path_factory, tiny_model, gsm8k_dir):
     return root
 
 
+@pytest.mark.slow  # about 4 min: every method's jobs, for real
 def test_sweep_runs_every_method_into_a_report_and_reuses_the_dense_run(workdir):
     done = snakemake(workdir, "--cores", "2", "sweep")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -141,6 +142,7 @@ def test_the_mawps_preset_plans_the_whole_sweep(tmp_path):
     assert "results/plots/mawps.png" in output
 
 
+@pytest.mark.slow  # about 2 min
 def test_mask_strategies_and_rosa_run_and_the_report_compares_them(workdir):
     strategies = ["task_vector", "random", "fisher"]
     sweep = {"tasks": ["gsm8k"], "sparsities": [90], "methods": ["lota", "rosa"], "mask_strategies": strategies}
