@@ -2,12 +2,13 @@
 RoSA (rosa: LoRA adapters and the sparse update through a mask, trained together), all on one
 engine (lota.optim), so the methods are compared on one code path.
 
-The loss is the mean cross-entropy over response tokens only (--loss sft), or DPO's over preference
-pairs (--loss dpo, lota.dpo) against the model training starts from, for any method. For lota the model restarts from
-the base weights and only the mask's entries are trained, with optimizer state for those entries
-alone; frozen entries are never written and stay bit-identical to the base. Parameters no
-method trains get no gradient at all. By default each parameter is updated inside the backward
-pass as soon as its gradient is complete, so no full gradient buffer exists.
+The loss is the mean cross-entropy over response tokens only (--loss sft), or DPO's over
+preference pairs (--loss dpo, lota.dpo) against the model training starts from, for any method.
+For lota the model restarts from the base weights and only the mask's entries are trained, with
+optimizer state for those entries alone; frozen entries are never written and stay
+bit-identical to the base. Parameters no method trains get no gradient at all. By default each
+parameter is updated inside the backward pass as soon as its gradient is complete, so no full
+gradient buffer exists.
 
 Launched by `torchrun --nproc-per-node N`, the model is sharded over N processes with FSDP2
 (lota.distributed): each optimizer step's micro-batches are split among the processes, and
