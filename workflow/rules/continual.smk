@@ -8,7 +8,7 @@
 
 rule complement_mask:
     input:
-        lambda wc: stage_masks(wc.model),
+        lambda wc: PLAN.stage_masks(wc.model),
     output:
         "work/cl/complement_masks/{model}.safetensors",
     log:
@@ -16,7 +16,7 @@ rule complement_mask:
     benchmark:
         "benchmarks/cl/complement_mask/{model}.tsv"
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:
@@ -25,7 +25,7 @@ rule complement_mask:
 
 rule train_stage:
     input:
-        unpack(sequence_stage_inputs),
+        unpack(lambda wc: PLAN.sequence_stage_inputs(wc.seq)),
     output:
         weights="work/cl/runs/{seq}/weights.safetensors",
         summary="work/cl/runs/{seq}/summary.json",
@@ -36,22 +36,21 @@ rule train_stage:
         "benchmarks/cl/train/{seq}.tsv"
     params:
         out=subpath(output.weights, parent=True),
-        method=sequence_stage_method,
-        mask=mask_option,
-        options=sequence_stage_options,
+        method=lambda wc: PLAN.sequence(wc.seq).training_method,
+        options=lambda wc: PLAN.sequence_stage_options(wc.seq),
     resources:
-        **resources("train"),
+        **PLAN.resources("train"),
     conda:
         ENV
     shell:
         "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
-        " --method {params.method} {params.mask} --model {input.model:q} --data {input.data:q}"
+        " --method {params.method} --model {input.model:q} --data {input.data:q}"
         " --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 
 use rule train_stage as calibrate_stage with:
     input:
-        unpack(calibration_inputs),
+        unpack(lambda wc: PLAN.calibration_inputs(wc.kind, wc.model, wc.task)),
     output:
         weights="work/cl/calibration/{kind}/{model}/{task}/weights.safetensors",
         summary="work/cl/calibration/{kind}/{model}/{task}/summary.json",
@@ -62,7 +61,7 @@ use rule train_stage as calibrate_stage with:
         "benchmarks/cl/calibration/{kind}/{model}/{task}.tsv"
     params:
         method=lambda wc: "lota" if wc.kind == "flip" else "fft",
-        options=lambda wc: train_options("calibration", wc.task, settings=later_stage_settings("calibration")),
+        options=lambda wc: PLAN.calibration_options(wc.kind, wc.model, wc.task),
 
 
 use rule task_vector as stage_task_vector with:
@@ -79,7 +78,7 @@ use rule task_vector as stage_task_vector with:
 
 use rule extract_mask as stage_mask with:
     input:
-        unpack(sequence_mask_inputs),
+        unpack(lambda wc: PLAN.sequence_mask_inputs(wc.seq)),
     output:
         "work/cl/masks/{seq}.safetensors",
     log:
@@ -87,13 +86,13 @@ use rule extract_mask as stage_mask with:
     benchmark:
         "benchmarks/cl/extract_mask/{seq}.tsv"
     params:
-        sparsity=lambda wc: parse_sequence(wc.seq).sparsity,
+        sparsity=lambda wc: PLAN.sequence(wc.seq).sparsity,
         exclude=lambda wc, input: cli_options({"exclude": list(input.exclude)}) if input.exclude else "",
 
 
 use rule export as export_stage with:
     input:
-        base=lambda wc: model_path(stage_models(wc.seq)[-2]),
+        base=lambda wc: model_path(PLAN.sequence(wc.seq).stage_models[-2]),
         weights="work/cl/runs/{seq}/weights.safetensors",
     output:
         directory("work/cl/models/{seq}"),
@@ -114,14 +113,14 @@ use rule generate as generate_on with:
     benchmark:
         "benchmarks/cl/generate/{model}/{task}.tsv"
     params:
-        max_new_tokens=lambda wc: task_setting(check_task(wc.task), "max_new_tokens"),
+        max_new_tokens=lambda wc: PLAN.task_setting(PLAN.check_task(wc.task), "max_new_tokens"),
 
 
 rule evaluate_sequence:
     input:
-        samples=lambda wc: list(sequence_samples(wc).values()),
-        summaries=sequence_summaries,
-        masks=sequence_masks,
+        samples=lambda wc: list(PLAN.sequence_samples(wc.seq).values()),
+        summaries=lambda wc: PLAN.sequence_summaries(wc.seq),
+        masks=lambda wc: PLAN.sequence_masks(wc.seq),
     output:
         "results/cl/{seq}.json",
     log:
@@ -129,15 +128,15 @@ rule evaluate_sequence:
     benchmark:
         "benchmarks/cl/evaluate/{seq}.tsv"
     params:
-        tasks=lambda wc: " ".join(parse_sequence(wc.seq).tasks),
-        samples=lambda wc: " ".join(shlex.quote(f"{key}={path}") for key, path in sequence_samples(wc).items()),
-        method=lambda wc: parse_sequence(wc.seq).method,
-        shape=lambda wc: shape_options(parse_sequence(wc.seq).sparsity, parse_sequence(wc.seq).rank),
+        tasks=lambda wc: " ".join(PLAN.sequence(wc.seq).tasks),
+        samples=lambda wc: key_paths(PLAN.sequence_samples(wc.seq)),
+        method=lambda wc: PLAN.sequence(wc.seq).method,
+        shape=lambda wc: shape_options(PLAN.sequence(wc.seq).sparsity, PLAN.sequence(wc.seq).rank),
         base_model=config["base_model"]["source"],
-        config_json=lambda wc: sequence_provenance(wc.seq),
-        benchmarks=sequence_benchmarks,
+        config_json=lambda wc: PLAN.sequence_provenance(wc.seq),
+        benchmarks=lambda wc: PLAN.sequence_benchmarks(wc.seq),
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:

@@ -10,9 +10,9 @@ rule base_model:
         "benchmarks/base_model.tsv"
     params:
         source=config["base_model"]["source"],
-        trust=trust_option(),
+        trust=PLAN.trust_option(),
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:
@@ -22,7 +22,7 @@ rule base_model:
 rule prepare_data:
     input:
         model=BASE_MODEL,
-        files=local_task_files,
+        files=lambda wc: PLAN.local_task_files(wc.task),
     output:
         train="work/data/{task}/train.jsonl",
         eval="work/data/{task}/eval.jsonl",
@@ -32,16 +32,10 @@ rule prepare_data:
         "benchmarks/prepare_data/{task}.tsv"
     params:
         data_dir=cli_options({"data_dir": DATA_DIR}) if DATA_DIR else "",
-        trust=trust_option(),
-        options=lambda wc: cli_options(
-            {
-                "train_size": config["tasks"][wc.task]["train_size"],
-                "eval_size": config["tasks"][wc.task]["eval_size"],
-                "seed": config["seed"],
-            }
-        ),
+        trust=PLAN.trust_option(),
+        options=lambda wc: PLAN.prepare_data_options(wc.task),
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:

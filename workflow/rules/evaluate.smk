@@ -4,7 +4,7 @@
 rule export:
     input:
         base=BASE_MODEL,
-        weights=run_weights,
+        weights=lambda wc: PLAN.run_weights(wc.run),
     output:
         directory("work/models/{run}"),
     log:
@@ -12,9 +12,9 @@ rule export:
     benchmark:
         "benchmarks/export/{run}.tsv"
     params:
-        trust=trust_option(),
+        trust=PLAN.trust_option(),
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:
@@ -24,8 +24,8 @@ rule export:
 
 rule generate:
     input:
-        model=model_dir,
-        data=eval_data,
+        model=lambda wc: PLAN.model_dir(wc.run),
+        data=lambda wc: PLAN.eval_data(wc.run),
     output:
         "work/samples/{run}.jsonl",
     log:
@@ -33,12 +33,12 @@ rule generate:
     benchmark:
         "benchmarks/generate/{run}.tsv"
     params:
-        max_new_tokens=lambda wc: task_setting(parse_run(wc.run).task, "max_new_tokens"),
-        options=cli_options(config["generate"] | {"seed": config["seed"]}),
-        threads=threads_option("generate"),
-        trust=trust_option(),
+        max_new_tokens=lambda wc: PLAN.task_setting(PLAN.run(wc.run).task, "max_new_tokens"),
+        options=PLAN.generate_options(),
+        threads=PLAN.threads_option("generate"),
+        trust=PLAN.trust_option(),
     resources:
-        **resources("generate"),
+        **PLAN.resources("generate"),
     conda:
         GENERATION_ENV
     shell:
@@ -49,8 +49,8 @@ rule generate:
 
 rule evaluate:
     input:
-        samples=scored_samples,
-        summary=train_summary,
+        samples=lambda wc: PLAN.scored_samples(wc.run),
+        summary=lambda wc: PLAN.train_summary(wc.run),
     output:
         "results/{run}.json",
     log:
@@ -58,15 +58,15 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{run}.tsv"
     params:
-        task=lambda wc: parse_run(wc.run).task,
-        method=lambda wc: parse_run(wc.run).method,
-        shape=lambda wc: run_shape_options(wc.run),
-        summary=lambda wc, input: f"--train-summary {shlex.quote(input.summary)}" if input.summary else "",
-        benchmarks=lambda wc: stage_benchmarks(wc.run),
+        task=lambda wc: PLAN.run(wc.run).task,
+        method=lambda wc: PLAN.run(wc.run).method,
+        shape=lambda wc: PLAN.run_shape_options(wc.run),
+        summary=lambda wc, input: cli_options({"train_summary": input.summary}) if input.summary else "",
+        benchmarks=lambda wc: PLAN.stage_benchmarks(wc.run),
         base_model=config["base_model"]["source"],
-        config_json=lambda wc: provenance(wc.run),
+        config_json=lambda wc: PLAN.provenance(wc.run),
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:

@@ -5,7 +5,7 @@
 
 rule lmeval_tasks:
     input:
-        lmeval_dataset_files,
+        lambda wc: PLAN.lmeval_dataset_files(),
     output:
         directory(LMEVAL_TASKS),
     log:
@@ -16,7 +16,7 @@ rule lmeval_tasks:
         tasks=cli_options({"tasks": config["lmeval"]["tasks"]}),
         data_dir=DATA_DIR,
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:
@@ -25,7 +25,7 @@ rule lmeval_tasks:
 
 rule evaluate_lmeval:
     input:
-        unpack(lmeval_inputs),
+        unpack(lambda wc: PLAN.lmeval_inputs(wc.name)),
     output:
         result="results/lmeval/{name}.json",
         samples="work/lmeval/samples/{name}.jsonl",
@@ -34,12 +34,12 @@ rule evaluate_lmeval:
     benchmark:
         "benchmarks/lmeval/{name}.tsv"
     params:
-        options=lmeval_options,
-        threads=threads_option("generate"),
-        trust=trust_option(),
-        config_json=lambda wc: harness_provenance(wc.name, "lmeval"),
+        options=PLAN.lmeval_options(),
+        threads=PLAN.threads_option("generate"),
+        trust=PLAN.trust_option(),
+        config_json=lambda wc: PLAN.harness_provenance(wc.name, "lmeval"),
     resources:
-        **resources("generate"),
+        **PLAN.resources("generate"),
     conda:
         GENERATION_ENV
     shell:
@@ -50,7 +50,7 @@ rule evaluate_lmeval:
 
 use rule generate as generate_alpaca with:
     input:
-        model=lambda wc: exported_model(wc.name),
+        model=lambda wc: PLAN.exported_model(wc.name),
         data="work/data/alpaca/eval.jsonl",
     output:
         "work/alpaca_eval/samples/{name}.jsonl",
@@ -59,12 +59,12 @@ use rule generate as generate_alpaca with:
     benchmark:
         "benchmarks/alpaca_eval/generate/{name}.tsv"
     params:
-        max_new_tokens=lambda wc: task_setting(check_task("alpaca"), "max_new_tokens"),
+        max_new_tokens=lambda wc: PLAN.task_setting(PLAN.check_task("alpaca"), "max_new_tokens"),
 
 
 rule evaluate_alpaca:
     input:
-        unpack(alpaca_eval_inputs),
+        unpack(lambda wc: PLAN.alpaca_eval_inputs(wc.name)),
     output:
         result="results/alpaca_eval/{name}.json",
         annotations="work/alpaca_eval/annotations/{name}.json",
@@ -73,12 +73,12 @@ rule evaluate_alpaca:
     benchmark:
         "benchmarks/alpaca_eval/{name}.tsv"
     params:
-        options=alpaca_eval_options,
-        threads=threads_option("generate"),
-        trust=trust_option(),
-        config_json=lambda wc: harness_provenance(wc.name, "alpaca_eval", {"task": task_provenance("alpaca")}),
+        options=lambda wc: PLAN.alpaca_eval_options(wc.name),
+        threads=PLAN.threads_option("generate"),
+        trust=PLAN.trust_option(),
+        config_json=lambda wc: PLAN.harness_provenance(wc.name, "alpaca_eval", {"task": PLAN.task_provenance("alpaca")}),
     resources:
-        **resources("generate"),
+        **PLAN.resources("generate"),
     conda:
         ENV
     shell:

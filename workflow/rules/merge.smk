@@ -6,7 +6,7 @@
 rule merge_models:
     input:
         base=BASE_MODEL,
-        runs=lambda wc: [f"work/runs/{run}/weights.safetensors" for run in parse_merge(wc.merge).runs],
+        runs=lambda wc: PLAN.merge_runs(wc.merge),
     output:
         directory("work/merge/models/{merge}"),
     log:
@@ -14,9 +14,9 @@ rule merge_models:
     benchmark:
         "benchmarks/merge/{merge}.tsv"
     params:
-        options=merge_options,
+        options=lambda wc: PLAN.merge_options(wc.merge),
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:
@@ -35,15 +35,15 @@ use rule generate as generate_merged with:
     benchmark:
         "benchmarks/merge/generate/{merge}/{task}.tsv"
     params:
-        max_new_tokens=lambda wc: task_setting(check_task(wc.task), "max_new_tokens"),
+        max_new_tokens=lambda wc: PLAN.task_setting(PLAN.check_task(wc.task), "max_new_tokens"),
 
 
 rule evaluate_merge:
     input:
-        samples=lambda wc: list(merge_samples(wc).values()),
+        samples=lambda wc: list(PLAN.merge_samples(wc.merge).values()),
         model="work/merge/models/{merge}",
-        single_task=lambda wc: [f"results/{run}.json" for run in parse_merge(wc.merge).runs],
-        base_results=lambda wc: [f"results/base_{task}.json" for task in parse_merge(wc.merge).tasks],
+        single_task=lambda wc: [f"results/{run}.json" for run in PLAN.merge(wc.merge).runs],
+        base_results=lambda wc: [f"results/base_{task}.json" for task in PLAN.merge(wc.merge).tasks],
     output:
         "results/merge/{merge}.json",
     log:
@@ -51,12 +51,12 @@ rule evaluate_merge:
     benchmark:
         "benchmarks/merge/evaluate/{merge}.tsv"
     params:
-        samples=lambda wc: " ".join(shlex.quote(f"{task}={path}") for task, path in merge_samples(wc).items()),
-        method=lambda wc: parse_merge(wc.merge).method,
+        samples=lambda wc: key_paths(PLAN.merge_samples(wc.merge)),
+        method=lambda wc: PLAN.merge(wc.merge).method,
         base_model=config["base_model"]["source"],
-        config_json=lambda wc: merge_provenance(wc.merge),
+        config_json=lambda wc: PLAN.merge_provenance(wc.merge),
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:

@@ -29,7 +29,7 @@ rule report:
     params:
         plots=lambda wc, output: os.path.join(os.path.dirname(output.table), os.path.basename(PLOTS)),
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:

@@ -19,21 +19,77 @@ rule train_dense:
         "benchmarks/train/{dense}_{task}.tsv"
     params:
         out=subpath(output.weights, parent=True),
-        options=lambda wc: train_options(wc.dense, wc.task),
+        method="fft",
+        options=lambda wc: PLAN.train_options(wc.dense, wc.task),
     resources:
-        **resources("train"),
+        **PLAN.resources("train"),
     conda:
         ENV
     shell:
         "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
-        " --method fft --model {input.model:q} --data {input.data:q}"
+        " --method {params.method} --model {input.model:q} --data {input.data:q}"
         " --out {params.out:q} {params.options} > {log:q} 2>&1"
+
+
+use rule train_dense as train_lota with:
+    input:
+        model=BASE_MODEL,
+        data=lambda wc: PLAN.train_data(f"lota_{wc.variant}"),
+        mask="work/masks/{variant}.safetensors",
+    output:
+        weights="work/runs/lota_{variant}/weights.safetensors",
+        summary="work/runs/lota_{variant}/summary.json",
+        steps="work/runs/lota_{variant}/log.jsonl",
+    log:
+        "logs/train/lota_{variant}.log",
+    benchmark:
+        "benchmarks/train/lota_{variant}.tsv"
+    params:
+        method="lota",
+        options=lambda wc: PLAN.run_train_options(f"lota_{wc.variant}"),
+
+
+# RoSA: a LoRA adapter and the sparse update through a mask (by default the Fisher's), trained
+# together; with rosa.mask_warmup_steps, the adapter trains alone first and the mask is built from
+# the warmed-up model's gradients.
+use rule train_dense as train_rosa with:
+    input:
+        unpack(lambda wc: PLAN.rosa_inputs(f"rosa_{wc.variant}")),
+    output:
+        weights="work/runs/rosa_{variant}/weights.safetensors",
+        adapter="work/runs/rosa_{variant}/adapter.safetensors",
+        summary="work/runs/rosa_{variant}/summary.json",
+        steps="work/runs/rosa_{variant}/log.jsonl",
+    log:
+        "logs/train/rosa_{variant}.log",
+    benchmark:
+        "benchmarks/train/rosa_{variant}.tsv"
+    params:
+        method="rosa",
+        options=lambda wc: PLAN.rosa_options(f"rosa_{wc.variant}"),
+
+
+use rule train_dense as train_lora with:
+    input:
+        model=BASE_MODEL,
+        data=lambda wc: PLAN.train_data(wc.lora_run),
+    output:
+        weights="work/runs/{lora_run}/weights.safetensors",
+        summary="work/runs/{lora_run}/summary.json",
+        steps="work/runs/{lora_run}/log.jsonl",
+    log:
+        "logs/train/{lora_run}.log",
+    benchmark:
+        "benchmarks/train/{lora_run}.tsv"
+    params:
+        method="lora",
+        options=lambda wc: PLAN.run_train_options(wc.lora_run),
 
 
 rule task_vector:
     input:
         base=BASE_MODEL,
-        finetuned=calibration_weights,
+        finetuned=lambda wc: f"work/runs/{PLAN.dense_run(wc.task)}/weights.safetensors",
     output:
         "work/task_vectors/{task}.safetensors",
     log:
@@ -41,7 +97,7 @@ rule task_vector:
     benchmark:
         "benchmarks/task_vector/{task}.tsv"
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:
@@ -59,11 +115,11 @@ rule extract_mask:
     benchmark:
         "benchmarks/extract_mask/{task}_s{percent}.tsv"
     params:
-        sparsity=lambda wc: percent_to_sparsity(wc.percent),
-        options=mask_options(),
+        sparsity=lambda wc: names.percent_to_sparsity(wc.percent),
+        options=PLAN.mask_options(),
         exclude="",
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:
@@ -84,14 +140,11 @@ rule fisher:
     benchmark:
         "benchmarks/fisher/{task}_{fisher_kind}.tsv"
     params:
-        options=lambda wc: cli_options(
-            config["mask"]["fisher"]
-            | {"scope": config["mask"]["scope"], "max_length": task_setting(wc.task, "max_length"), "seed": config["seed"]}
-        ),
-        threads=threads_option("train"),
-        trust=trust_option(),
+        options=lambda wc: PLAN.fisher_options(wc.task),
+        threads=PLAN.threads_option("train"),
+        trust=PLAN.trust_option(),
     resources:
-        **resources("train"),
+        **PLAN.resources("train"),
     conda:
         ENV
     shell:
@@ -102,7 +155,7 @@ rule fisher:
 # A mask ranked by another strategy than the task vector: same sparsity, same file format.
 rule extract_mask_strategy:
     input:
-        unpack(mask_rule_inputs),
+        unpack(lambda wc: PLAN.mask_rule_inputs(wc.task, wc.strategy)),
     output:
         "work/masks/{task}_s{percent}_{strategy}.safetensors",
     log:
@@ -110,92 +163,13 @@ rule extract_mask_strategy:
     benchmark:
         "benchmarks/extract_mask/{task}_s{percent}_{strategy}.tsv"
     wildcard_constraints:
-        strategy="|".join(MASK_STRATEGIES[1:]),  # the task vector's mask is extract_mask's
+        strategy="|".join(names.MASK_STRATEGIES[1:]),  # the task vector's mask is extract_mask's
     params:
-        sparsity=lambda wc: percent_to_sparsity(wc.percent),
-        options=mask_rule_options,
+        sparsity=lambda wc: names.percent_to_sparsity(wc.percent),
+        options=lambda wc: PLAN.mask_rule_options(wc.task, wc.strategy),
     resources:
-        **resources("light"),
+        **PLAN.resources("light"),
     conda:
         ENV
     shell:
         "python -m lota.extract_mask --out {output:q} --sparsity {params.sparsity} {params.options} > {log:q} 2>&1"
-
-
-rule train_lota:
-    input:
-        model=BASE_MODEL,
-        data=masked_run_data("lota"),
-        mask="work/masks/{variant}.safetensors",
-    output:
-        weights="work/runs/lota_{variant}/weights.safetensors",
-        summary="work/runs/lota_{variant}/summary.json",
-        steps="work/runs/lota_{variant}/log.jsonl",
-    log:
-        "logs/train/lota_{variant}.log",
-    benchmark:
-        "benchmarks/train/lota_{variant}.tsv"
-    params:
-        out=subpath(output.weights, parent=True),
-        options=lambda wc: train_options("lota", parse_run(f"lota_{wc.variant}").task),
-    resources:
-        **resources("train"),
-    conda:
-        ENV
-    shell:
-        "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
-        " --method lota --mask {input.mask:q} --model {input.model:q} --data {input.data:q}"
-        " --out {params.out:q} {params.options} > {log:q} 2>&1"
-
-
-# RoSA: a LoRA adapter and the sparse update through a mask (by default the Fisher's), trained
-# together; with rosa.mask_warmup_steps, the adapter trains alone first and the mask is built from
-# the warmed-up model's gradients.
-rule train_rosa:
-    input:
-        unpack(rosa_inputs),
-    output:
-        weights="work/runs/rosa_{variant}/weights.safetensors",
-        adapter="work/runs/rosa_{variant}/adapter.safetensors",
-        summary="work/runs/rosa_{variant}/summary.json",
-        steps="work/runs/rosa_{variant}/log.jsonl",
-    log:
-        "logs/train/rosa_{variant}.log",
-    benchmark:
-        "benchmarks/train/rosa_{variant}.tsv"
-    params:
-        out=subpath(output.weights, parent=True),
-        options=rosa_options,
-    resources:
-        **resources("train"),
-    conda:
-        ENV
-    shell:
-        "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
-        " --method rosa --model {input.model:q} --data {input.data:q}"
-        " --out {params.out:q} {params.options} > {log:q} 2>&1"
-
-
-rule train_lora:
-    input:
-        model=BASE_MODEL,
-        data=lora_data,
-    output:
-        weights="work/runs/{lora_run}/weights.safetensors",
-        summary="work/runs/{lora_run}/summary.json",
-        steps="work/runs/{lora_run}/log.jsonl",
-    log:
-        "logs/train/{lora_run}.log",
-    benchmark:
-        "benchmarks/train/{lora_run}.tsv"
-    params:
-        out=subpath(output.weights, parent=True),
-        options=lora_options,
-    resources:
-        **resources("train"),
-    conda:
-        ENV
-    shell:
-        "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
-        " --method lora --model {input.model:q} --data {input.data:q}"
-        " --out {params.out:q} {params.options} > {log:q} 2>&1"

@@ -1,0 +1,327 @@
+"""The experiment's vocabulary: methods, mask strategies, merge methods, and the names of runs,
+task sequences and merges, parsed and formatted in one place.
+
+Every name is `<method>_<tasks>` followed by optional suffixes, each `_<letter(s)><value>` in a
+fixed order:
+
+    run       <method>_<task>[_s<percent>][_<strategy>][_r<rank>]      base_gsm8k, lota_arc_easy_s90_random
+    sequence  <method>_<task>-<task>[-...][_s<percent> | _r<rank>]     lotto_gsm8k-mawps_s90
+    merge     <method>_<task>+<task>[+...][_s<percent>][_l<lambda>]    ties_gsm8k+mawps_l0.5
+
+Task names may contain underscores (arc_easy); a task is the shortest one that leaves the rest of
+the name to parse as suffixes, and no part of a task name may itself look like a suffix
+(check_task_name), so a name has one reading. A new suffix (e.g. `_seed<N>`) is one more entry
+in SUFFIXES and in the kinds that take it.
+
+Sparsity is written as a percentage of frozen entries, converted exactly (s99.9 is 0.999, not
+0.9990000000000001); numbers print in their shortest form (90.0 is s90, 0.50 is l0.5).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+from lota.errors import UserError
+
+# --- the vocabulary ---------------------------------------------------------------------
+
+# Single-task runs: base (no training), fft (every weight), lora (adapters), lota (a mask's
+# entries), rosa (adapters and a mask's entries together).
+RUN_METHODS = ("base", "fft", "lora", "lota", "rosa")
+MASKED_METHODS = ("lota", "rosa")  # named with their mask's sparsity and strategy
+ADAPTER_METHODS = ("lora", "rosa")  # trained with LoRA adapters of a rank
+# What ranks a mask's entries (lota.extract_mask, lota.fisher). A run's mask is its method's
+# default strategy's unless its name says otherwise.
+MASK_STRATEGIES = ("task_vector", "fisher", "gradient_mean", "base_magnitude", "random")
+DEFAULT_STRATEGY = {"lota": "task_vector", "rosa": "fisher"}
+# The lota.fisher score kind behind each gradient strategy.
+FISHER_KINDS = {"fisher": "mean_squared", "gradient_mean": "mean"}
+# Task sequences: lota retrains a mask at every stage; lotto keeps every stage's mask disjoint from
+# the earlier ones; lottoflip too, through the official code's flipped-mask calibration.
+SEQUENCE_METHODS = ("fft", "lora", "lota", "lotto", "lottoflip")
+MASKED_SEQUENCE_METHODS = ("lota", "lotto", "lottoflip")
+DISJOINT_METHODS = ("lotto", "lottoflip")
+# Merges: the name's method -> lota.merge's --method. ta, ties, dareties and darelinear merge the
+# tasks' FFT runs; lotasum adds their LoTA runs' sparse deltas.
+MERGE_METHODS = {
+    "ta": "task_arithmetic",
+    "ties": "ties",
+    "dareties": "dare_ties",
+    "darelinear": "dare_linear",
+    "lotasum": "sparse_sum",
+}
+
+# --- the grammar ------------------------------------------------------------------------
+
+NUMBER = r"(?:0|[1-9]\d*)(?:\.\d*[1-9])?"  # no leading or trailing zeros: one spelling per number
+TASK = r"[a-z][a-z0-9_]*?"
+SUFFIXES = {
+    "percent": rf"_s(?P<percent>{NUMBER})",
+    "strategy": rf"_(?P<strategy>{'|'.join(MASK_STRATEGIES)})",
+    "rank": r"_r(?P<rank>[1-9]\d*)",
+    "scale": rf"_l(?P<scale>{NUMBER})",
+}
+# What a task name's part may not be: a suffix's shape (s90, r16, l0.5) or a strategy's name.
+SUFFIX_LIKE = re.compile(rf"(?:[srl]{NUMBER}|{'|'.join(MASK_STRATEGIES)})")
+
+
+def _grammar(methods: tuple[str, ...] | dict[str, str], tasks: str, *suffixes: str) -> re.Pattern[str]:
+    optional = "".join(f"(?:{SUFFIXES[name]})?" for name in suffixes)
+    return re.compile(rf"(?P<method>{'|'.join(methods)})_(?P<tasks>{tasks}){optional}")
+
+
+RUN_GRAMMAR = _grammar(RUN_METHODS, TASK, "percent", "strategy", "rank")
+SEQUENCE_GRAMMAR = _grammar(SEQUENCE_METHODS, rf"{TASK}(?:-{TASK})+", "percent", "rank")
+MERGE_GRAMMAR = _grammar(MERGE_METHODS, rf"{TASK}(?:\+{TASK})+", "percent", "scale")
+RUN_NAMES = (
+    "base_<task>, fft_<task>, lora_<task>[_r<rank>], lota_<task>_s<percent>[_<strategy>] or"
+    " rosa_<task>_s<percent>[_<strategy>]"
+)
+SEQUENCE_NAMES = "<method>_<task>-<task>[-...]: fft_..., lora_...[_r<rank>], or lota_/lotto_/lottoflip_..._s<percent>"
+MERGE_NAMES = (
+    "<method>_<task>+<task>[+...][_l<lambda>]: ta_, ties_, dareties_, darelinear_..., or lotasum_..._s<percent>"
+)
+# Wildcard patterns of the names, for the workflow's path patterns.
+RUN_PATTERN = r"[a-z][a-z0-9_.]*"
+SEQUENCE_PATTERN = r"[a-z][a-z0-9_.]*-[a-z0-9_.-]+"
+MERGE_PATTERN = r"[a-z][a-z0-9_.]*\+[a-z0-9_.+]+"
+MASK_VARIANT_PATTERN = rf"{TASK}_s{NUMBER}(?:_(?:{'|'.join(MASK_STRATEGIES)}))?"
+
+
+def check_task_name(task: str) -> str:
+    """`task` if it can be part of a name with one reading: lower case, and no part (between
+    underscores) shaped like a suffix."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", task) or "__" in task or task.endswith("_"):
+        raise UserError(f"task name {task!r}: use lower-case letters, digits and single underscores")
+    part = next((part for part in task.split("_")[1:] if SUFFIX_LIKE.fullmatch(part)), None)
+    if part is not None:
+        raise UserError(f"task name {task!r}: its part {part!r} reads as a name suffix; rename the task")
+    return task
+
+
+def percent_to_sparsity(percent: str) -> float:
+    """The sparsity of a name's s<percent>, exactly: s99.9 is 0.999."""
+    sparsity = float(Decimal(percent) / 100)
+    if not 0 <= sparsity < 1:
+        raise UserError(f"sparsity s{percent} is {sparsity}, outside [0, 1): use s0 to s99.9")
+    return sparsity
+
+
+def number_name(number: float | int | str) -> str:
+    """The name form of a number (a sparsity percentage, a merge's lambda): 90 and 90.0 are 90,
+    99.9 stays 99.9, 0.50 is 0.5."""
+    return format(Decimal(str(number)).normalize(), "f")
+
+
+# --- single-task runs -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """A single-task run: sparsity, percent and strategy are a masked method's (lota, rosa), rank
+    an adapter method's (lora, rosa), resolved to the configured rank where the name gives none."""
+
+    method: str
+    task: str
+    percent: str | None = None
+    strategy: str | None = None
+    rank: int | None = None
+    named_rank: bool = False  # whether the name carries _r<rank>
+
+    @property
+    def sparsity(self) -> float | None:
+        return percent_to_sparsity(self.percent) if self.percent is not None else None
+
+    @property
+    def name(self) -> str:
+        name = f"{self.method}_{self.task}"
+        if self.percent is not None:
+            name += f"_s{self.percent}"
+        if self.strategy is not None and self.strategy != DEFAULT_STRATEGY[self.method]:
+            name += f"_{self.strategy}"
+        return name + (f"_r{self.rank}" if self.named_rank else "")
+
+    @property
+    def mask(self) -> str:
+        """The stem of a masked run's mask file, shared by every run through the same mask."""
+        return mask_name(self.task, self.percent, self.strategy)
+
+
+def mask_name(task: str, percent: str, strategy: str) -> str:
+    """A single-task mask's file stem: <task>_s<percent>, with _<strategy> unless the task vector's."""
+    return f"{task}_s{percent}" + ("" if strategy == "task_vector" else f"_{strategy}")
+
+
+def parse_run(name: str, configured_rank: int) -> Run:
+    """The Run a name stands for; `configured_rank` is the rank of adapters whose name gives none."""
+    match = RUN_GRAMMAR.fullmatch(name)
+    method = match["method"] if match else None
+    masked = method in MASKED_METHODS
+    if (
+        not match
+        or masked != bool(match["percent"])
+        or match["strategy"]
+        and not masked
+        or match["rank"]
+        and method != "lora"
+    ):
+        raise UserError(f"run name {name!r} is not {RUN_NAMES}")
+    task = match["tasks"]
+    strategy = None
+    if masked:
+        strategy = match["strategy"] or DEFAULT_STRATEGY[method]
+        if match["strategy"] == DEFAULT_STRATEGY[method]:
+            raise UserError(f"run {name!r}: {strategy} is {method}'s own mask strategy: drop _{strategy}")
+    rank = None
+    if method in ADAPTER_METHODS:
+        rank = int(match["rank"] or configured_rank)
+        if match["rank"] and rank == configured_rank:
+            raise UserError(
+                f"run {name!r}: rank {rank} is the configured one (config key lora.rank): name it {method}_{task}"
+            )
+    if match["percent"]:
+        percent_to_sparsity(match["percent"])
+    return Run(method, task, match["percent"], strategy, rank, named_rank=bool(match["rank"]))
+
+
+# --- task sequences ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """A task sequence: its tasks in training order; sparsity is its masks' (LoTA methods), rank its
+    adapters' (lora), resolved to the configured rank where the name gives none."""
+
+    method: str
+    tasks: tuple[str, ...]
+    percent: str | None = None
+    rank: int | None = None
+    named_rank: bool = False
+
+    @property
+    def sparsity(self) -> float | None:
+        return percent_to_sparsity(self.percent) if self.percent is not None else None
+
+    @property
+    def suffix(self) -> str:
+        """What every stage's name ends with: _s<percent>, _r<rank> or nothing."""
+        if self.percent is not None:
+            return f"_s{self.percent}"
+        return f"_r{self.rank}" if self.named_rank else ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_{'-'.join(self.tasks)}{self.suffix}"
+
+    @property
+    def training_method(self) -> str:
+        """What the stages train with: fft, lora, or lota (every LoTA method)."""
+        return "lota" if self.method in MASKED_SEQUENCE_METHODS else self.method
+
+    @property
+    def calibration_kind(self) -> str:
+        """Where a later stage's mask comes from: a dense run, or (lottoflip) a run on the complement."""
+        return "flip" if self.method == "lottoflip" else "dense"
+
+    @property
+    def stage_models(self) -> list[str]:
+        """The model after each stage: stage 1 is a single-task run (LoTTO's first mask is plain
+        LoTA's), stage k the sequence of the first k tasks."""
+        method = "lota" if self.method in MASKED_SEQUENCE_METHODS else self.method
+        first = f"{method}_{self.tasks[0]}{self.suffix}"
+        return [first] + [
+            f"{self.method}_{'-'.join(self.tasks[:k])}{self.suffix}" for k in range(2, len(self.tasks) + 1)
+        ]
+
+
+def parse_sequence(name: str, configured_rank: int) -> Sequence:
+    """The Sequence a name stands for; `configured_rank` as for parse_run."""
+    match = SEQUENCE_GRAMMAR.fullmatch(name)
+    if not match:
+        raise UserError(f"sequence run name {name!r} is not {SEQUENCE_NAMES}")
+    method, tasks = match["method"], tuple(match["tasks"].split("-"))
+    if len(set(tasks)) < len(tasks):
+        raise UserError(f"sequence {name!r} names a task twice")
+    if method in MASKED_SEQUENCE_METHODS and not match["percent"]:
+        raise UserError(f"sequence {name!r}: {method} needs the masks' sparsity, e.g. {name}_s90")
+    if match["percent"] and method not in MASKED_SEQUENCE_METHODS or match["rank"] and method != "lora":
+        raise UserError(
+            f"sequence {name!r}: _s<percent> is for {', '.join(MASKED_SEQUENCE_METHODS)}, _r<rank> for lora"
+        )
+    if match["percent"] and match["rank"]:
+        raise UserError(f"sequence run name {name!r} is not {SEQUENCE_NAMES}")
+    rank = None
+    if method == "lora":
+        rank = int(match["rank"] or configured_rank)
+        if match["rank"] and rank == configured_rank:
+            raise UserError(
+                f"sequence {name!r}: rank {rank} is the configured one (config key lora.rank): drop _r{rank}"
+            )
+    if match["percent"]:
+        percent_to_sparsity(match["percent"])
+    return Sequence(method, tasks, match["percent"], rank, named_rank=bool(match["rank"]))
+
+
+# --- merges -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Merge:
+    """A merge of single-task runs: sparsity is lotasum's LoTA runs', scale the merge's lambda,
+    resolved to the configured one where the name gives none."""
+
+    method: str
+    tasks: tuple[str, ...]
+    percent: str | None = None
+    scale: float = 1.0
+    named_scale: str | None = None  # the name's _l<lambda>, as written
+
+    @property
+    def sparsity(self) -> float | None:
+        return percent_to_sparsity(self.percent) if self.percent is not None else None
+
+    @property
+    def name(self) -> str:
+        name = f"{self.method}_{'+'.join(self.tasks)}"
+        if self.percent is not None:
+            name += f"_s{self.percent}"
+        return name + (f"_l{self.named_scale}" if self.named_scale is not None else "")
+
+    @property
+    def runs(self) -> list[str]:
+        """The single-task runs merged: the LoTA runs for lotasum, the FFT runs otherwise."""
+        if self.method == "lotasum":
+            return [f"lota_{task}_s{self.percent}" for task in self.tasks]
+        return [f"fft_{task}" for task in self.tasks]
+
+
+def parse_merge(name: str, configured_scale: float) -> Merge:
+    """The Merge a name stands for; `configured_scale` is the lambda of a name without _l<lambda>."""
+    match = MERGE_GRAMMAR.fullmatch(name)
+    if not match:
+        raise UserError(f"merge name {name!r} is not {MERGE_NAMES}")
+    method, tasks = match["method"], tuple(match["tasks"].split("+"))
+    if len(set(tasks)) < len(tasks):
+        raise UserError(f"merge {name!r} names a task twice")
+    if (method == "lotasum") != bool(match["percent"]):
+        raise UserError(f"merge {name!r}: lotasum needs its LoTA runs' sparsity (_s<percent>), the others none")
+    scale = float(match["scale"]) if match["scale"] else configured_scale
+    if match["scale"] and scale in (0, configured_scale):
+        reason = "is the configured one (config key merge.scale)" if scale else "would merge nothing"
+        raise UserError(f"merge {name!r}: lambda {scale:g} {reason}: drop _l{match['scale']}")
+    if match["percent"]:
+        percent_to_sparsity(match["percent"])
+    return Merge(method, tasks, match["percent"], scale, match["scale"])
+
+
+# --- any model ----------------------------------------------------------------------------
+
+
+def is_sequence(name: str) -> bool:
+    return "-" in name
+
+
+def is_merge(name: str) -> bool:
+    return "+" in name

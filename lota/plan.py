@@ -1,0 +1,654 @@
+"""What the workflow builds for a name under a config: the paths a run, task sequence or merge
+maps to, the inputs and command-line options of its jobs, the benchmarks behind its result, and
+the config values its result depends on (its provenance).
+
+The Snakemake rules (workflow/rules/*.smk) are thin over one Plan: their input functions and
+params call its methods with wildcard values. Everything here is plain Python, tested without
+Snakemake; bad names and config raise UserError with the one line the workflow prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from lota import names
+from lota.errors import UserError
+from lota.lmeval_tasks import LOCAL_DATASETS
+from lota.names import DEFAULT_STRATEGY, FISHER_KINDS, MASKED_SEQUENCE_METHODS, MERGE_METHODS, Merge, Run, Sequence
+from lota.tasks import get_task, task_names
+
+BASE_MODEL = "work/base_model"
+LMEVAL_TASKS = "work/lmeval/tasks"
+PLOTS = "results/plots"
+
+
+def cli_options(settings: Mapping[str, Any]) -> str:
+    """--key value options for a stage CLI from a config mapping, each value shell-quoted."""
+    options = []
+    for key, value in settings.items():
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):
+            options.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, list):
+            options.append(" ".join([flag, *(shlex.quote(str(v)) for v in value)]))
+        else:
+            options.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(options)
+
+
+def key_paths(paths: Mapping[str, str]) -> str:
+    """KEY=PATH arguments, each shell-quoted (a stage's --benchmark and --samples)."""
+    return " ".join(shlex.quote(f"{key}={path}") for key, path in paths.items())
+
+
+def shape_options(sparsity: float | None, rank: int | None) -> str:
+    """--sparsity of a LoTA method, --lora-rank of LoRA."""
+    return cli_options(
+        {key: value for key, value in (("sparsity", sparsity), ("lora_rank", rank)) if value is not None}
+    )
+
+
+def is_sequence(model: str) -> bool:
+    return names.is_sequence(model)
+
+
+def model_path(model: str) -> str:
+    """The HF directory of a single-task run's or a sequence's model."""
+    return f"work/cl/models/{model}" if is_sequence(model) else f"work/models/{model}"
+
+
+def run_path(model: str) -> str:
+    """The training directory of a model's last stage."""
+    return f"work/cl/runs/{model}" if is_sequence(model) else f"work/runs/{model}"
+
+
+class Plan:
+    """The workflow's plan under a validated config (schema defaults filled in).
+
+    `calibration_overrides` (train.calibration) and `later_stage_overrides` (continual.later_stages)
+    are read from the config before defaults fill it, since they override other keys key by key.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        calibration_overrides: Mapping[str, Any],
+        later_stage_overrides: Mapping[str, Mapping[str, Any]],
+        data_dir: str | None,
+    ):
+        unknown = sorted(set(config["tasks"]) - set(task_names()))
+        if unknown:
+            raise UserError(f"config key tasks: unknown task {unknown[0]!r}; known tasks: {', '.join(task_names())}")
+        self.config = config
+        self.calibration_overrides = dict(calibration_overrides)
+        self.later_stage_overrides = {kind: dict(settings) for kind, settings in later_stage_overrides.items()}
+        if data_dir and re.search("[{}]", data_dir):  # Snakemake would read the braces as wildcards
+            raise UserError(f"config key data_dir (or $LOTA_DATA_DIR): braces are not allowed in {data_dir!r}")
+        self.data_dir = data_dir or None
+
+    # --- names ----------------------------------------------------------------------------
+
+    def run(self, name: str) -> Run:
+        """A single-task run's name, parsed and checked against the config."""
+        run = names.parse_run(name, self.config["lora"]["rank"])
+        self.check_trainable(run.method, self.check_task(run.task))
+        return run
+
+    def sequence(self, name: str) -> Sequence:
+        sequence = names.parse_sequence(name, self.config["lora"]["rank"])
+        self.check_scored_tasks(f"sequence {name!r}", sequence.method, sequence.tasks, "no forgetting can be measured")
+        return sequence
+
+    def merge(self, name: str) -> Merge:
+        merge = names.parse_merge(name, self.config["merge"]["scale"])
+        self.check_scored_tasks(f"merge {name!r}", merge.method, merge.tasks, "the merge cannot be scored")
+        return merge
+
+    def check_task(self, task: str) -> str:
+        if task not in self.config["tasks"]:
+            configured = ", ".join(self.config["tasks"])
+            raise UserError(f"unknown task {task!r}: not under config key 'tasks' (configured: {configured})")
+        return task
+
+    def check_scored_tasks(self, what: str, method: str, tasks: tuple[str, ...], consequence: str) -> None:
+        """The tasks of a sequence or merge (`what`): each configured, trainable and scored here."""
+        for task in tasks:
+            self.check_trainable(method, self.check_task(task))
+            if get_task(task).score is None:
+                raise UserError(f"{what}: task {task!r} has no built-in scorer, so {consequence}")
+
+    @staticmethod
+    def check_trainable(method: str, task: str) -> None:
+        if method != "base" and "train" not in get_task(task).splits:
+            raise UserError(f"task {task!r} is evaluation-only (no training split): only base_{task} can be run")
+
+    def task_setting(self, task: str, key: str) -> Any:
+        """A task's config value, else the task's own default (max_length, max_new_tokens)."""
+        return self.config["tasks"][task].get(key) or getattr(get_task(task), key)
+
+    # --- paths ----------------------------------------------------------------------------
+
+    def run_mask(self, name: str) -> str:
+        """The mask file a LoTA or RoSA run trains through."""
+        return f"work/masks/{self.run(name).mask}.safetensors"
+
+    def stage_masks(self, model: str) -> list[str]:
+        """The masks of every stage up to a LoTA-method model, the first stage's a single-task one."""
+        if not is_sequence(model):
+            return [self.run_mask(model)]
+        stages = self.sequence(model).stage_models
+        return self.stage_masks(stages[0]) + [f"work/cl/masks/{m}.safetensors" for m in stages[1:]]
+
+    def samples_path(self, model: str, task: str) -> str:
+        """The samples of a model on a task; a single-task run's own task reuses its run's samples."""
+        if not is_sequence(model) and self.run(model).task == task:
+            return f"work/samples/{model}.jsonl"
+        return f"work/cl/samples/{model}/{task}.jsonl"
+
+    def train_data(self, run: str) -> str:
+        return f"work/data/{self.run(run).task}/train.jsonl"
+
+    def eval_data(self, run: str) -> str:
+        return f"work/data/{self.run(run).task}/eval.jsonl"
+
+    def train_summary(self, run: str) -> list[str] | str:
+        return [] if self.run(run).method == "base" else f"work/runs/{run}/summary.json"
+
+    def run_weights(self, run: str) -> list[str]:
+        """A run's weights files as export applies them: RoSA's sparse delta, then its adapter."""
+        weights = [f"work/runs/{run}/weights.safetensors"]
+        if self.run(run).method == "rosa":
+            weights.append(f"work/runs/{run}/adapter.safetensors")
+        return weights
+
+    def model_dir(self, run: str) -> str:
+        """The untrained base model for base_<task>, the run's export otherwise."""
+        return BASE_MODEL if self.run(run).method == "base" else f"work/models/{run}"
+
+    def scored_samples(self, run: str) -> str:
+        """The samples of a run whose task can be scored here (AlpacaEval judges the others)."""
+        task = self.run(run).task
+        if get_task(task).score is None:
+            raise UserError(
+                f"task {task!r} has no built-in scorer: build work/samples/{run}.jsonl and judge it with AlpacaEval"
+            )
+        return f"work/samples/{run}.jsonl"
+
+    def local_task_files(self, task: str) -> list[str]:
+        """The task's local data files as inputs, so that changing them reruns prepare_data."""
+        self.check_task(task)
+        if self.data_dir is None:
+            return []
+        files = []
+        for name in get_task(task).data_folders():
+            folder = os.path.join(self.data_dir, name)
+            if not os.path.isdir(folder):
+                raise UserError(f"task data folder not found: {folder} (config data_dir / $LOTA_DATA_DIR)")
+            files += sorted(os.path.join(folder, file) for file in os.listdir(folder))
+        return files
+
+    # --- options shared by the stages -----------------------------------------------------
+
+    def trust_option(self) -> str:
+        return cli_options({"trust_remote_code": self.config["base_model"]["trust_remote_code"]})
+
+    def threads_option(self, kind: str) -> str:
+        return cli_options({"threads": self.config["resources"][kind].get("threads", 0)})
+
+    def resources(self, kind: str) -> dict[str, Any]:
+        """The scheduler resources of a job kind (its CPU threads go to the stage as --threads).
+
+        A training job's process count (--processes: torchrun, FSDP2) and checkpoint interval are
+        resources, not parameters, so that changing how a run goes (more GPUs, more checkpoints)
+        leaves finished runs up to date.
+        """
+        settings = self.config["resources"][kind]
+        scheduled = {key: value for key, value in settings.items() if key not in ("threads", "processes")}
+        if kind == "train":
+            scheduled["processes"] = settings.get("processes", 0) or max(settings["gpu"], 1)
+            scheduled["checkpoint_every"] = settings.get("checkpoint_every", 0)
+        return scheduled
+
+    def generate_options(self) -> str:
+        return cli_options(self.config["generate"] | {"seed": self.config["seed"]})
+
+    def prepare_data_options(self, task: str) -> str:
+        settings = self.config["tasks"][task]
+        return cli_options(
+            {"train_size": settings["train_size"], "eval_size": settings["eval_size"], "seed": self.config["seed"]}
+        )
+
+    # --- training -------------------------------------------------------------------------
+
+    def train_settings(self, kind: str) -> dict[str, Any]:
+        """The training settings of fft, lota, lora, rosa (lora's unless configured), or
+        calibration: fft's with its overrides."""
+        train = self.config["train"]
+        if kind == "calibration":
+            return train["fft"] | self.calibration_overrides
+        if kind == "rosa":
+            return train.get("rosa") or train["lora"]
+        return train[kind]
+
+    def later_stage_settings(self, kind: str) -> dict[str, Any]:
+        """The training settings of a sequence's stages 2 and on: kind's, with continual.later_stages's overrides."""
+        return self.train_settings(kind) | self.later_stage_overrides.get(kind, {})
+
+    def dense_run(self, task: str) -> str:
+        """The dense run whose task vector gives a task's masks: the FFT baseline unless the
+        calibration budget differs from it."""
+        separate = self.train_settings("calibration") != self.config["train"]["fft"]
+        return f"calibration_{task}" if separate else f"fft_{task}"
+
+    def train_options(
+        self, method: str, task: str, rank: int | None = None, settings: Mapping[str, Any] | None = None
+    ) -> str:
+        """CLI options of a training run: `settings` (default: the method's) and the task's length."""
+        settings = settings or self.train_settings(method)
+        settings = dict(settings, max_length=self.task_setting(task, "max_length"), seed=self.config["seed"])
+        if method in names.ADAPTER_METHODS:
+            adapters = self.config["lora"]
+            settings |= {
+                "lora_rank": rank,
+                "lora_alpha": adapters["alpha"],
+                "lora_dropout": adapters["dropout"],
+                "lora_targets": adapters["target_modules"],
+            }
+        return f"{cli_options(settings)} {self.threads_option('train')} {self.trust_option()}"
+
+    def run_train_options(self, run: str) -> str:
+        """The training options of a single-task lota run (its mask first) or lora run."""
+        parsed = self.run(run)
+        mask = {"mask": self.run_mask(run)} if parsed.method == "lota" else {}
+        return f"{mask_option(mask)}{self.train_options(parsed.method, parsed.task, parsed.rank)}"
+
+    def rosa_inputs(self, run: str) -> dict[str, str]:
+        """A RoSA run's base model and data, and its mask unless it builds one after its warm-up."""
+        inputs = {"model": BASE_MODEL, "data": self.train_data(run)}
+        if not self.config["rosa"]["mask_warmup_steps"]:
+            inputs["mask"] = self.run_mask(run)
+        return inputs
+
+    def rosa_options(self, run: str) -> str:
+        """A RoSA run's settings, with its mask, or the warm-up that builds one from its own gradients."""
+        parsed = self.run(run)
+        options = self.train_options("rosa", parsed.task, parsed.rank)
+        inputs = self.rosa_inputs(run)
+        if "mask" in inputs:
+            return f"{options} {cli_options({'mask': inputs['mask']})}"
+        if parsed.strategy not in FISHER_KINDS:
+            raise UserError(
+                f"run {run!r}: a mask built after the warm-up (config key rosa.mask_warmup_steps) "
+                f"ranks gradients: use strategy fisher or gradient_mean, not {parsed.strategy}"
+            )
+        mask = self.config["mask"]
+        warmup = {
+            "mask_warmup_steps": self.config["rosa"]["mask_warmup_steps"],
+            "mask_sparsity": parsed.sparsity,
+            "mask_kind": FISHER_KINDS[parsed.strategy],
+            "mask_batches": mask["fisher"]["batches"],
+            "mask_granularity": mask["granularity"],
+            "mask_scope": mask["scope"],
+        }
+        return f"{options} {cli_options(warmup)}"
+
+    # --- masks ----------------------------------------------------------------------------
+
+    def mask_options(self) -> str:
+        return cli_options({key: self.config["mask"][key] for key in ("granularity", "scope")})
+
+    def fisher_options(self, task: str) -> str:
+        settings = {
+            "scope": self.config["mask"]["scope"],
+            "max_length": self.task_setting(task, "max_length"),
+            "seed": self.config["seed"],
+        }
+        return cli_options(self.config["mask"]["fisher"] | settings)
+
+    def mask_rule_inputs(self, task: str, strategy: str) -> dict[str, str]:
+        """What ranks the entries of a mask <task>_s<percent>_<strategy>: gradient scores, or the base model."""
+        if strategy in FISHER_KINDS:
+            return {"scores": f"work/fisher/{self.check_task(task)}_{FISHER_KINDS[strategy]}.safetensors"}
+        return {"base": BASE_MODEL}
+
+    def mask_rule_options(self, task: str, strategy: str) -> str:
+        """extract_mask's options for a strategy: gradient_mean ranks lota.fisher's mean scores."""
+        sources = self.mask_rule_inputs(task, strategy)
+        kind = "fisher" if strategy in FISHER_KINDS else strategy
+        return f"{cli_options({'strategy': kind, **sources, 'seed': self.config['seed']})} {self.mask_options()}"
+
+    # --- evaluation of a single-task run --------------------------------------------------
+
+    def run_shape_options(self, run: str) -> str:
+        parsed = self.run(run)
+        options = shape_options(parsed.sparsity, parsed.rank)
+        return options + (f" --mask-strategy {parsed.strategy}" if parsed.strategy else "")
+
+    def stage_benchmarks(self, run: str) -> str:
+        """STAGE=PATH of the benchmark files of every stage that led to a run."""
+        parsed = self.run(run)
+        method, task = parsed.method, parsed.task
+        stages = {"base_model": "benchmarks/base_model.tsv", "prepare_data": f"benchmarks/prepare_data/{task}.tsv"}
+        if method in ("fft", "lora"):
+            stages[f"train_{method}"] = f"benchmarks/train/{run}.tsv"
+        if method in DEFAULT_STRATEGY:
+            stages |= self.mask_benchmarks(task, parsed.mask, parsed.strategy)
+            stages[f"train_{method}"] = f"benchmarks/train/{run}.tsv"
+        if method != "base":
+            stages["export"] = f"benchmarks/export/{run}.tsv"
+        stages["generate"] = f"benchmarks/generate/{run}.tsv"
+        return key_paths(stages)
+
+    def mask_benchmarks(self, task: str, mask: str, strategy: str) -> dict[str, str]:
+        """STAGE: PATH of the jobs that built a single-task mask: the dense calibration run and the
+        task vector, or the gradient scores, then extract_mask."""
+        stages = {}
+        if strategy == "task_vector":
+            stages["calibrate"] = f"benchmarks/train/{self.dense_run(task)}.tsv"
+            stages["task_vector"] = f"benchmarks/task_vector/{task}.tsv"
+        if strategy in FISHER_KINDS:
+            stages["fisher"] = f"benchmarks/fisher/{task}_{FISHER_KINDS[strategy]}.tsv"
+        stages["extract_mask"] = f"benchmarks/extract_mask/{mask}.tsv"
+        return stages
+
+    def task_provenance(self, task: str) -> dict[str, Any]:
+        return self.config["tasks"][task] | {
+            key: self.task_setting(task, key) for key in ("max_length", "max_new_tokens")
+        }
+
+    def method_provenance(self, method: str, rank: int | None, strategy: str = "task_vector") -> dict[str, Any]:
+        """The config values a method's training depends on (a masked method's: what built its mask too)."""
+        config = self.config
+        used = {
+            "seed": config["seed"],
+            "data_dir": self.data_dir,
+            "base_model": config["base_model"],
+            "generate": config["generate"],
+        }
+        if method == "fft":
+            used["train_fft"] = config["train"]["fft"]
+        if method in MASKED_SEQUENCE_METHODS or method == "rosa":
+            used["mask"] = {key: value for key, value in config["mask"].items() if key != "fisher"} | {
+                "strategy": strategy
+            }
+            if strategy == "task_vector":
+                used["train_calibration"] = self.train_settings("calibration")
+            if strategy in FISHER_KINDS:
+                used["mask"]["fisher"] = config["mask"]["fisher"]
+            kind = training_method(method)
+            used[f"train_{kind}"] = self.train_settings(kind)
+        if method in names.ADAPTER_METHODS:
+            used["lora"] = config["lora"] | {"rank": rank}
+        if method == "lora":
+            used["train_lora"] = config["train"]["lora"]
+        if method == "rosa":
+            used["rosa"] = config["rosa"]
+        return used
+
+    def provenance(self, run: str) -> str:
+        """The config values a run's result depends on, as JSON."""
+        parsed = self.run(run)
+        used = self.method_provenance(parsed.method, parsed.rank, parsed.strategy or "task_vector")
+        used |= {"task": self.task_provenance(parsed.task)}
+        if "train_calibration" in used:
+            used["train_calibration"] |= {"run": self.dense_run(parsed.task)}
+        return json.dumps(used, sort_keys=True)
+
+    # --- the sweep ------------------------------------------------------------------------
+
+    def sweep_runs(self, task: str) -> list[str]:
+        """Every run of a task's sweep: its methods, the masked ones (lota, rosa) at each
+        configured sparsity with each configured mask strategy."""
+        sweep = self.config["sweep"]
+        runs = []
+        for method in sweep["methods"]:
+            if method not in DEFAULT_STRATEGY:
+                runs.append(f"{method}_{task}")
+                continue
+            strategies = sweep["mask_strategies"] if method == "lota" else [DEFAULT_STRATEGY[method]]
+            for percent in sweep["sparsities"]:
+                runs += [Run(method, task, names.number_name(percent), strategy).name for strategy in strategies]
+        return runs
+
+    def sweep_results(self) -> list[str]:
+        runs = [run for task in self.config["sweep"]["tasks"] for run in self.sweep_runs(task)]
+        for run in runs:
+            self.run(run)  # an unknown or evaluation-only task fails here, before any job
+        return [f"results/{run}.json" for run in runs]
+
+    # --- task sequences -------------------------------------------------------------------
+
+    def continual_results(self) -> list[str]:
+        """Every configured method on every configured task sequence."""
+        continual = self.config["continual"]
+        percent = names.number_name(continual["sparsity"])
+        sequences = [
+            Sequence(method, tuple(tasks), percent if method in MASKED_SEQUENCE_METHODS else None).name
+            for tasks in continual["sequences"]
+            for method in continual["methods"]
+        ]
+        for name in sequences:
+            self.sequence(name)  # an unknown, untrainable or unscored task fails here, before any job
+        return [f"results/cl/{name}.json" for name in sequences]
+
+    def sequence_stage_inputs(self, name: str) -> dict[str, str]:
+        """A sequence's last stage starts from the model after the stage before, on its last task's
+        data, through its own mask for a LoTA method."""
+        sequence = self.sequence(name)
+        inputs = {"model": model_path(sequence.stage_models[-2]), "data": f"work/data/{sequence.tasks[-1]}/train.jsonl"}
+        if sequence.method in MASKED_SEQUENCE_METHODS:
+            inputs["mask"] = f"work/cl/masks/{name}.safetensors"
+        return inputs
+
+    def sequence_stage_options(self, name: str) -> str:
+        sequence = self.sequence(name)
+        kind = sequence.training_method
+        options = self.train_options(kind, sequence.tasks[-1], sequence.rank, self.later_stage_settings(kind))
+        return f"{mask_option(self.sequence_stage_inputs(name))}{options}"
+
+    def calibration_inputs(self, kind: str, model: str, task: str) -> dict[str, str]:
+        """A later stage's calibration starts from the model before it; the flipped one trains only
+        the entries that no earlier mask made trainable."""
+        inputs = {"model": model_path(model), "data": f"work/data/{self.check_task(task)}/train.jsonl"}
+        if kind == "flip":
+            inputs["mask"] = f"work/cl/complement_masks/{model}.safetensors"
+        return inputs
+
+    def calibration_options(self, kind: str, model: str, task: str) -> str:
+        settings = self.later_stage_settings("calibration")
+        options = self.train_options("calibration", task, settings=settings)
+        return f"{mask_option(self.calibration_inputs(kind, model, task))}{options}"
+
+    def sequence_mask_inputs(self, name: str) -> dict[str, Any]:
+        """The task vector of the last stage's calibration and, for lotto and lottoflip, the earlier
+        stages' masks, which the new mask must not overlap."""
+        sequence = self.sequence(name)
+        before = sequence.stage_models[-2]
+        kind = sequence.calibration_kind
+        inputs: dict[str, Any] = {
+            "task_vector": f"work/cl/task_vectors/{kind}/{before}/{sequence.tasks[-1]}.safetensors"
+        }
+        inputs["exclude"] = self.stage_masks(before) if sequence.method in names.DISJOINT_METHODS else []
+        return inputs
+
+    def sequence_samples(self, name: str) -> dict[str, str]:
+        """STAGE:TASK -> PATH of every stage's samples on every task; stage 0 is the base model."""
+        sequence = self.sequence(name)
+        models = [None, *sequence.stage_models]
+        return {
+            f"{stage}:{task}": f"work/samples/base_{task}.jsonl" if model is None else self.samples_path(model, task)
+            for stage, model in enumerate(models)
+            for task in sequence.tasks
+        }
+
+    def sequence_summaries(self, name: str) -> list[str]:
+        return [f"{run_path(model)}/summary.json" for model in self.sequence(name).stage_models]
+
+    def sequence_masks(self, name: str) -> list[str]:
+        return self.stage_masks(name) if self.sequence(name).method in MASKED_SEQUENCE_METHODS else []
+
+    def sequence_benchmarks(self, name: str) -> str:
+        """KEY=PATH of the benchmark of every training job behind a sequence: k:train for stage k's
+        training, k:calibrate for its calibration run (LoTA methods)."""
+        sequence = self.sequence(name)
+        models = sequence.stage_models
+        jobs = {}
+        for stage, (task, model) in enumerate(zip(sequence.tasks, models, strict=True), start=1):
+            if sequence.method in MASKED_SEQUENCE_METHODS:
+                jobs[f"{stage}:calibrate"] = (
+                    f"benchmarks/train/{self.dense_run(task)}.tsv"
+                    if stage == 1
+                    else f"benchmarks/cl/calibration/{sequence.calibration_kind}/{models[stage - 2]}/{task}.tsv"
+                )
+            jobs[f"{stage}:train"] = f"benchmarks/{'cl/' if is_sequence(model) else ''}train/{model}.tsv"
+        return key_paths(jobs)
+
+    def sequence_provenance(self, name: str) -> str:
+        """The config values a sequence's result depends on, as JSON."""
+        sequence = self.sequence(name)
+        used = self.method_provenance(sequence.method, sequence.rank)
+        used |= {"tasks": {task: self.task_provenance(task) for task in sequence.tasks}}
+        kind = sequence.training_method
+        used["later_stages"] = {f"train_{kind}": self.later_stage_settings(kind)}
+        if sequence.method in MASKED_SEQUENCE_METHODS:
+            used["train_calibration"] |= {"first_stage_run": self.dense_run(sequence.tasks[0])}
+            used["later_stages"]["train_calibration"] = self.later_stage_settings("calibration")
+        return json.dumps(used, sort_keys=True)
+
+    # --- merges ---------------------------------------------------------------------------
+
+    def merge_results(self) -> list[str]:
+        """Every configured merge method on every configured task set, at lambda and each sweep lambda."""
+        settings = self.config["merge"]
+        merges = []
+        for tasks in settings["tasks"]:
+            for method in settings["methods"]:
+                percent = names.number_name(settings["sparsity"]) if method == "lotasum" else None
+                merge = Merge(method, tuple(tasks), percent)
+                merges.append(merge.name)
+                merges += [
+                    Merge(method, tuple(tasks), percent, named_scale=names.number_name(scale)).name
+                    for scale in settings["sweep_scales"]
+                    if scale != settings["scale"]
+                ]
+        for name in merges:
+            self.merge(name)  # an unknown, untrainable or unscored task fails here, before any job
+        return [f"results/merge/{name}.json" for name in merges]
+
+    def merge_runs(self, name: str) -> list[str]:
+        return [f"work/runs/{run}/weights.safetensors" for run in self.merge(name).runs]
+
+    def merge_options(self, name: str) -> str:
+        merge = self.merge(name)
+        settings = {key: self.config["merge"][key] for key in ("density", "granularity")}
+        return cli_options(
+            {"method": MERGE_METHODS[merge.method], "scale": merge.scale, **settings, "seed": self.config["seed"]}
+        )
+
+    def merge_samples(self, name: str) -> dict[str, str]:
+        """TASK -> PATH of the merged model's samples on every task it merges."""
+        return {task: f"work/merge/samples/{name}/{task}.jsonl" for task in self.merge(name).tasks}
+
+    def merge_provenance(self, name: str) -> str:
+        """The config values a merge's result depends on, as JSON."""
+        merge = self.merge(name)
+        used = self.method_provenance("lota" if merge.method == "lotasum" else "fft", None)
+        used |= {"tasks": {task: self.task_provenance(task) for task in merge.tasks}, "runs": merge.runs}
+        used["merge"] = {key: self.config["merge"][key] for key in ("density", "granularity")} | {"scale": merge.scale}
+        return json.dumps(used, sort_keys=True)
+
+    # --- the harnesses: any model the pipeline builds, named as its target is ---------------
+
+    def exported_model(self, name: str) -> str:
+        """The HF directory of a model by its name; the base model for base_<task>."""
+        if names.is_merge(name):
+            self.merge(name)
+            return f"work/merge/models/{name}"
+        if is_sequence(name):
+            self.sequence(name)
+            return model_path(name)
+        return BASE_MODEL if self.run(name).method == "base" else model_path(name)
+
+    def model_provenance(self, name: str) -> dict[str, Any]:
+        """The config values a model depends on."""
+        if names.is_merge(name):
+            return json.loads(self.merge_provenance(name))
+        return json.loads(self.sequence_provenance(name) if is_sequence(name) else self.provenance(name))
+
+    def harness_results(self, section: str) -> list[str]:
+        """results/<section>/<model>.json of every model listed under config key <section>.models."""
+        for name in self.config[section]["models"]:
+            self.exported_model(name)  # a bad name fails here, before any job
+        return [f"results/{section}/{name}.json" for name in self.config[section]["models"]]
+
+    def lmeval_dataset_files(self) -> list[str]:
+        """The local files the offline lm-eval tasks may read, so that changing them rebuilds the tasks."""
+        if self.data_dir is None:
+            raise UserError("offline lm-eval tasks need a local data folder (config data_dir or $LOTA_DATA_DIR)")
+        files = [
+            os.path.join(self.data_dir, dataset.folder, name)
+            for dataset in LOCAL_DATASETS.values()
+            for name in dataset.files.values()
+        ]
+        return sorted(file for file in files if os.path.isfile(file))
+
+    def lmeval_inputs(self, name: str) -> dict[str, str]:
+        """The model, and the offline task folder when the tasks read a local data folder."""
+        inputs = {"model": self.exported_model(name)}
+        if self.data_dir is not None:
+            inputs["tasks"] = LMEVAL_TASKS
+        return inputs
+
+    def lmeval_options(self) -> str:
+        lmeval = self.config["lmeval"]
+        settings = {key: lmeval[key] for key in ("tasks", "num_fewshot", "limit", "batch_size", "apply_chat_template")}
+        settings = {key: value for key, value in settings.items() if value is not None}
+        settings |= {"backend": self.config["generate"]["backend"], "seed": self.config["seed"]}
+        if self.data_dir is not None:
+            settings["task_dir"] = LMEVAL_TASKS
+        return cli_options(settings)
+
+    def harness_provenance(self, name: str, section: str, extra: dict[str, Any] | None = None) -> str:
+        """The config values a harness result depends on: the model's (which hold the data folder,
+        seed and generation settings), the harness's section, and `extra`."""
+        settings = {key: value for key, value in self.config[section].items() if key != "models"}
+        return json.dumps({"model": self.model_provenance(name), section: settings} | (extra or {}), sort_keys=True)
+
+    def alpaca_samples(self, name: str) -> str:
+        """A model's outputs on the AlpacaEval instructions: an alpaca run's own samples, else generated."""
+        self.check_task("alpaca")
+        if not names.is_merge(name) and not is_sequence(name) and self.run(name).task == "alpaca":
+            return f"work/samples/{name}.jsonl"
+        return f"work/alpaca_eval/samples/{name}.jsonl"
+
+    def alpaca_eval_inputs(self, name: str) -> dict[str, str]:
+        """The samples, and the local judge's model (the base model unless another is configured)."""
+        inputs = {"samples": self.alpaca_samples(name)}
+        settings = self.config["alpaca_eval"]
+        if settings["judge"] == "local":
+            inputs["judge_model"] = BASE_MODEL if settings["judge_model"] == "base" else settings["judge_model"]
+        return inputs
+
+    def alpaca_eval_options(self, name: str) -> str:
+        settings = {"judge": self.config["alpaca_eval"]["judge"], "seed": self.config["seed"]}
+        inputs = self.alpaca_eval_inputs(name)
+        if "judge_model" in inputs:
+            settings["judge_model"] = inputs["judge_model"]
+        if self.data_dir is not None:
+            settings["data_dir"] = self.data_dir
+        return cli_options(settings)
+
+
+def training_method(method: str) -> str:
+    """What a method trains its stages with: lota for every LoTA sequence method, else itself."""
+    return "lota" if method in MASKED_SEQUENCE_METHODS else method
+
+
+def mask_option(inputs: Mapping[str, str]) -> str:
+    """--mask of a training job whose inputs hold one, followed by a space; else nothing."""
+    return f"{cli_options({'mask': inputs['mask']})} " if "mask" in inputs else ""
