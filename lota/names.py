@@ -149,6 +149,12 @@ class Run:
         return mask_name(self.task, self.percent, self.strategy)
 
 
+def names_rank(name: str) -> bool:
+    """Whether a run's name gives its adapters' rank (lora_<task>_r<rank>): another rank than the configured one."""
+    match = RUN_GRAMMAR.fullmatch(name)
+    return bool(match and match["rank"])
+
+
 def mask_name(task: str, percent: str, strategy: str) -> str:
     """A single-task mask's file stem: <task>_s<percent>, with _<strategy> unless the task vector's."""
     return f"{task}_s{percent}" + ("" if strategy == "task_vector" else f"_{strategy}")

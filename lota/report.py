@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,25 +37,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from lota.cli import arg, run_main  # noqa: E402
 from lota.errors import UserError  # noqa: E402
 from lota.io import atomic_path, read_json  # noqa: E402
+from lota.names import DEFAULT_STRATEGY, DISJOINT_METHODS, MASK_STRATEGIES, MERGE_METHODS, RUN_METHODS, names_rank  # noqa: E402
 
 log = logging.getLogger("lota.report")
-METHOD_ORDER = {
-    "base": 0,
-    "fft": 1,
-    "lora": 2,
-    "lota": 3,
-    "rosa": 4,
-    "lotto": 5,
-    "lottoflip": 6,
-    "ta": 7,
-    "ties": 8,
-    "dareties": 9,
-    "darelinear": 10,
-    "lotasum": 11,
-}
-# The methods that train through a mask: their label and the mask strategy a result without one used.
-MASKED_METHODS = {"lota": ("LoTA", "task_vector"), "rosa": ("RoSA", "fisher")}
-STRATEGY_ORDER = ("task_vector", "fisher", "gradient_mean", "base_magnitude", "random")
+# Single-task methods, then the task sequences' own, then the merges'.
+METHOD_ORDER = {method: order for order, method in enumerate((*RUN_METHODS, *DISJOINT_METHODS, *MERGE_METHODS))}
+MASKED_LABELS = {"lota": "LoTA", "rosa": "RoSA"}  # the methods that train through a mask
 STRATEGY_COLOURS = {
     "task_vector": "tab:green",
     "fisher": "tab:purple",
@@ -132,26 +118,27 @@ def sort_key(result: dict[str, Any]) -> tuple:
 def mask_strategy(result: dict[str, Any]) -> str | None:
     """The strategy that ranked a LoTA or RoSA run's mask (the method's default where the result names
     none); None for the other methods."""
-    if result["method"] not in MASKED_METHODS:
+    if result["method"] not in DEFAULT_STRATEGY:
         return None
-    return result.get("mask_strategy") or MASKED_METHODS[result["method"]][1]
+    return result.get("mask_strategy") or DEFAULT_STRATEGY[result["method"]]
 
 
 def strategy_key(strategy: str) -> tuple[int, str]:
-    """Strategies in STRATEGY_ORDER; unknown ones (and none) after them, by name."""
-    return STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER), strategy
+    """Strategies in the vocabulary's order; unknown ones (and none) after them, by name."""
+    known = MASK_STRATEGIES.index(strategy) if strategy in MASK_STRATEGIES else len(MASK_STRATEGIES)
+    return known, strategy
 
 
 def strategy_suffix(method: str, strategy: str | None, name_default: bool = False) -> str:
     """The strategy as a label shows it: '' for none, and for the method's default unless `name_default`."""
-    if strategy is None or (strategy == MASKED_METHODS[method][1] and not name_default):
+    if strategy is None or (strategy == DEFAULT_STRATEGY[method] and not name_default):
         return ""
     return strategy
 
 
 def variant_label(method: str, strategy: str, name_default: bool = False) -> str:
     """A masked method with its strategy, e.g. 'LoTA random', or 'LoTA' for its default."""
-    return f"{MASKED_METHODS[method][0]} {strategy_suffix(method, strategy, name_default)}".strip()
+    return f"{MASKED_LABELS[method]} {strategy_suffix(method, strategy, name_default)}".strip()
 
 
 def load_results(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
@@ -288,7 +275,7 @@ def plot_baselines(axes: Any, results: list[dict[str, Any]]) -> None:
     """FFT, LoRA and the base model as horizontal lines with interval bands."""
     for result in results:
         # One line per baseline: LoRA at other ranks (lora_<task>_r<rank>) stays in the table only.
-        if result["method"] in LINE_STYLES and not re.search(r"_r\d+$", result["run"]):
+        if result["method"] in LINE_STYLES and not names_rank(result["run"]):
             label, colour = LINE_STYLES[result["method"]]
             axes.axhline(result["accuracy"], color=colour, label=f"{label} ({result['accuracy']:.3f})")
             axes.axhspan(*result["ci95"], color=colour, alpha=0.12, linewidth=0)

@@ -91,43 +91,6 @@ def test_sweep_runs_every_method_into_a_report_and_reuses_the_dense_run(workdir)
     assert "work/runs/lota_gsm8k_s90" in changes.stdout and "work/data/gsm8k/train.jsonl" not in changes.stdout
 
 
-def test_a_shorter_calibration_budget_is_a_run_of_its_own(workdir):
-    plan = snakemake(workdir, "-n", "-p", "--forceall", "results/lota_gsm8k_s90.json", "results/fft_gsm8k.json")
-    assert plan.returncode == 0, plan.stderr[-3000:]
-    assert planned_jobs(plan.stdout + plan.stderr)["train_dense"] == 1
-    shorter = {"train": {"calibration": {"epochs": 0.5}}}
-    plan = snakemake(
-        workdir, "-n", "-p", "--forceall", "results/lota_gsm8k_s90.json", "results/fft_gsm8k.json", overrides=shorter
-    )
-    assert plan.returncode == 0, plan.stderr[-3000:]
-    output = plan.stdout + plan.stderr
-    assert planned_jobs(output)["train_dense"] == 2
-    assert "work/runs/calibration_gsm8k/weights.safetensors" in output and "--epochs 0.5" in output
-
-
-@pytest.mark.parametrize(
-    ("target", "extra", "message"),
-    [
-        ("results/base_gsm9k.json", [], "unknown task 'gsm9k': not under config key 'tasks'"),
-        ("results/lota_gsm8k_s100.json", [], "sparsity s100 is 1.0, outside [0, 1)"),
-        ("results/dpo_gsm8k.json", [], "run name 'dpo_gsm8k' is not base_<task>, fft_<task>, lora_<task>[_r<rank>]"),
-        ("results/lora_gsm8k_r16.json", [], "rank 16 is the configured one (config key lora.rank): name it lora_gsm8k"),
-        ("results/fft_gsm8k.json", ["--config", "tasks={'mawps2': {}}"], "config key tasks: unknown task 'mawps2'"),
-        ("results/fft_piqa.json", ["--config", "tasks={'piqa': {}}"], "task 'piqa' is evaluation-only"),
-        ("results/base_alpaca.json", [], "task 'alpaca' has no built-in scorer: build work/samples/base_alpaca.jsonl"),
-        ("sweep", ["--config", "sweep={'tasks': ['piqa']}"], "unknown task 'piqa': not under config key 'tasks'"),
-        ("results/fft_gsm8k.json", ["--config", "seed=-1"], "config key seed: -1 is less than the minimum of 0"),
-        (
-            "results/fft_gsm8k.json",
-            ["--config", "mask={'granularity': 'local'}"],
-            "config key mask.granularity: 'local' is not one of",
-        ),
-    ],
-)
-def test_bad_targets_and_config_fail_with_one_clear_line(workdir, target, extra, message):
-    assert message in refused_plan(workdir, target, *extra)
-
-
 def test_workflow_lints_clean():
     lint = subprocess.run(
         [sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300
