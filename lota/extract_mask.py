@@ -3,16 +3,8 @@
 The strategy says what ranks the entries: the task vector's magnitude (LoTA, the default), the
 base weights' magnitude, gradient scores of the base model (lota.fisher: RoSA's empirical
 Fisher, or the mean gradient), or seeded random scores (a uniformly random mask of that size).
-Every strategy has the same sparsity semantics and the same output.
-
-Sparsity s is the fraction FROZEN. With the global threshold (the paper's), exactly
-round((1 - s) * N) of the N covered entries are trainable; per tensor, each tensor keeps
-round((1 - s) * n_t) of its own n_t. Ties at the threshold go to the earliest entries in a
-fixed order (tensors by name, entries in row-major order), so a mask is reproducible.
-
-The mask file is safetensors: per covered tensor a uint8 vector of bits packed 8 per byte,
-most significant bit first (numpy.packbits order), and metadata with the sparsity, scope,
-granularity, counts, each tensor's shape, and the masks it excludes.
+Every strategy has the same sparsity semantics and the same output: a mask file (lota.masks,
+which holds the selection, its tie-breaking and the file format).
 
 For a later task in a sequence (LoTTO), `--exclude` names the earlier tasks' masks: their
 trainable entries are never chosen, so every task's sparse delta is disjoint from the others.
@@ -20,10 +12,7 @@ trainable entries are never chosen, so every task's sparse delta is disjoint fro
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,12 +21,10 @@ import torch
 
 from lota.cli import arg, check_range, existing_file, run_main
 from lota.errors import UserError
-from lota.io import FISHER_FORMAT, MASK_FORMAT, TASK_VECTOR_FORMAT, TensorReader, checkpoint_files, save_tensors
+from lota.io import FISHER_FORMAT, TASK_VECTOR_FORMAT, TensorReader, checkpoint_files
+from lota.masks import DEFAULT_SCOPE, excluded_entries, in_scope, save_mask, select_mask
 
 log = logging.getLogger("lota.extract_mask")
-
-DEFAULT_SCOPE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 
 @dataclass
@@ -58,161 +45,6 @@ class ExtractMaskArgs:
     exclude: list[Path] = arg(
         [], "masks of earlier tasks in a sequence (LoTTO): entries they make trainable are never chosen"
     )
-
-
-def in_scope(name: str, scope: Iterable[str]) -> bool:
-    """Whether a tensor named like 'model.layers.0.self_attn.q_proj.weight' is covered."""
-    parts = name.split(".")
-    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in set(scope)
-
-
-def trainable_count(sparsity: float, total: int) -> int:
-    return round((1.0 - sparsity) * total)
-
-
-def top_k_mask(scores: torch.Tensor, k: int, threshold: float | None = None) -> torch.Tensor:
-    """Boolean mask of the k largest entries of a 1-D tensor; ties go to the lowest indices.
-
-    `threshold`, the k-th largest value, when the caller has it (found without kthvalue's
-    sorted copy and int64 indices)."""
-    n = scores.numel()
-    if not 0 <= k <= n:
-        raise ValueError(f"k={k} outside [0, {n}]")
-    if k in (0, n):
-        return torch.full((n,), k == n, dtype=torch.bool)
-    if threshold is None:
-        threshold = scores.kthvalue(n - k + 1).values
-    keep = scores > threshold
-    missing = k - int(keep.sum())
-    tied = (scores == threshold).nonzero().squeeze(1)[:missing]
-    keep[tied] = True
-    return keep
-
-
-def select_mask(
-    deltas: Mapping[str, torch.Tensor],
-    sparsity: float,
-    granularity: str,
-    excluded: Mapping[str, torch.Tensor] | None = None,
-) -> dict[str, torch.Tensor]:
-    """Boolean masks (shaped like each delta) of the largest-|delta| entries at `sparsity`.
-
-    `excluded` (LoTTO, for a later task in a sequence): entries earlier masks made trainable,
-    which this mask never takes, so the tasks' sparse deltas stay disjoint. The trainable count
-    is still round((1 - s) * N) of all N covered entries, chosen among the free ones.
-    """
-    excluded = excluded or {}
-    names = sorted(deltas)
-    scores = {name: _free_scores(deltas[name], excluded.get(name)) for name in names}
-    if granularity == "per_tensor":
-        return {
-            name: _top_free(scores[name].flatten(), trainable_count(sparsity, scores[name].numel()), name).view(
-                deltas[name].shape
-            )
-            for name in names
-        }
-    if granularity != "global":
-        raise UserError(f"mask granularity must be 'global' or 'per_tensor', got {granularity!r}")
-    flat = torch.cat([scores[name].flatten() for name in names])
-    keep = _top_free(flat, trainable_count(sparsity, flat.numel()), "the covered tensors")
-    masks, offset = {}, 0
-    for name in names:
-        size = deltas[name].numel()
-        masks[name] = keep[offset : offset + size].view(deltas[name].shape)
-        offset += size
-    return masks
-
-
-def _free_scores(delta: torch.Tensor, excluded: torch.Tensor | None) -> torch.Tensor:
-    """|delta|, with -inf where an earlier mask already trains the entry."""
-    return delta.abs() if excluded is None else delta.abs().masked_fill(excluded, -math.inf)
-
-
-def _top_free(scores: torch.Tensor, k: int, where: str) -> torch.Tensor:
-    free = int(torch.isfinite(scores).sum())
-    if k > free:
-        raise UserError(f"{where}: the sparsity needs {k} trainable entries but earlier masks leave only {free} free")
-    return top_k_mask(scores, k)
-
-
-def pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """A boolean tensor as uint8 bytes, 8 entries per byte, most significant bit first."""
-    flat = mask.flatten().to(torch.uint8)
-    flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)])
-    return (flat.view(-1, 8) * _BIT_WEIGHTS).sum(dim=1, dtype=torch.uint8)
-
-
-def unpack_bits(packed: torch.Tensor, shape: Iterable[int]) -> torch.Tensor:
-    shape = torch.Size(shape)
-    bits = packed.view(-1, 1).bitwise_and(_BIT_WEIGHTS).ne(0).flatten()
-    return bits[: shape.numel()].view(shape)
-
-
-def save_mask(path: Path, masks: Mapping[str, torch.Tensor], info: Mapping[str, object]) -> None:
-    trainable = sum(int(m.sum()) for m in masks.values())
-    total = sum(m.numel() for m in masks.values())
-    metadata = {
-        "format": MASK_FORMAT,
-        "trainable": str(trainable),
-        "total": str(total),
-        "shapes": json.dumps({name: list(m.shape) for name, m in masks.items()}),
-        **{key: json.dumps(value) for key, value in info.items()},
-    }
-    save_tensors(path, {name: pack_bits(m) for name, m in masks.items()}, metadata)
-
-
-def load_mask(
-    path: Path, expected_shapes: Mapping[str, torch.Size] | None = None, against: str = "the model"
-) -> dict[str, torch.Tensor]:
-    """Boolean masks from a mask file, checked against `expected_shapes` (those of `against`) when given."""
-    existing_file(path, "mask file")
-    with TensorReader([path]) as reader:
-        reader.require_format(MASK_FORMAT, path, "LoTA mask file")
-        try:
-            shapes = json.loads(reader.metadata["shapes"])
-            masks = {name: unpack_bits(reader.get(name), shapes[name]) for name in reader.names()}
-        except (KeyError, ValueError, RuntimeError) as error:
-            raise UserError(f"mask {path} is malformed: {error}") from None
-    if expected_shapes is not None:
-        for name, mask in masks.items():
-            if name not in expected_shapes:
-                raise UserError(f"mask {path} covers {name}, which {against} does not have")
-            if mask.shape != expected_shapes[name]:
-                raise UserError(
-                    f"mask {path}: {name} has shape {tuple(mask.shape)}, {against}'s is {tuple(expected_shapes[name])}"
-                )
-    return masks
-
-
-def load_masks_alike(paths: Sequence[Path]) -> list[dict[str, torch.Tensor]]:
-    """Masks that must cover the same tensors with the same shapes, each checked against the first."""
-    first = load_mask(paths[0])
-    shapes = {name: mask.shape for name, mask in first.items()}
-    masks = [first]
-    for path in paths[1:]:
-        mask = load_mask(path, shapes, against=str(paths[0]))
-        if set(mask) != set(first):
-            missing = sorted(set(first) ^ set(mask))[0]
-            raise UserError(f"masks {paths[0]} and {path} do not cover the same tensors ({missing})")
-        masks.append(mask)
-    return masks
-
-
-def mask_union(masks: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Per tensor, the entries any of the masks makes trainable."""
-    union: dict[str, torch.Tensor] = {}
-    for mask in masks:
-        for name, entries in mask.items():
-            union[name] = union[name] | entries if name in union else entries
-    return union
-
-
-def excluded_entries(
-    paths: Iterable[Path], deltas: Mapping[str, torch.Tensor], against: str = "the task vector in scope"
-) -> dict[str, torch.Tensor]:
-    """The union of the given masks' trainable entries, per covered tensor, checked against the deltas."""
-    shapes = {name: delta.shape for name, delta in deltas.items()}
-    return mask_union(load_mask(path, shapes, against=against) for path in paths)
 
 
 def entry_scores(args: ExtractMaskArgs) -> tuple[dict[str, torch.Tensor], str]:

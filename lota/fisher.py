@@ -3,8 +3,7 @@
 RoSA (Nikdan et al. 2024) picks its sparse mask from gradients of the base model on the task:
 `mean_squared` accumulates each entry's squared gradient over the batches (the diagonal of the
 empirical Fisher), `mean` averages the gradients themselves (extract_mask ranks its magnitude).
-Each batch's loss is the mean cross-entropy over its response tokens, as in training, so the
-scores do not depend on how long the responses are.
+The scores are lota.training.gradients', as for RoSA's mask built after a warm-up.
 
 Output: a safetensors file of fp32 scores, one tensor per covered weight, with metadata format
 `lota-fisher` and the settings; `python -m lota.extract_mask --strategy fisher --scores FILE`
@@ -20,14 +19,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from tqdm import tqdm
 
 from lota.cli import arg, check_minimums, existing_file, run_main, threads_arg, trust_remote_code_arg
-from lota.errors import UserError
-from lota.extract_mask import DEFAULT_SCOPE, in_scope
 from lota.io import FISHER_FORMAT, read_jsonl, save_tensors
+from lota.masks import DEFAULT_SCOPE
 from lota.modeling import device, load_model, load_tokenizer, set_threads
-from lota.train import collate, micro_batches, response_loss, response_token_count, tokenize_records
+from lota.training.data import tokenize_records
+from lota.training.gradients import calibration_batches, covered_weights, gradient_scores
 
 log = logging.getLogger("lota.fisher")
 
@@ -47,47 +45,6 @@ class FisherArgs:
     seed: int = arg(0, "seed of the order the records are drawn in")
     threads: int = threads_arg()
     trust_remote_code: bool = trust_remote_code_arg()
-
-
-def gradient_scores(
-    model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], covered: dict[str, torch.nn.Parameter], kind: str
-) -> dict[str, torch.Tensor]:
-    """Per covered weight (by the name it is scored under), the mean over `batches` of its gradient
-    (kind mean) or squared gradient. Only the covered weights' gradients are computed, and no
-    parameter's .grad is touched: a training run can score its weights mid-run."""
-    requires_grad = {name: parameter.requires_grad for name, parameter in covered.items()}
-    sums = {name: torch.zeros_like(parameter, dtype=torch.float32) for name, parameter in covered.items()}
-    on = next(iter(covered.values())).device
-    try:
-        for parameter in covered.values():
-            parameter.requires_grad_(True)
-        for batch in tqdm(batches, desc="gradients", unit="batch"):
-            batch = {key: value.to(on) for key, value in batch.items()}
-            loss = response_loss(model, batch, trim_logits=False) / response_token_count(batch["labels"])
-            grads = torch.autograd.grad(loss, list(covered.values()))
-            for (name, _), grad in zip(covered.items(), grads, strict=True):
-                sums[name] += grad.float().square() if kind == "mean_squared" else grad.float()
-    finally:
-        for name, parameter in covered.items():
-            parameter.requires_grad_(requires_grad[name])
-    return {name: (total / len(batches)).cpu() for name, total in sums.items()}
-
-
-def covered_weights(named: dict[str, torch.nn.Parameter], scope: list[str]) -> dict[str, torch.nn.Parameter]:
-    """The weights of `named` (by checkpoint name) in the mask scope; a UserError if none is."""
-    covered = {name: parameter for name, parameter in named.items() if in_scope(name, scope)}
-    if not covered:
-        raise UserError(f"no weight of the model is in the scope {scope}")
-    return covered
-
-
-def calibration_batches(
-    examples: list[tuple[list[int], list[int]]], count: int, batch_size: int, seed: int, pad_id: int
-) -> list[dict[str, torch.Tensor]]:
-    """`count` batches in the seeded training order, with as many passes over the data as they need."""
-    epochs = count * batch_size / len(examples)
-    chunks = [chunk for _, chunk in micro_batches(len(examples), batch_size, epochs, seed)]
-    return [collate([examples[i] for i in chunk], pad_id) for chunk in chunks[:count]]
 
 
 def run(args: FisherArgs) -> None:

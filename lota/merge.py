@@ -46,7 +46,6 @@ from tqdm import tqdm
 
 from lota.cli import arg, check_range, existing_file, run_main
 from lota.errors import UserError
-from lota.extract_mask import top_k_mask
 from lota.io import (
     LORA_ADAPTER_FORMAT,
     WEIGHTS_FORMAT,
@@ -56,6 +55,7 @@ from lota.io import (
     checkpoint_files,
     write_json,
 )
+from lota.masks import top_k_mask
 from lota.sparse_delta import check_entries, is_sparse_delta, read_sparse_entries, sparse_delta_shapes
 
 log = logging.getLogger("lota.merge")

@@ -1,4 +1,4 @@
-"""Stage preference_data: a small preference set {prompt, chosen, rejected} for DPO (lota.dpo).
+"""Stage preference_data: a small preference set {prompt, chosen, rejected} for DPO (lota.training.dpo).
 
 Offline, from a prepared task's training records (lota.prepare_data's train.jsonl): for a
 seeded subset, chosen is the record's reference response and rejected the base model's own

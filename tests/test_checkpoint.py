@@ -15,7 +15,8 @@ import pytest
 from lota import checkpoint
 from lota.errors import UserError
 from lota.prepare_data import prepare_split
-from lota.train import TrainArgs, train
+from lota.training.args import TrainArgs
+from lota.training.loop import train
 from tests.conftest import snakemake, snakemake_process, tiny_workdir, write_records
 from tests.test_train import random_mask, write_preference_records
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from lota.extract_mask import load_mask
-from tests.conftest import plan_preset, planned_jobs, refused_plan, snakemake, tiny_workdir
+from lota.masks import load_mask
+from tests.conftest import plan_preset, planned_jobs, snakemake, tiny_workdir
 
 METHODS = ["fft", "lora", "lota", "lotto", "lottoflip"]
 
@@ -103,45 +103,9 @@ def test_every_method_runs_the_sequence_and_lotto_keeps_the_deltas_disjoint(work
     )
 
 
-@pytest.mark.parametrize(
-    ("target", "message"),
-    [
-        ("results/cl/lotto_gsm8k-mawps.json", "lotto needs the masks' sparsity, e.g. lotto_gsm8k-mawps_s90"),
-        ("results/cl/fft_gsm8k-mawps_s90.json", "_s<percent> is for lota, lotto, lottoflip, _r<rank> for lora"),
-        ("results/cl/fft_gsm8k-gsm8k.json", "sequence 'fft_gsm8k-gsm8k' names a task twice"),
-        ("results/cl/fft_gsm8k-piqa.json", "unknown task 'piqa': not under config key 'tasks'"),
-        ("results/cl/dpo_gsm8k-mawps.json", "sequence run name 'dpo_gsm8k-mawps' is not <method>_<task>-<task>"),
-        ("results/cl/lora_gsm8k-mawps_r16.json", "rank 16 is the configured one (config key lora.rank): drop _r16"),
-    ],
-)
-def test_bad_sequence_names_fail_with_one_clear_line(workdir, target, message):
-    assert message in refused_plan(workdir, target)
-
-
 def test_the_gpu_preset_plans_gsm8k_then_commonsense(tmp_path):
     output = plan_preset(tmp_path, "continual", "gsm8k-commonsense-gpu.yaml")
     jobs = planned_jobs(output)
     assert jobs["evaluate_sequence"] == 5 and jobs["train_stage"] == 5 and jobs["calibrate_stage"] == 2
     assert "results/cl/lottoflip_gsm8k-commonsense_s90.json" in output
     assert "results/plots/forgetting_gsm8k-commonsense.png" in output
-
-
-def test_a_task_without_a_scorer_cannot_be_in_a_sequence(workdir):
-    alpaca = {"tasks": {"alpaca": {"train_size": 8, "eval_size": 4}}}
-    output = refused_plan(workdir, "results/cl/fft_gsm8k-alpaca.json", overrides=alpaca)
-    assert "task 'alpaca' has no built-in scorer, so no forgetting can be measured" in output
-
-
-def test_later_stages_train_with_their_own_settings(workdir):
-    """continual.later_stages changes stage 2 and its calibration, never the single-task stage 1."""
-    later = {"continual": {"later_stages": {"lota": {"lr": 1e-7}, "calibration": {"epochs": 0.5}}}}
-    plan = snakemake(workdir, "-n", "-p", "--forceall", "results/cl/lotto_gsm8k-mawps_s90.json", overrides=later)
-    assert plan.returncode == 0, plan.stderr[-3000:]
-    commands = [line for line in (plan.stdout + plan.stderr).splitlines() if "python -m lota.train" in line]
-    stage_two = [c for c in commands if "--out work/cl/runs/lotto_gsm8k-mawps_s90" in c]
-    calibration = [c for c in commands if "--out work/cl/calibration/dense/lota_gsm8k_s90/mawps" in c]
-    stage_one = [c for c in commands if "--out work/runs/lota_gsm8k_s90" in c]
-    dense = [c for c in commands if "--out work/runs/fft_gsm8k" in c]
-    assert len(stage_two) == len(calibration) == len(stage_one) == len(dense) == 1
-    assert "--lr 1e-07" in stage_two[0] and "--lr 0.0001" in stage_one[0]
-    assert "--epochs 0.5" in calibration[0] and "--epochs 1 " in dense[0]

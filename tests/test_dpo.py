@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from lota.dpo import dpo_loss, pair_batch, reference_logprobs, sequence_logprobs, tokenize_preferences
 from lota.errors import UserError
 from lota.modeling import load_model
-from lota.train import IGNORE_INDEX
+from lota.training.data import IGNORE_INDEX
+from lota.training.dpo import dpo_loss, pair_batch, reference_logprobs, sequence_logprobs, tokenize_preferences
 
 PROMPT = "<|im_start|>user\nWhat is {}?<|im_end|>\n<|im_start|>assistant\n"
 

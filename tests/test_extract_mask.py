@@ -6,20 +6,19 @@ import torch
 from safetensors.torch import save_file
 
 from lota.errors import UserError
-from lota.extract_mask import (
+from lota.extract_mask import ExtractMaskArgs, run
+from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, checkpoint_files
+from lota.masks import (
     DEFAULT_SCOPE,
-    ExtractMaskArgs,
     in_scope,
     load_mask,
     pack_bits,
-    run,
     save_mask,
     select_mask,
     top_k_mask,
     trainable_count,
     unpack_bits,
 )
-from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, checkpoint_files
 
 
 def test_top_k_mask_keeps_largest_and_breaks_ties_by_lowest_index():

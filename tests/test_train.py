@@ -7,22 +7,22 @@ from safetensors.torch import load_file
 
 from lota.errors import UserError
 from lota.export import export
-from lota.extract_mask import load_mask, save_mask
 from lota.io import TensorReader, checkpoint_files, read_jsonl
+from lota.masks import load_mask, save_mask
 from lota.modeling import load_model, load_tokenizer
 from lota.prepare_data import prepare_split
 from lota.sparse_delta import is_sparse_delta, read_sparse_delta
-from lota.train import (
+from lota.training.args import TrainArgs
+from lota.training.data import (
     IGNORE_INDEX,
-    TrainArgs,
     collate,
     micro_batches,
     optimizer_steps,
-    response_loss,
     tokenize_example,
     tokenize_records,
-    train,
 )
+from lota.training.loop import train
+from lota.training.losses import response_loss
 from tests.conftest import write_records
 
 
@@ -198,11 +198,11 @@ def test_gradient_accumulation_matches_one_large_batch(tmp_path, tiny_model, tra
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"epochs": 0.0, "max_steps": 5}, "epochs must be a positive number, got 0.0"),
+        ({"epochs": 0.0, "max_steps": 5}, "epochs must be > 0, got 0.0"),
         ({"lr": float("nan")}, r"lr must be in \[0.0, 1.0\], got nan"),
         ({"max_steps": -1}, "max_steps must be >= 0, got -1"),
         ({"warmup_steps": -2}, "warmup_steps must be >= 0, got -2"),
-        ({"max_grad_norm": -1.0}, "max_grad_norm must be in"),
+        ({"max_grad_norm": -1.0}, "max_grad_norm must be >= 1e-12, got -1.0"),
         ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
     ],
 )

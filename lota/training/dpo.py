@@ -1,5 +1,5 @@
 """Direct Preference Optimization (Rafailov et al. 2023): the loss and the log-probabilities it is
-built from, as pure functions the train stage calls.
+built from, as pure functions the training loop (lota.training.loop) calls.
 
 DPO trains on pairs (prompt, chosen, rejected). With pi the policy and ref the reference model,
 the loss of a pair is
@@ -12,7 +12,7 @@ model training starts from, so its log-probabilities are computed before the fir
 micro-batches training will run (reference_logprobs), and no second model is held in memory.
 
 Records are JSONL {"prompt", "chosen", "rejected"} (lota.preference_data writes them); prompt
-and responses are tokenized as the train stage tokenizes (prompt, response).
+and responses are tokenized as SFT's (prompt, response) are (lota.training.data).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-# The module, not its names: lota.train may import this one at its top (`from lota import dpo`), either first.
-from lota import distributed, train
+from lota import distributed
 from lota.errors import UserError
+from lota.training.data import IGNORE_INDEX, Example, collate, has_target, tokenize_example
+from lota.training.losses import accepts_logits_to_keep, response_logits
 
 log = logging.getLogger("lota.dpo")
 
-Example = tuple[list[int], list[int]]  # input ids, labels: lota.train's
 Pair = tuple[Example, Example]  # (chosen, rejected)
 
 
@@ -46,9 +46,9 @@ def tokenize_preferences(
     for number, record in enumerate(records, start=1):
         if not all(isinstance(record.get(key), str) for key in ("prompt", "chosen", "rejected")):
             raise UserError(f"{source}: record {number} needs string fields 'prompt', 'chosen' and 'rejected'")
-        chosen = train.tokenize_example(record["prompt"], record["chosen"], tokenizer, max_length)
-        rejected = train.tokenize_example(record["prompt"], record["rejected"], tokenizer, max_length)
-        if train.has_target(chosen[1]) and train.has_target(rejected[1]):
+        chosen = tokenize_example(record["prompt"], record["chosen"], tokenizer, max_length)
+        rejected = tokenize_example(record["prompt"], record["rejected"], tokenizer, max_length)
+        if has_target(chosen[1]) and has_target(rejected[1]):
             pairs.append((chosen, rejected))
     if not pairs:
         raise UserError(
@@ -67,26 +67,21 @@ def tokenize_preferences(
 def pair_batch(pairs: Sequence[Pair], pad_id: int) -> dict[str, torch.Tensor]:
     """One right-padded batch: the chosen sequences in rows 0..n-1, the rejected in rows n..2n-1,
     so that one forward pass serves both sides of every pair."""
-    return train.collate([chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs], pad_id)
+    return collate([chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs], pad_id)
 
 
 def sequence_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor], trim_logits: bool) -> torch.Tensor:
     """Per row, the sum of the log-probabilities of its response tokens (labels not IGNORE_INDEX), fp32.
 
-    With `trim_logits`, logits are computed only from the first position that predicts a
-    response token on, as in lota.train.response_loss (see its comment on the index tensor).
+    The forward pass is SFT's (lota.training.losses.response_logits, with its `trim_logits`).
     Only the positions that predict a response token are upcast to fp32, and each token's
     log-probability is its logit less the log-sum-exp of its row: the log-softmax at that one
     token, with no second vocabulary-wide tensor.
     """
     labels = batch["labels"]
-    first = train.first_target_column(labels) if trim_logits else 1
-    positions = torch.arange(first - 1, labels.shape[1], device=labels.device)
-    extra = {"logits_to_keep": positions} if trim_logits else {}
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
-    targets = labels[:, first:]
-    scored = targets != train.IGNORE_INDEX
-    predictions = logits[:, :-1][scored].float()  # (response tokens, vocabulary)
+    logits, targets = response_logits(model, batch, trim_logits)
+    scored = targets != IGNORE_INDEX
+    predictions = logits[scored].float()  # (response tokens, vocabulary)
     chosen_logits = predictions.gather(1, targets[scored].unsqueeze(1)).squeeze(1)
     token_logprobs = chosen_logits - predictions.logsumexp(-1)
     rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(targets)[scored]
@@ -137,7 +132,7 @@ def reference_logprobs(
     """
     if precision not in ("bf16", "fp32"):
         raise UserError(f"precision must be bf16 or fp32, got {precision!r}")
-    trim_logits = train.accepts_logits_to_keep(model)
+    trim_logits = accepts_logits_to_keep(model)
     was_training = model.training
     model.eval()
     logprobs = []

@@ -1,0 +1,120 @@
+"""Training data: records tokenized into (input ids, labels) with the prompt's labels ignored,
+the seeded order of micro-batches and optimizer steps, and their right-padded collation."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from lota import distributed
+from lota.errors import UserError
+from lota.training.args import TrainArgs
+
+log = logging.getLogger("lota.train")
+IGNORE_INDEX = -100  # the label of a token no loss is computed on (the prompt's, padding)
+
+Example = tuple[list[int], list[int]]  # input ids, labels
+
+
+def tokenize_example(
+    prompt: str, response: str, tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> tuple[list[int], list[int]]:
+    """(input ids, labels) with the prompt's labels ignored, truncated to max_length."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    response_ids = tokenizer(response, add_special_tokens=False).input_ids
+    input_ids = (prompt_ids + response_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]
+    return input_ids, labels
+
+
+def has_target(labels: Sequence[int]) -> bool:
+    """Whether a sequence has a response token to learn (its first token is predicted by nothing)."""
+    return any(label != IGNORE_INDEX for label in labels[1:])
+
+
+def tokenize_records(
+    records: Sequence[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, source: Path
+) -> list[tuple[list[int], list[int]]]:
+    examples = []
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record.get("prompt"), str) or not isinstance(record.get("response"), str):
+            raise UserError(f"{source}: record {number} needs string fields 'prompt' and 'response'")
+        input_ids, labels = tokenize_example(record["prompt"], record["response"], tokenizer, max_length)
+        if has_target(labels):
+            examples.append((input_ids, labels))
+    if not examples:
+        raise UserError(f"{source}: no record keeps a response token within max_length={max_length}")
+    if len(examples) < len(records):
+        log.warning(
+            "%d of %d records dropped: prompt fills max_length=%d",
+            len(records) - len(examples),
+            len(records),
+            max_length,
+        )
+    return examples
+
+
+def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a micro-batch to its longest sequence."""
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (ids, target) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(target)] = torch.tensor(target)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def micro_batches(n_examples: int, batch_size: int, epochs: float, seed: int) -> Iterator[tuple[float, list[int]]]:
+    """(fractional epoch, example indices) per micro-batch; each epoch is a fresh seeded shuffle."""
+    total = math.ceil(epochs * n_examples)
+    served, epoch = 0, 0
+    while served < total:
+        order = list(range(n_examples))
+        random.Random(seed * 100_003 + epoch).shuffle(order)
+        order = order[: total - served]
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            served += len(chunk)
+            yield served / n_examples, chunk
+        epoch += 1
+
+
+def optimizer_steps(n_examples: int, args: TrainArgs) -> list[list[tuple[float, list[int]]]]:
+    """The micro-batches of each optimizer step, at most max_steps of them."""
+    batches = list(micro_batches(n_examples, args.batch_size, args.epochs, args.seed))
+    steps = [batches[start : start + args.grad_accum] for start in range(0, len(batches), args.grad_accum)]
+    return steps[: args.max_steps] if args.max_steps else steps
+
+
+def process_share(examples: Sequence[Example], chunk: list[int]) -> list[Example]:
+    """This process's examples of a micro-batch: every world_size-th one from its rank on.
+
+    A process left without any (a micro-batch smaller than the process count) still runs one
+    example with no target tokens, since every process takes part in each forward and backward.
+    """
+    share = [examples[i] for i in chunk[distributed.rank() :: distributed.world_size()]]
+    if share:
+        return share
+    ids, _ = examples[chunk[0]]
+    return [(ids, [IGNORE_INDEX] * len(ids))]
+
+
+def response_token_count(labels: torch.Tensor) -> int:
+    """The response tokens a batch's loss is over (a sequence's first token is predicted by nothing)."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def first_target_column(labels: torch.Tensor) -> int:
+    """The first column holding a response token of any row (never 0: nothing predicts it)."""
+    columns = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()
+    return int(columns[0]) + 1 if columns.numel() else labels.shape[1]
