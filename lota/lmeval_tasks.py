@@ -14,8 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import string
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,47 +22,12 @@ import yaml
 
 from lota.cli import arg, existing_file, run_main
 from lota.errors import UserError
+from lota.io import atomic_path, write_jsonl
 from lota.tasks import read_json_records
-from lota.tasks.commonsense import parse_multiple_choice
+from lota.tasks.local_datasets import LOCAL_DATASETS, LocalDataset
 
 log = logging.getLogger("lota.lmeval_tasks")
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
-
-
-def lettered(question_key: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """A paper-format multiple-choice record as an ARC / OpenBookQA hub record."""
-
-    def convert(record: dict[str, Any]) -> dict[str, Any]:
-        question, choices, index = parse_multiple_choice(record)
-        labels = list(string.ascii_uppercase[: len(choices)])
-        return {question_key: question, "choices": {"text": choices, "label": labels}, "answerKey": labels[index]}
-
-    return convert
-
-
-@dataclass(frozen=True)
-class LocalDataset:
-    """A hub dataset's local copy: its folder, the local file of each hub split, and how a local
-    record becomes a hub record (None: the local records are the hub's)."""
-
-    folder: str
-    files: dict[str, str]
-    to_hub: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-
-
-# Keyed by the (dataset_path, dataset_name) that the harness's task definitions name.
-LOCAL_DATASETS = {
-    ("openai/gsm8k", "main"): LocalDataset("gsm8k", {"train": "train.jsonl", "test": "test.jsonl"}),
-    ("allenai/ai2_arc", "ARC-Easy"): LocalDataset(
-        "arc_easy", {"train": "train.json", "test": "test.json"}, lettered("question")
-    ),
-    ("allenai/ai2_arc", "ARC-Challenge"): LocalDataset(
-        "arc_challenge", {"train": "train.json", "test": "test.json"}, lettered("question")
-    ),
-    ("allenai/openbookqa", "main"): LocalDataset(
-        "openbookqa", {"train": "train.json", "test": "test.json"}, lettered("question_stem")
-    ),
-}
 
 
 @dataclass
@@ -138,10 +101,6 @@ def offline_task(task: str, yaml_path: Path, definition: dict[str, Any], data_fi
 
 def write_offline_tasks(args: LmEvalTasksArgs) -> dict[str, Any]:
     """Write the offline task YAMLs (and converted data) into args.out; returns the manifest."""
-    # Imported here: the Snakefile imports this module (for LOCAL_DATASETS), and lota.io imports
-    # torch, two seconds of every snakemake start.
-    from lota.io import atomic_path, write_jsonl
-
     if not args.tasks:
         raise UserError("no lm-eval tasks given (config key lmeval.tasks)")
     if not args.data_dir.is_dir():

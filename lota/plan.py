@@ -18,9 +18,9 @@ from typing import Any
 
 from lota import names
 from lota.errors import UserError
-from lota.lmeval_tasks import LOCAL_DATASETS
 from lota.names import DEFAULT_STRATEGY, FISHER_KINDS, MASKED_SEQUENCE_METHODS, MERGE_METHODS, Merge, Run, Sequence
 from lota.tasks import get_task, task_names
+from lota.tasks.local_datasets import LOCAL_DATASETS
 
 BASE_MODEL = "work/base_model"
 LMEVAL_TASKS = "work/lmeval/tasks"

@@ -28,7 +28,6 @@ ALLOWED = {
     ("lota.preference_data", "lota.prepare_data"): "format_prompt, seeded_subset",
     # lmeval_tasks' offline dataset table (the workflow reads it too)
     ("lota.lmeval", "lota.lmeval_tasks"): "builtin_definition, builtin_tasks",
-    ("lota.plan", "lota.lmeval_tasks"): "LOCAL_DATASETS (a library module importing a stage)",
     # the benchmark prepares its model as the base_model stage does
     ("lota.bench", "lota.base_model"): "prepare_base_model",
 }
