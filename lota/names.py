@@ -30,6 +30,7 @@ from lota.errors import UserError
 # Single-task runs: base (no training), fft (every weight), lora (adapters), lota (a mask's
 # entries), rosa (adapters and a mask's entries together).
 RUN_METHODS = ("base", "fft", "lora", "lota", "rosa")
+TRAINED_METHODS = RUN_METHODS[1:]  # lota.train's --method
 MASKED_METHODS = ("lota", "rosa")  # named with their mask's sparsity and strategy
 ADAPTER_METHODS = ("lora", "rosa")  # trained with LoRA adapters of a rank
 # What ranks a mask's entries (lota.extract_mask, lota.fisher). A run's mask is its method's
@@ -38,6 +39,16 @@ MASK_STRATEGIES = ("task_vector", "fisher", "gradient_mean", "base_magnitude", "
 DEFAULT_STRATEGY = {"lota": "task_vector", "rosa": "fisher"}
 # The lota.fisher score kind behind each gradient strategy.
 FISHER_KINDS = {"fisher": "mean_squared", "gradient_mean": "mean"}
+SCORE_KINDS = tuple(FISHER_KINDS.values())  # lota.fisher's --kind
+
+
+def ranking(strategy: str) -> str:
+    """What lota.extract_mask ranks for a strategy (its --strategy): the gradient strategies rank
+    lota.fisher's scores, of one kind or the other."""
+    return "fisher" if strategy in FISHER_KINDS else strategy
+
+
+RANKINGS = tuple(dict.fromkeys(map(ranking, MASK_STRATEGIES)))  # lota.extract_mask's --strategy
 # Task sequences: lota retrains a mask at every stage; lotto keeps every stage's mask disjoint from
 # the earlier ones; lottoflip too, through the official code's flipped-mask calibration.
 SEQUENCE_METHODS = ("fft", "lora", "lota", "lotto", "lottoflip")
@@ -75,6 +86,10 @@ def _grammar(methods: tuple[str, ...] | dict[str, str], tasks: str, *suffixes: s
 RUN_GRAMMAR = _grammar(RUN_METHODS, TASK, "percent", "strategy", "rank")
 SEQUENCE_GRAMMAR = _grammar(SEQUENCE_METHODS, rf"{TASK}(?:-{TASK})+", "percent", "rank")
 MERGE_GRAMMAR = _grammar(MERGE_METHODS, rf"{TASK}(?:\+{TASK})+", "percent", "scale")
+# A run of the engine benchmark (lota.bench): a method and its shape, on no task.
+ENGINE_RUN_GRAMMAR = re.compile(
+    rf"(?P<method>{'|'.join(TRAINED_METHODS)})(?:{SUFFIXES['percent']})?(?:{SUFFIXES['rank']})?"
+)
 RUN_NAMES = (
     "base_<task>, fft_<task>, lora_<task>[_r<rank>], lota_<task>_s<percent>[_<strategy>] or"
     " rosa_<task>_s<percent>[_<strategy>]"
@@ -190,6 +205,37 @@ def parse_run(name: str, configured_rank: int) -> Run:
     if match["percent"]:
         percent_to_sparsity(match["percent"])
     return Run(method, task, match["percent"], strategy, rank, named_rank=bool(match["rank"]))
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """A run of the engine benchmark: sparsity is a masked method's, rank an adapter method's where
+    the name gives one (None: the benchmark's --lora-rank)."""
+
+    method: str
+    percent: str | None = None
+    rank: int | None = None
+
+    @property
+    def sparsity(self) -> float | None:
+        return percent_to_sparsity(self.percent) if self.percent is not None else None
+
+
+def parse_engine_run(name: str) -> EngineRun:
+    """The EngineRun a benchmark run's name (fft, lora_r8, lota_s90, rosa_s99_r4) stands for."""
+    match = ENGINE_RUN_GRAMMAR.fullmatch(name)
+    if (
+        not match
+        or (match["method"] in MASKED_METHODS) != bool(match["percent"])
+        or match["rank"]
+        and match["method"] not in ADAPTER_METHODS
+    ):
+        raise UserError(
+            f"unknown run {name!r}; expected fft, lora[_r<rank>], lota_s<percent> or rosa_s<percent>[_r<rank>]"
+        )
+    if match["percent"]:
+        percent_to_sparsity(match["percent"])
+    return EngineRun(match["method"], match["percent"], int(match["rank"]) if match["rank"] else None)
 
 
 # --- task sequences ---------------------------------------------------------------------

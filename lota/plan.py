@@ -319,8 +319,8 @@ class Plan:
     def mask_rule_options(self, task: str, strategy: str) -> str:
         """extract_mask's options for a strategy: gradient_mean ranks lota.fisher's mean scores."""
         sources = self.mask_rule_inputs(task, strategy)
-        kind = "fisher" if strategy in FISHER_KINDS else strategy
-        return f"{cli_options({'strategy': kind, **sources, 'seed': self.config['seed']})} {self.mask_options()}"
+        settings = {"strategy": names.ranking(strategy), **sources, "seed": self.config["seed"]}
+        return f"{cli_options(settings)} {self.mask_options()}"
 
     # --- evaluation of a single-task run --------------------------------------------------
 

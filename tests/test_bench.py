@@ -97,8 +97,9 @@ def test_ratios_and_table():
         (["rosa"], "unknown run 'rosa'; expected fft, lora"),  # a masked run names its sparsity
         (["lora_s90"], "unknown run 'lora_s90'"),
         (["lota_s90_r4"], "unknown run 'lota_s90_r4'"),  # LoTA has no adapter
-        (["lota_s100"], r"sparsity of lota_s100 must be in \[0.0, 1.0\)"),
-        (["rosa_s100_r4"], r"sparsity of rosa_s100_r4 must be in \[0.0, 1.0\)"),
+        (["lota_s100"], r"sparsity s100 is 1.0, outside \[0, 1\)"),
+        (["rosa_s100_r4"], r"sparsity s100 is 1.0, outside \[0, 1\)"),
+        (["lota_s90.0"], "unknown run 'lota_s90.0'"),  # one spelling per sparsity
         ([], "at least one"),
     ],
 )

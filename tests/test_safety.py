@@ -8,8 +8,11 @@ config whose strings are full of shell syntax, with trust_remote_code on.
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib
 import re
 import shlex
+import typing
 
 import yaml
 
@@ -25,10 +28,10 @@ PICKLING_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "jobl
 PICKLED_WEIGHTS_FILE = re.compile(r"[\w./{}-]*\.(?:bin|pt|pth|pkl|pickle|ckpt)")
 # Placeholders a rule's shell command may hold without :q, each safe for the reason above it.
 UNQUOTED_PLACEHOLDERS = {
-    # Option strings built by common.smk's cli_options (each value shlex-quoted), or lists of
-    # shlex-quoted KEY=PATH items (stage_benchmarks, sequence_samples, merge_samples).
+    # Option strings built by lota.plan's cli_options (each value shlex-quoted), or lists of
+    # shlex-quoted KEY=PATH items (lota.plan.key_paths).
     *("params.options", "params.trust", "params.threads", "params.data_dir", "params.exclude", "params.shape"),
-    *("params.mask", "params.summary", "params.benchmarks", "params.samples"),
+    *("params.summary", "params.benchmarks", "params.samples"),
     # Numbers: integers the config schema checks, sparsities parsed from run names.
     *("resources.processes", "resources.checkpoint_every", "params.max_new_tokens", "params.sparsity"),
     # A task, a method or tasks parsed from the wildcards, or (harness.smk's tasks) cli_options.
@@ -36,6 +39,12 @@ UNQUOTED_PLACEHOLDERS = {
 }
 # A config string with shell syntax of every kind: expansions, separators, quotes, globs.
 HOSTILE = "x $(touch PWNED); `touch PWNED` 'q\" $HOME | * ~ && #"
+
+
+def stage_options(stage: str) -> set[str]:
+    """The option names of a stage's command line (the fields of its run function's arguments)."""
+    args_type = typing.get_type_hints(importlib.import_module(f"lota.{stage}").run)["args"]
+    return {field.name for field in dataclasses.fields(args_type)}
 
 
 def parsed_modules():
@@ -186,6 +195,6 @@ def test_config_strings_reach_commands_quoted(tmp_path):
         assert not set(bare) & set("$`;&|()<*?[]{}!#~\n"), f"{job.rule}: {job.command}"
         tokens = shlex.split(job.command)
         stage = tokens[tokens.index("-m") + 1].removeprefix("lota.")
-        if "trust_remote_code_arg()" in (REPO / "lota" / f"{stage}.py").read_text():
+        if "trust_remote_code" in stage_options(stage):
             assert "--trust-remote-code" in tokens, f"{job.rule} does not pass base_model.trust_remote_code on"
     assert not list(workdir.rglob("PWNED"))

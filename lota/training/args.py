@@ -22,6 +22,7 @@ from lota.cli import arg, check_bounds, existing_file, schema_properties, thread
 from lota.errors import UserError
 from lota.lora import LoraSettings
 from lota.masks import DEFAULT_SCOPE
+from lota.names import SCORE_KINDS, TRAINED_METHODS
 
 
 @dataclass(kw_only=True)
@@ -31,7 +32,7 @@ class RunArgs:
     model: Path = arg(help="base HF model directory (training starts from these weights)")
     data: Path = arg(help="training records (JSONL with prompt and response)")
     out: Path = arg(help="output directory")
-    method: Literal["fft", "lota", "lora", "rosa"] = arg(
+    method: Literal[TRAINED_METHODS] = arg(
         "fft",
         "fft trains every weight; lota only the mask's entries; lora low-rank adapters (PEFT); rosa adapters and "
         "the mask's entries together",
@@ -51,7 +52,7 @@ class WarmupMaskArgs:
     mask_sparsity: float | None = arg(
         None, "rosa's warm-up mask: fraction of covered entries kept frozen", minimum=0.0, exclusive_maximum=1.0
     )
-    mask_kind: Literal["mean_squared", "mean"] = arg(
+    mask_kind: Literal[SCORE_KINDS] = arg(
         "mean_squared", "rosa's warm-up mask ranks the mean squared gradient (empirical Fisher) or the mean gradient"
     )
     mask_batches: int = arg(8, "rosa's warm-up mask: calibration batches of batch_size sequences", minimum=1)
