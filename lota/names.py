@@ -54,6 +54,16 @@ RANKINGS = tuple(dict.fromkeys(map(ranking, MASK_STRATEGIES)))  # lota.extract_m
 SEQUENCE_METHODS = ("fft", "lora", "lota", "lotto", "lottoflip")
 MASKED_SEQUENCE_METHODS = ("lota", "lotto", "lottoflip")
 DISJOINT_METHODS = ("lotto", "lottoflip")
+# Where a later stage's mask comes from: a dense calibration run, or (lottoflip) one that trains only
+# the entries no earlier mask made trainable.
+CALIBRATION_KINDS = ("dense", "flip")
+
+
+def calibration_method(kind: str) -> str:
+    """What a calibration of `kind` trains with: every weight, or (flip) the complement mask's entries."""
+    return "lota" if kind == "flip" else "fft"
+
+
 # Merges: the name's method -> lota.merge's --method. ta, ties, dareties and darelinear merge the
 # tasks' FFT runs; lotasum adds their LoTA runs' sparse deltas.
 MERGE_METHODS = {
@@ -98,11 +108,17 @@ SEQUENCE_NAMES = "<method>_<task>-<task>[-...]: fft_..., lora_...[_r<rank>], or 
 MERGE_NAMES = (
     "<method>_<task>+<task>[+...][_l<lambda>]: ta_, ties_, dareties_, darelinear_..., or lotasum_..._s<percent>"
 )
-# Wildcard patterns of the names, for the workflow's path patterns.
+# Wildcard patterns of the names in the workflow's paths: loose (a name is checked when parsed),
+# but enough to tell the kinds apart (a sequence's tasks join with -, a merge's with +).
+TASK_PATTERN = r"[a-z][a-z0-9_]*"
 RUN_PATTERN = r"[a-z][a-z0-9_.]*"
+LORA_RUN_PATTERN = r"lora_[a-z][a-z0-9_]*"
 SEQUENCE_PATTERN = r"[a-z][a-z0-9_.]*-[a-z0-9_.-]+"
+MODEL_PATTERN = r"[a-z][a-z0-9_.-]*"  # a run or a sequence
 MERGE_PATTERN = r"[a-z][a-z0-9_.]*\+[a-z0-9_.+]+"
+NAME_PATTERN = r"[a-z][a-z0-9_.+-]*"  # any model: a run, a sequence or a merge
 MASK_VARIANT_PATTERN = rf"{TASK}_s{NUMBER}(?:_(?:{'|'.join(MASK_STRATEGIES)}))?"
+DENSE_RUN_KINDS = ("fft", "calibration")  # the dense runs: the FFT baseline, or a calibration of its own
 
 
 def check_task_name(task: str) -> str:
@@ -275,7 +291,7 @@ class Sequence:
     @property
     def calibration_kind(self) -> str:
         """Where a later stage's mask comes from: a dense run, or (lottoflip) a run on the complement."""
-        return "flip" if self.method == "lottoflip" else "dense"
+        return CALIBRATION_KINDS[self.method == "lottoflip"]
 
     @property
     def stage_models(self) -> list[str]:

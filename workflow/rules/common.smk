@@ -30,23 +30,22 @@ except UserError as error:
 ENV = "../../envs/lota.yaml"
 # The stages that generate (and lm-eval) run in vLLM's environment when the config asks for vLLM.
 GENERATION_ENV = "../../envs/vllm.yaml" if config["generate"]["backend"] == "vllm" else ENV
-DATA_DIR = PLAN.data_dir
 
 
 wildcard_constraints:
-    task=r"[a-z][a-z0-9_]*",
+    task=names.TASK_PATTERN,
     percent=names.NUMBER,
     strategy="|".join(names.MASK_STRATEGIES),
-    fisher_kind="|".join(names.FISHER_KINDS.values()),
+    fisher_kind="|".join(names.SCORE_KINDS),
     variant=names.MASK_VARIANT_PATTERN,
     run=names.RUN_PATTERN,
-    lora_run=r"lora_[a-z][a-z0-9_]*",
-    dense="fft|calibration",
+    lora_run=names.LORA_RUN_PATTERN,
+    dense="|".join(names.DENSE_RUN_KINDS),
     seq=names.SEQUENCE_PATTERN,
-    model=r"[a-z][a-z0-9_.-]*",
-    kind="dense|flip",
+    model=names.MODEL_PATTERN,
+    kind="|".join(names.CALIBRATION_KINDS),
     merge=names.MERGE_PATTERN,
-    name=r"[a-z][a-z0-9_.+-]*",
+    name=names.NAME_PATTERN,
 
 
 def sweep_results(wildcards=None):

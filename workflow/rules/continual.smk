@@ -60,7 +60,7 @@ use rule train_stage as calibrate_stage with:
     benchmark:
         "benchmarks/cl/calibration/{kind}/{model}/{task}.tsv"
     params:
-        method=lambda wc: "lota" if wc.kind == "flip" else "fft",
+        method=lambda wc: names.calibration_method(wc.kind),
         options=lambda wc: PLAN.calibration_options(wc.kind, wc.model, wc.task),
 
 

@@ -31,7 +31,7 @@ rule prepare_data:
     benchmark:
         "benchmarks/prepare_data/{task}.tsv"
     params:
-        data_dir=cli_options({"data_dir": DATA_DIR}) if DATA_DIR else "",
+        data_dir=cli_options({"data_dir": PLAN.data_dir}) if PLAN.data_dir else "",
         trust=PLAN.trust_option(),
         options=lambda wc: PLAN.prepare_data_options(wc.task),
     resources:

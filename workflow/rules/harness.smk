@@ -14,7 +14,7 @@ rule lmeval_tasks:
         "benchmarks/lmeval/tasks.tsv"
     params:
         tasks=cli_options({"tasks": config["lmeval"]["tasks"]}),
-        data_dir=DATA_DIR,
+        data_dir=PLAN.data_dir,
     resources:
         **PLAN.resources("light"),
     conda:
