@@ -22,7 +22,7 @@ from lota.cli import arg, check_bounds, existing_file, schema_properties, thread
 from lota.errors import UserError
 from lota.lora import LoraSettings
 from lota.masks import DEFAULT_SCOPE
-from lota.names import SCORE_KINDS, TRAINED_METHODS
+from lota.names import ADAPTER_METHODS, SCORE_KINDS, TRAINED_METHODS
 
 
 @dataclass(kw_only=True)
@@ -184,7 +184,7 @@ def validate(args: TrainArgs) -> None:
             raise UserError("rosa's warm-up mask is built in one process: use --mask, or --processes 1")
     if args.weights == "bf16" and args.precision == "fp32":
         raise UserError("weights bf16 computes in bf16: use precision bf16 with it")
-    if args.method in ("lora", "rosa"):
+    if args.method in ADAPTER_METHODS:
         args.lora_settings()
     existing_file(args.data, "training data")
     if args.mask is not None:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from lota.errors import UserError
 from lota.masks import in_scope, select_mask
+from lota.names import FISHER_KINDS
 from lota.training.args import TrainArgs
 from lota.training.data import Example, collate, micro_batches, response_token_count
 from lota.training.losses import response_loss
@@ -77,7 +78,9 @@ def warmup_mask(
 
 
 def warmup_mask_info(args: TrainArgs) -> dict[str, Any]:
-    strategy = "fisher" if args.mask_kind == "mean_squared" else "gradient_mean"
+    """The warm-up mask's metadata, as extract_mask writes a mask's: its strategy is the gradient
+    strategy of its score kind."""
+    strategy = next(strategy for strategy, kind in FISHER_KINDS.items() if kind == args.mask_kind)
     return {
         "strategy": strategy,
         "after_step": args.mask_warmup_steps,

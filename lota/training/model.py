@@ -9,6 +9,7 @@ from lota import distributed
 from lota.errors import UserError
 from lota.lora import add_lora
 from lota.modeling import load_model
+from lota.names import ADAPTER_METHODS
 from lota.training.args import TrainArgs
 
 
@@ -20,7 +21,7 @@ def load_for_training(args: TrainArgs, on: torch.device) -> torch.nn.Module:
     if args.activation_checkpointing:
         # Non-reentrant: works with frozen inputs (LoRA, LoTA) and with the in-backward updates.
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    if args.method in ("lora", "rosa"):
+    if args.method in ADAPTER_METHODS:
         model = add_lora(model, args.lora_settings())
     if args.compile:
         for layer in decoder_layers(model, "to compile"):

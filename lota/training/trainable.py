@@ -15,6 +15,7 @@ from lota import distributed
 from lota.errors import UserError
 from lota.io import TensorReader, checkpoint_files
 from lota.masks import load_mask
+from lota.names import ADAPTER_METHODS
 from lota.optim import ParameterUpdater, Slot, make_slots
 from lota.training.args import TrainArgs
 
@@ -28,7 +29,7 @@ def trainable_parameters(model: torch.nn.Module, method: str, mask_path: Path | 
     if method == "fft":
         return [(name, p, None) for name, p in named.items()]
     # PEFT has frozen everything but the adapters.
-    adapters = [(name, p, None) for name, p in named.items() if p.requires_grad] if method in ("lora", "rosa") else []
+    adapters = [(name, p, None) for name, p in named.items() if p.requires_grad] if method in ADAPTER_METHODS else []
     if method == "lora":
         return adapters
     shapes = {name: p.shape for name, p in base_parameters(model).items()}

@@ -12,6 +12,7 @@ import torch
 from lota import distributed
 from lota.io import WEIGHTS_FORMAT, TensorReader, checkpoint_files, save_tensors
 from lota.lora import lora_adapter_tensors, save_lora_adapter
+from lota.names import ADAPTER_METHODS, MASKED_METHODS
 from lota.optim import ParameterUpdater, Slot
 from lota.sparse_delta import save_sparse_delta
 from lota.training.args import TrainArgs
@@ -24,7 +25,7 @@ def save_weights(path: Path, args: TrainArgs, model: torch.nn.Module, updater: P
     Every process takes part (sharded tensors are gathered one at a time); the main one writes.
     """
     main = distributed.is_main()
-    if args.method in ("lora", "rosa"):
+    if args.method in ADAPTER_METHODS:
         tensors = lora_adapter_tensors(model)
         if main:
             adapter_path = path.with_name("adapter.safetensors") if args.method == "rosa" else path
@@ -37,7 +38,7 @@ def save_weights(path: Path, args: TrainArgs, model: torch.nn.Module, updater: P
                 tensors[slot.name] = full.contiguous().cpu()
         if main:
             save_tensors(path, tensors, {"format": WEIGHTS_FORMAT})
-    if args.method in ("lota", "rosa"):
+    if args.method in MASKED_METHODS:
         delta = {}
         with TensorReader(checkpoint_files(args.model)) as base:
             for slot in (slot for slot in updater.slots if slot.indices is not None):
