@@ -37,6 +37,7 @@ from lota.evaluate import (
 )
 from lota.io import read_json, read_jsonl, write_json
 from lota.masks import load_masks_alike
+from lota.names import SEQUENCE_METHODS
 from lota.tasks import get_task
 
 log = logging.getLogger("lota.continual")
@@ -50,7 +51,7 @@ class ContinualArgs:
         help="STAGE:TASK=PATH of the samples of every stage's model on every task; stage 0 is the base model"
     )
     run: str = arg("", "sequence run name, e.g. lotto_mawps-arc_easy_s90")
-    method: str = arg("", "fft, lora, lota, lotto or lottoflip")
+    method: str = arg("", f"the sequence's method: {', '.join(SEQUENCE_METHODS)}")
     sparsity: float | None = arg(None, "the LoTA masks' sparsity")
     lora_rank: int | None = arg(None, "the LoRA adapters' rank")
     train_summary: list[Path] = arg([], "summary.json of each stage's training, in stage order")

@@ -23,6 +23,7 @@ from typing import Any
 from lota.cli import arg, run_main
 from lota.errors import UserError
 from lota.io import read_json, read_jsonl, write_json
+from lota.names import RUN_METHODS
 from lota.tasks import Task, get_task
 
 log = logging.getLogger("lota.evaluate")
@@ -45,7 +46,7 @@ class EvaluateArgs:
     task: str = arg(help="task name, which picks the scorer")
     out: Path = arg(help="output results JSON")
     run: str = arg("", "run name, e.g. lota_gsm8k_s90")
-    method: str = arg("", "base, fft, lora, lota or rosa")
+    method: str = arg("", f"the run's method: {', '.join(RUN_METHODS)}")
     sparsity: float | None = arg(None, "the mask's sparsity, for lota and rosa runs")
     lora_rank: int | None = arg(None, "the LoRA adapters' rank, for lora and rosa runs")
     mask_strategy: str | None = arg(None, "the strategy that ranked the mask's entries, for lota and rosa runs")

@@ -19,6 +19,7 @@ from lota.cli import arg, run_main
 from lota.errors import UserError
 from lota.evaluate import package_versions, parse_config_json, score_samples, stage_costs, task_accuracy
 from lota.io import read_json, read_jsonl, write_json
+from lota.names import MERGE_METHODS
 from lota.tasks import get_task
 
 log = logging.getLogger("lota.evaluate_merge")
@@ -33,7 +34,7 @@ class EvaluateMergeArgs:
     single_task: list[Path] = arg([], "results JSON of each task's single-task run that was merged")
     base_results: list[Path] = arg([], "results JSON of the base model on each task")
     run: str = arg("", "merge name, e.g. ties_mawps+arc_easy")
-    method: str = arg("", "the merge method: ta, ties, dareties, darelinear or lotasum")
+    method: str = arg("", f"the merge method: {', '.join(MERGE_METHODS)}")
     benchmark: list[str] = arg([], "STAGE=PATH of a benchmark TSV (e.g. merge=...), for wall time and memory")
     base_model: str = arg("", "the base model's source")
     config_json: str = arg("{}", "the config values used, as JSON")
