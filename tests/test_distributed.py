@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from lota.prepare_data import prepare_split
-from tests.conftest import refused_plan, snakemake, tiny_workdir, write_records
+from tests.conftest import snakemake, tiny_workdir, write_records
 from tests.test_train import random_mask
 
 # 8 records in micro-batches of 3 over 1.125 epochs: 3, 3, 2, then 1, which leaves one of the
@@ -95,19 +95,6 @@ def test_several_processes_end_with_the_weights_of_one(tmp_path, inputs, method,
 
 
 SHARDED = {"resources": {"train": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "processes": 2}}}
-
-
-def test_the_train_rules_ask_for_a_process_per_gpu_or_as_configured(tmp_path, tiny_model, gsm8k_dir):
-    workdir = tiny_workdir(tmp_path, tiny_model, gsm8k_dir)
-    four_gpus = {"resources": {"train": {"mem_mb": 4000, "runtime": 30, "gpu": 4}}}
-    for overrides, processes in ((None, 1), (four_gpus, 4), (SHARDED, 2)):
-        plan = snakemake(workdir, "-n", "-p", "work/runs/lota_gsm8k_s90/summary.json", overrides=overrides)
-        assert plan.returncode == 0, plan.stderr[-2000:]
-        # the dense run and the LoTA run
-        assert plan.stdout.count(f"python -m lota.train --processes {processes} --checkpoint-every 20 --method") == 2
-
-    refused = refused_plan(workdir, "all", overrides={"resources": {"generate": {"processes": 2}}})
-    assert "resources.generate" in refused
 
 
 @pytest.mark.slow

@@ -244,11 +244,20 @@ def test_the_harnesses_find_any_model_by_its_name(plan):
     assert "--task-dir" not in options(make_plan(None).lmeval_options())
 
 
-def test_a_training_job_asks_for_a_process_per_gpu_unless_configured():
+@pytest.mark.parametrize(
+    ("train", "processes"), [({}, 1), ({"gpu": 4}, 4), ({"gpu": 0, "processes": 2}, 2), ({"gpu": 4, "processes": 2}, 2)]
+)
+def test_a_training_job_asks_for_a_process_per_gpu_unless_configured(train, processes):
     resources = yaml.safe_load((REPO / "config.yaml").read_text())["resources"]
-    plan = make_plan(resources=resources | {"train": resources["train"] | {"gpu": 4, "threads": 3}})
-    assert plan.resources("train")["processes"] == 4 and "threads" not in plan.resources("train")
+    plan = make_plan(resources=resources | {"train": resources["train"] | train | {"threads": 3}})
+    assert plan.resources("train")["processes"] == processes and "threads" not in plan.resources("train")
     assert plan.threads_option("train") == "--threads 3"
+
+
+def test_only_training_jobs_take_processes_and_checkpoints():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["resources"]["generate"]["processes"] = 2
+    assert "config key resources.generate" in config_errors(config, load_schema(SCHEMA))[0]
 
 
 def test_options_are_shell_quoted():

@@ -1,6 +1,8 @@
 import copy
 import json
 
+import datasets
+import huggingface_hub
 import pytest
 
 from lota.errors import UserError
@@ -78,6 +80,10 @@ def test_no_local_data_and_no_hub_is_a_clear_error(monkeypatch, tmp_path, tiny_m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    # The libraries read the variables when imported, which an earlier test may have done.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     args = PrepareDataArgs(
         task="gsm8k", tokenizer=tiny_model, train_out=tmp_path / "t.jsonl", eval_out=tmp_path / "e.jsonl"
     )
