@@ -23,7 +23,7 @@ rule complement_mask:
         "python -m lota.complement_mask --masks {input:q} --out {output:q} > {log:q} 2>&1"
 
 
-rule train_stage:
+use rule train_dense as train_stage with:
     input:
         unpack(lambda wc: PLAN.sequence_stage_inputs(wc.seq)),
     output:
@@ -35,20 +35,11 @@ rule train_stage:
     benchmark:
         "benchmarks/cl/train/{seq}.tsv"
     params:
-        out=subpath(output.weights, parent=True),
         method=lambda wc: PLAN.sequence(wc.seq).training_method,
         options=lambda wc: PLAN.sequence_stage_options(wc.seq),
-    resources:
-        **PLAN.resources("train"),
-    conda:
-        ENV
-    shell:
-        "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
-        " --method {params.method} --model {input.model:q} --data {input.data:q}"
-        " --out {params.out:q} {params.options} > {log:q} 2>&1"
 
 
-use rule train_stage as calibrate_stage with:
+use rule train_dense as calibrate_stage with:
     input:
         unpack(lambda wc: PLAN.calibration_inputs(wc.kind, wc.model, wc.task)),
     output:
