@@ -120,10 +120,10 @@ def test_pairs_without_a_response_token_on_either_side_are_dropped(smol_tokenize
     records = preference_records()
     records[0]["rejected"] = ""  # nothing to compare
     records[1]["prompt"] = "long " * 300  # the prompt fills max_length
-    with caplog.at_level(logging.WARNING, logger="lota.dpo"):
+    with caplog.at_level(logging.WARNING, logger="lota.train"):
         kept = tokenize_preferences(records, smol_tokenizer, 64, "prefs.jsonl")
     assert len(kept) == 1 and kept[0][0][0][-1] == smol_tokenizer.eos_token_id
-    assert "2 of 3 preference pairs dropped" in caplog.text
+    assert "2 of 3 records dropped" in caplog.text
     with pytest.raises(UserError, match="^prefs.jsonl: no record keeps a response token"):
         tokenize_preferences(records[:2], smol_tokenizer, 64, "prefs.jsonl")
 

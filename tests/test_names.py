@@ -43,28 +43,6 @@ def test_a_run_knows_its_sparsity_exactly_and_its_mask():
 
 
 @pytest.mark.parametrize(
-    ("name", "message"),
-    [
-        ("dpo_gsm8k", "run name 'dpo_gsm8k' is not base_<task>, fft_<task>, lora_<task>[_r<rank>]"),
-        ("lota_gsm8k", "run name 'lota_gsm8k' is not"),
-        ("fft_gsm8k_s90", "run name 'fft_gsm8k_s90' is not"),
-        ("lora_gsm8k_random", "run name 'lora_gsm8k_random' is not"),
-        ("rosa_gsm8k_s90_r8", "run name 'rosa_gsm8k_s90_r8' is not"),
-        ("lota_gsm8k_s090", "run name 'lota_gsm8k_s090' is not"),
-        ("lota_gsm8k_s90.0", "run name 'lota_gsm8k_s90.0' is not"),
-        ("lota_gsm8k_s100", "sparsity s100 is 1.0, outside [0, 1): use s0 to s99.9"),
-        ("lota_gsm8k_s90_task_vector", "task_vector is lota's own mask strategy: drop _task_vector"),
-        ("rosa_gsm8k_s90_fisher", "fisher is rosa's own mask strategy: drop _fisher"),
-        ("lora_gsm8k_r16", "rank 16 is the configured one (config key lora.rank): name it lora_gsm8k"),
-    ],
-)
-def test_a_bad_run_name_is_refused_in_one_line(name, message):
-    with pytest.raises(UserError) as refused:
-        parse_run(name, RANK)
-    assert message in str(refused.value) and "\n" not in str(refused.value)
-
-
-@pytest.mark.parametrize(
     ("name", "sequence", "stages"),
     [
         ("fft_gsm8k-arc_easy", Sequence("fft", ("gsm8k", "arc_easy")), ["fft_gsm8k", "fft_gsm8k-arc_easy"]),
@@ -94,25 +72,6 @@ def test_a_sequence_knows_how_its_stages_train():
 
 
 @pytest.mark.parametrize(
-    ("name", "message"),
-    [
-        ("lotto_gsm8k-mawps", "lotto needs the masks' sparsity, e.g. lotto_gsm8k-mawps_s90"),
-        ("fft_gsm8k-mawps_s90", "_s<percent> is for lota, lotto, lottoflip, _r<rank> for lora"),
-        ("lota_gsm8k-mawps_s90_r8", "_s<percent> is for lota, lotto, lottoflip, _r<rank> for lora"),
-        ("fft_gsm8k-gsm8k", "sequence 'fft_gsm8k-gsm8k' names a task twice"),
-        ("dpo_gsm8k-mawps", "sequence run name 'dpo_gsm8k-mawps' is not <method>_<task>-<task>"),
-        ("fft_gsm8k", "sequence run name 'fft_gsm8k' is not"),
-        ("lora_gsm8k-mawps_r16", "rank 16 is the configured one (config key lora.rank): drop _r16"),
-        ("lotto_gsm8k-mawps_s100", "sparsity s100 is 1.0, outside [0, 1)"),
-    ],
-)
-def test_a_bad_sequence_name_is_refused_in_one_line(name, message):
-    with pytest.raises(UserError) as refused:
-        parse_sequence(name, RANK)
-    assert message in str(refused.value)
-
-
-@pytest.mark.parametrize(
     ("name", "merge", "runs"),
     [
         ("ties_gsm8k+arc_easy", Merge("ties", ("gsm8k", "arc_easy"), scale=SCALE), ["fft_gsm8k", "fft_arc_easy"]),
@@ -133,21 +92,47 @@ def test_a_merge_name_parses_formats_back_and_names_its_runs(name, merge, runs):
     assert parsed == merge and parsed.name == name and parsed.runs == runs
 
 
+PARSERS = {
+    "run": lambda name: parse_run(name, RANK),
+    "sequence": lambda name: parse_sequence(name, RANK),
+    "merge": lambda name: parse_merge(name, SCALE),
+}
+
+
 @pytest.mark.parametrize(
-    ("name", "message"),
+    ("kind", "name", "message"),
     [
-        ("lotasum_gsm8k+mawps", "lotasum needs its LoTA runs' sparsity (_s<percent>)"),
-        ("ties_gsm8k+mawps_s90", "lotasum needs its LoTA runs' sparsity (_s<percent>), the others none"),
-        ("ties_gsm8k+gsm8k", "merge 'ties_gsm8k+gsm8k' names a task twice"),
-        ("ties_gsm8k+mawps_l1", "lambda 1 is the configured one (config key merge.scale): drop _l1"),
-        ("ties_gsm8k+mawps_l0", "lambda 0 would merge nothing: drop _l0"),
-        ("slerp_gsm8k+mawps", "merge name 'slerp_gsm8k+mawps' is not <method>_<task>+<task>"),
+        ("run", "dpo_gsm8k", "run name 'dpo_gsm8k' is not base_<task>, fft_<task>, lora_<task>[_r<rank>]"),
+        ("run", "lota_gsm8k", "run name 'lota_gsm8k' is not"),
+        ("run", "fft_gsm8k_s90", "run name 'fft_gsm8k_s90' is not"),
+        ("run", "lora_gsm8k_random", "run name 'lora_gsm8k_random' is not"),
+        ("run", "rosa_gsm8k_s90_r8", "run name 'rosa_gsm8k_s90_r8' is not"),
+        ("run", "lota_gsm8k_s090", "run name 'lota_gsm8k_s090' is not"),
+        ("run", "lota_gsm8k_s90.0", "run name 'lota_gsm8k_s90.0' is not"),
+        ("run", "lota_gsm8k_s100", "sparsity s100 is 1.0, outside [0, 1): use s0 to s99.9"),
+        ("run", "lota_gsm8k_s90_task_vector", "task_vector is lota's own mask strategy: drop _task_vector"),
+        ("run", "rosa_gsm8k_s90_fisher", "fisher is rosa's own mask strategy: drop _fisher"),
+        ("run", "lora_gsm8k_r16", "rank 16 is the configured one (config key lora.rank): name it lora_gsm8k"),
+        ("sequence", "lotto_gsm8k-mawps", "lotto needs the masks' sparsity, e.g. lotto_gsm8k-mawps_s90"),
+        ("sequence", "fft_gsm8k-mawps_s90", "_s<percent> is for lota, lotto, lottoflip, _r<rank> for lora"),
+        ("sequence", "lota_gsm8k-mawps_s90_r8", "_s<percent> is for lota, lotto, lottoflip, _r<rank> for lora"),
+        ("sequence", "fft_gsm8k-gsm8k", "sequence 'fft_gsm8k-gsm8k' names a task twice"),
+        ("sequence", "dpo_gsm8k-mawps", "sequence run name 'dpo_gsm8k-mawps' is not <method>_<task>-<task>"),
+        ("sequence", "fft_gsm8k", "sequence run name 'fft_gsm8k' is not"),
+        ("sequence", "lora_gsm8k-mawps_r16", "rank 16 is the configured one (config key lora.rank): drop _r16"),
+        ("sequence", "lotto_gsm8k-mawps_s100", "sparsity s100 is 1.0, outside [0, 1)"),
+        ("merge", "lotasum_gsm8k+mawps", "lotasum needs its LoTA runs' sparsity (_s<percent>)"),
+        ("merge", "ties_gsm8k+mawps_s90", "lotasum needs its LoTA runs' sparsity (_s<percent>), the others none"),
+        ("merge", "ties_gsm8k+gsm8k", "merge 'ties_gsm8k+gsm8k' names a task twice"),
+        ("merge", "ties_gsm8k+mawps_l1", "lambda 1 is the configured one (config key merge.scale): drop _l1"),
+        ("merge", "ties_gsm8k+mawps_l0", "lambda 0 would merge nothing: drop _l0"),
+        ("merge", "slerp_gsm8k+mawps", "merge name 'slerp_gsm8k+mawps' is not <method>_<task>+<task>"),
     ],
 )
-def test_a_bad_merge_name_is_refused_in_one_line(name, message):
+def test_a_bad_name_is_refused_in_one_line(kind, name, message):
     with pytest.raises(UserError) as refused:
-        parse_merge(name, SCALE)
-    assert message in str(refused.value)
+        PARSERS[kind](name)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
 
 
 @pytest.mark.parametrize(("number", "name"), [(90, "90"), (90.0, "90"), (99.9, "99.9"), (0.50, "0.5"), ("1.50", "1.5")])

@@ -39,26 +39,46 @@ def has_target(labels: Sequence[int]) -> bool:
     return any(label != IGNORE_INDEX for label in labels[1:])
 
 
-def tokenize_records(
-    records: Sequence[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, source: Path
-) -> list[tuple[list[int], list[int]]]:
-    examples = []
+def tokenize_responses(
+    records: Sequence[dict[str, Any]],
+    response_keys: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    source: Path,
+) -> list[tuple[Example, ...]]:
+    """Per record, one example per response key (its prompt, then that response). A record any
+    of whose responses keeps no token within max_length is dropped: it would teach, or compare,
+    nothing."""
+    keys = ["prompt", *response_keys]
+    quoted = [f"'{key}'" for key in keys]
+    fields = ", ".join(quoted[:-1]) + " and " + quoted[-1]
+    kept = []
     for number, record in enumerate(records, start=1):
-        if not isinstance(record.get("prompt"), str) or not isinstance(record.get("response"), str):
-            raise UserError(f"{source}: record {number} needs string fields 'prompt' and 'response'")
-        input_ids, labels = tokenize_example(record["prompt"], record["response"], tokenizer, max_length)
-        if has_target(labels):
-            examples.append((input_ids, labels))
-    if not examples:
-        raise UserError(f"{source}: no record keeps a response token within max_length={max_length}")
-    if len(examples) < len(records):
+        if not all(isinstance(record.get(key), str) for key in keys):
+            raise UserError(f"{source}: record {number} needs string fields {fields}")
+        examples = tuple(
+            tokenize_example(record["prompt"], record[key], tokenizer, max_length) for key in response_keys
+        )
+        if all(has_target(labels) for _, labels in examples):
+            kept.append(examples)
+    if not kept:
+        of_each = "" if len(response_keys) == 1 else " of each of " + " and ".join(quoted[1:])
+        raise UserError(f"{source}: no record keeps a response token{of_each} within max_length={max_length}")
+    if len(kept) < len(records):
         log.warning(
-            "%d of %d records dropped: prompt fills max_length=%d",
-            len(records) - len(examples),
+            "%d of %d records dropped: a response keeps no token within max_length=%d",
+            len(records) - len(kept),
             len(records),
             max_length,
         )
-    return examples
+    return kept
+
+
+def tokenize_records(
+    records: Sequence[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, source: Path
+) -> list[Example]:
+    """SFT's (prompt, response) records as examples."""
+    return [example for (example,) in tokenize_responses(records, ("response",), tokenizer, max_length, source)]
 
 
 def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -17,7 +17,6 @@ and responses are tokenized as SFT's (prompt, response) are (lota.training.data)
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,8 @@ from transformers import PreTrainedTokenizerBase
 
 from lota import distributed
 from lota.errors import UserError
-from lota.training.data import IGNORE_INDEX, Example, collate, has_target, tokenize_example
+from lota.training.data import IGNORE_INDEX, Example, collate, tokenize_responses
 from lota.training.losses import accepts_logits_to_keep, response_logits
-
-log = logging.getLogger("lota.dpo")
 
 Pair = tuple[Example, Example]  # (chosen, rejected)
 
@@ -42,26 +39,7 @@ def tokenize_preferences(
 ) -> list[Pair]:
     """(chosen, rejected) examples per record; a pair either side of which keeps no response
     token within max_length is dropped, as it would compare nothing."""
-    pairs = []
-    for number, record in enumerate(records, start=1):
-        if not all(isinstance(record.get(key), str) for key in ("prompt", "chosen", "rejected")):
-            raise UserError(f"{source}: record {number} needs string fields 'prompt', 'chosen' and 'rejected'")
-        chosen = tokenize_example(record["prompt"], record["chosen"], tokenizer, max_length)
-        rejected = tokenize_example(record["prompt"], record["rejected"], tokenizer, max_length)
-        if has_target(chosen[1]) and has_target(rejected[1]):
-            pairs.append((chosen, rejected))
-    if not pairs:
-        raise UserError(
-            f"{source}: no record keeps a response token of both 'chosen' and 'rejected' within max_length={max_length}"
-        )
-    if len(pairs) < len(records):
-        log.warning(
-            "%d of %d preference pairs dropped: no chosen or rejected token within max_length=%d",
-            len(records) - len(pairs),
-            len(records),
-            max_length,
-        )
-    return pairs
+    return tokenize_responses(records, ("chosen", "rejected"), tokenizer, max_length, source)
 
 
 def pair_batch(pairs: Sequence[Pair], pad_id: int) -> dict[str, torch.Tensor]:
