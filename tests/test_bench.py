@@ -1,9 +1,15 @@
+import concurrent.futures
 import json
 
 import pytest
+import torch
 
-from lota.bench import BenchArgs, bench, ratios, table
+from lota import bench as bench_module
+from lota.bench import BenchArgs, bench, measure, ratios, table
 from lota.errors import UserError
+from tests.conftest import REPO
+
+TINY_CONFIG = REPO / "tests" / "gpu" / "llama-tiny.json"
 
 
 def test_bench_trains_every_run_on_one_batch_and_reports_ratios(tmp_path, tiny_model, capsys):
@@ -83,11 +89,16 @@ def test_ratios_and_table():
         "opt",
         "state",
         "MB",
+        "step/matmul",
         "step/FFT",
         "mem/FFT",
         "mem/LoRA",
+        "out",
+        "of",
+        "memory",
+        "in",
     ]
-    assert lines[2].split()[-3:] == ["0.500", "0.500", "1.250"] and lines[1].split()[-1] == "-"
+    assert lines[2].split()[-4:] == ["0.500", "0.500", "1.250", "-"] and lines[1].split()[-2:] == ["-", "-"]
 
 
 @pytest.mark.parametrize(
@@ -106,4 +117,74 @@ def test_ratios_and_table():
 def test_bad_runs_are_named(tmp_path, runs, message):
     with pytest.raises(UserError, match=message):
         bench(BenchArgs(model=tmp_path, out=tmp_path / "engine.json", runs=runs))
+    assert not (tmp_path / "engine.json").exists()
+
+
+def config_args(tmp_path, **settings):
+    """A benchmark of a random model built from the tiny config, small enough for a test."""
+    return BenchArgs(
+        model_config=TINY_CONFIG, out=tmp_path / "engine.json", batch_size=2, seq_len=16, steps=2, **settings
+    )
+
+
+def test_a_random_model_from_a_config_trains_with_exact_random_masks(tmp_path):
+    args = config_args(tmp_path, weights="bf16", activation_checkpointing=True)
+    lota, fft = measure("lota_s90", args, None, None), measure("fft", args, None, None)
+    config = json.loads(TINY_CONFIG.read_text())
+    hidden, inner, kv = config["hidden_size"], config["intermediate_size"], config["hidden_size"] // 2
+    per_layer = [hidden * hidden, kv * hidden, kv * hidden, hidden * hidden] + [inner * hidden] * 3
+    assert lota["trainable_params"] == config["num_hidden_layers"] * sum(round(0.1 * n) for n in per_layer)
+    assert fft["trainable_params"] == fft["model_params"] > lota["trainable_params"]
+    for result in (lota, fft):
+        assert result["matmul_s"] > 0 and result["step_vs_matmul"] == result["step_s"] / result["matmul_s"]
+    # the same seed draws the same masks: RoSA trains LoTA's entries and its adapter
+    rosa = measure("rosa_s90_r2", args, None, None)
+    assert (
+        rosa["trainable_params"] - lota["trainable_params"] == measure("lora_r2", args, None, None)["trainable_params"]
+    )
+
+
+def test_a_run_out_of_memory_is_a_result(tmp_path, monkeypatch):
+    def out_of_memory(*arguments):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(bench_module, "train_step", out_of_memory)
+    stopped = measure("fft", config_args(tmp_path), None, None)
+    assert stopped["out_of_memory"] == "the warm-up step (optimizer state)" and stopped["peak_memory_mb"] > 0
+    assert "step_s" not in stopped
+    lora = {"run": "lora", "method": "lora", "step_s": 1.0, "peak_memory_mb": 10.0, "optimizer_state_bytes": 8}
+    results = [lora, stopped]
+    ratios(results)  # an FFT that ran out of memory is no baseline
+    assert "step_time_vs_fft" not in lora
+    assert table(results).splitlines()[2].endswith("the warm-up step (optimizer state)")
+
+
+def test_the_results_file_holds_every_run_as_soon_as_it_ends(tmp_path, monkeypatch):
+    seen = []
+
+    def measure_after_reading_the_file(run, args, model_dir, mask):
+        seen.append([result["run"] for result in json.loads(args.out.read_text())["runs"]] if args.out.exists() else [])
+        return measure(run, args, model_dir, mask)
+
+    def in_process(max_workers, mp_context):  # so that the wrapper above is what each worker runs
+        return concurrent.futures.ThreadPoolExecutor(max_workers)
+
+    monkeypatch.setattr(bench_module.concurrent.futures, "ProcessPoolExecutor", in_process)
+    monkeypatch.setattr(bench_module, "measure", measure_after_reading_the_file)
+    bench(config_args(tmp_path, runs=["lora_r2", "lota_s90", "fft"]))
+    assert seen == [[], ["lora_r2"], ["lora_r2", "lota_s90"]]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"model": REPO}, "model_config builds a random model: give neither model nor mask_from with it"),
+        ({"mask_from": REPO / "README.md"}, "give neither model nor mask_from"),
+        ({"model_config": REPO / "missing.json"}, "model config not found: .*missing.json"),
+    ],
+)
+def test_a_model_config_stands_alone(tmp_path, settings, message):
+    args = {"model_config": TINY_CONFIG, "out": tmp_path / "engine.json"} | settings
+    with pytest.raises(UserError, match=message):
+        bench(BenchArgs(**args))
     assert not (tmp_path / "engine.json").exists()

@@ -13,14 +13,28 @@ from lota.names import ADAPTER_METHODS
 from lota.training.args import TrainArgs
 
 
+def weight_dtype(args: TrainArgs) -> torch.dtype:
+    return torch.bfloat16 if args.weights == "bf16" else torch.float32
+
+
 def load_for_training(args: TrainArgs, on: torch.device) -> torch.nn.Module:
     """The base model in the weight dtype, with activation checkpointing and LoRA adapters if asked."""
-    dtype = torch.bfloat16 if args.weights == "bf16" else torch.float32
-    model = load_model(args.model, dtype, args.trust_remote_code, on, args.attention)
+    model = load_model(args.model, weight_dtype(args), args.trust_remote_code, on, args.attention)
+    return prepare_for_training(model, args, on)
+
+
+def prepare_for_training(model: torch.nn.Module, args: TrainArgs, on: torch.device) -> torch.nn.Module:
+    """A loaded model made ready to train: activation checkpointing, LoRA adapters, compiled and
+    sharded decoder layers, as `args` ask."""
     model.config.use_cache = False
     if args.activation_checkpointing:
         # Non-reentrant: works with frozen inputs (LoRA, LoTA) and with the in-backward updates.
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5.23 renamed gradient_checkpointing_enable; vLLM's environment has an older 5.x.
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is None:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if args.method in ADAPTER_METHODS:
         model = add_lora(model, args.lora_settings())
     if args.compile:

@@ -22,9 +22,12 @@ from lota.training.args import TrainArgs
 Chosen = list[tuple[str, torch.nn.Parameter, torch.Tensor | None]]
 
 
-def trainable_parameters(model: torch.nn.Module, method: str, mask_path: Path | None) -> Chosen:
+def trainable_parameters(
+    model: torch.nn.Module, method: str, mask_path: Path | None, masks: dict[str, torch.Tensor] | None = None
+) -> Chosen:
     """(name, parameter, trainable flat indices of its local part, or None for all); others get
-    requires_grad False. A masked parameter goes by its base model's name (as in the mask)."""
+    requires_grad False. A masked parameter goes by its base model's name (as in the mask); the
+    masks are read from `mask_path`, unless given as `masks` (boolean, by those names)."""
     named = dict(model.named_parameters())
     if method == "fft":
         return [(name, p, None) for name, p in named.items()]
@@ -32,8 +35,9 @@ def trainable_parameters(model: torch.nn.Module, method: str, mask_path: Path | 
     adapters = [(name, p, None) for name, p in named.items() if p.requires_grad] if method in ADAPTER_METHODS else []
     if method == "lora":
         return adapters
-    shapes = {name: p.shape for name, p in base_parameters(model).items()}
-    masks = {} if mask_path is None else load_mask(mask_path, shapes)
+    if masks is None:
+        shapes = {name: p.shape for name, p in base_parameters(model).items()}
+        masks = {} if mask_path is None else load_mask(mask_path, shapes)
     return adapters + masked_entries(model, masks)
 
 
@@ -76,14 +80,26 @@ class CheckpointValues:
             return reader.get(name).float()
 
 
-def make_updater(model: torch.nn.Module, args: TrainArgs) -> ParameterUpdater:
-    chosen = trainable_parameters(model, args.method, args.mask)
+def make_updater(
+    model: torch.nn.Module, args: TrainArgs, masks: dict[str, torch.Tensor] | None = None, from_weights: bool = False
+) -> ParameterUpdater:
+    """The engine that trains `args.method`'s entries. `masks` stand in for args.mask's file;
+    `from_weights` takes the fp32 masters from the model's own weights, for a model that has no
+    checkpoint (the benchmark's random ones, whose bf16 values are exact)."""
+    chosen = trainable_parameters(model, args.method, args.mask, masks)
     in_backward = updates_in_backward(args)
-    return ParameterUpdater(slots_of(chosen, args), args.clip, args.max_grad_norm, in_backward=in_backward)
+    return ParameterUpdater(
+        slots_of(chosen, args, from_weights), args.clip, args.max_grad_norm, in_backward=in_backward
+    )
 
 
-def slots_of(chosen: Chosen, args: TrainArgs) -> list[Slot]:
-    return make_slots(chosen, args.optimizer, args.lr, args.weight_decay, CheckpointValues(args.model))
+def slots_of(chosen: Chosen, args: TrainArgs, from_weights: bool = False) -> list[Slot]:
+    if not from_weights:
+        return make_slots(chosen, args.optimizer, args.lr, args.weight_decay, CheckpointValues(args.model))
+    parameters = {name: parameter for name, parameter, _ in chosen}
+    return make_slots(
+        chosen, args.optimizer, args.lr, args.weight_decay, lambda name: parameters[name].detach().float()
+    )
 
 
 def updates_in_backward(args: TrainArgs) -> bool:
