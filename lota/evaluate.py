@@ -114,6 +114,18 @@ def score_samples(task: Task, samples: list[dict[str, Any]], source: Path) -> li
     return verdicts
 
 
+def item_verdicts(samples: list[dict[str, Any]], verdicts: list[bool], source: Path) -> dict[str, int]:
+    """Each test item's verdict (1 correct, 0 wrong) by its id: what paired comparisons of two
+    runs on the same items read (lota.stats)."""
+    items = {
+        str(sample.get("id", number)): int(correct)
+        for number, (sample, correct) in enumerate(zip(samples, verdicts, strict=True), start=1)
+    }
+    if len(items) < len(samples):
+        raise UserError(f"{source}: sample ids repeat, so items cannot be paired across runs")
+    return items
+
+
 def proportion(correct: int, n: int) -> dict[str, Any]:
     low, high = wilson_interval(correct, n)
     return {"accuracy": correct / n, "correct": correct, "n": n, "ci95": [low, high]}
@@ -201,6 +213,7 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
         "mask_strategy": args.mask_strategy,
         **overall,
         "subtasks": subtasks,
+        "items": item_verdicts(samples, verdicts, args.samples),
         "trainable_params": summary["trainable_params"] if summary else 0,
         "train": training_figures(summary),
         "base_model": args.base_model,

@@ -60,6 +60,17 @@ def test_results_hold_accuracy_and_provenance(tmp_path):
     assert result["trainable_params"] == 42 and result["sparsity"] == 0.9 and result["mask_strategy"] is None
     assert result["config"] == {"seed": 0} and "torch" in result["versions"]
     assert result["generation_backend"] == "transformers"
+    assert result["items"] == {"0": 1, "1": 0}  # each item's verdict, by id
+
+
+def test_items_must_have_distinct_ids(tmp_path):
+    samples = [{"id": 7, "completion": "#### 3", "gold": "3"}, {"id": 7, "completion": "#### 4", "gold": "4"}]
+    args = EvaluateArgs(
+        samples=write_records(tmp_path / "samples.jsonl", samples), task="gsm8k", out=tmp_path / "result.json"
+    )
+    with pytest.raises(UserError, match="sample ids repeat, so items cannot be paired"):
+        evaluate(args)
+    assert not args.out.exists()
 
 
 def test_a_rosa_result_records_its_mask_strategy_and_rank(tmp_path):
