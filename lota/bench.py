@@ -195,7 +195,7 @@ def matmul_s(model: torch.nn.Module, args: BenchArgs, dtype: torch.dtype, trim_l
     small) and all else are left out: the step's floor on this device, not its cost model."""
     tokens = args.batch_size * args.seq_len
     head = model.get_output_embeddings()
-    counts: collections.Counter[tuple[int, int, int, int]] = collections.Counter()
+    counts: collections.Counter[tuple[int, int, int, int, int]] = collections.Counter()
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear) or ".lora_" in name:
             continue

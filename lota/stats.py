@@ -71,11 +71,9 @@ def paired_bootstrap(
     """The mean item difference of a less b, with a percentile bootstrap interval over items.
 
     Percentile, not BCa: BCa's acceleration is undefined when every item differs equally (e.g.
-    two methods that agree on every item), which small test sets produce."""
+    two methods that agree on every item), which small test sets produce; the percentile
+    interval is then the point itself."""
     differences = item_differences(a, b)
-    mean = float(differences.mean())
-    if np.all(differences == differences[0]):
-        return Difference(mean, mean, mean, confidence)
     result = stats.bootstrap(
         (differences,),
         np.mean,
@@ -85,7 +83,7 @@ def paired_bootstrap(
         rng=np.random.default_rng(seed),
     )
     interval = result.confidence_interval
-    return Difference(mean, float(interval.low), float(interval.high), confidence)
+    return Difference(float(differences.mean()), float(interval.low), float(interval.high), confidence)
 
 
 def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:

@@ -94,12 +94,9 @@ def make_updater(
 
 
 def slots_of(chosen: Chosen, args: TrainArgs, from_weights: bool = False) -> list[Slot]:
-    if not from_weights:
-        return make_slots(chosen, args.optimizer, args.lr, args.weight_decay, CheckpointValues(args.model))
     parameters = {name: parameter for name, parameter, _ in chosen}
-    return make_slots(
-        chosen, args.optimizer, args.lr, args.weight_decay, lambda name: parameters[name].detach().float()
-    )
+    fp32_values = (lambda name: parameters[name].detach().float()) if from_weights else CheckpointValues(args.model)
+    return make_slots(chosen, args.optimizer, args.lr, args.weight_decay, fp32_values)
 
 
 def updates_in_backward(args: TrainArgs) -> bool:
