@@ -4,14 +4,20 @@ task sequences and merges, parsed and formatted in one place.
 Every name is `<method>_<tasks>` followed by optional suffixes, each `_<letter(s)><value>` in a
 fixed order:
 
-    run       <method>_<task>[_s<percent>][_<strategy>][_r<rank>]      base_gsm8k, lota_arc_easy_s90_random
-    sequence  <method>_<task>-<task>[-...][_s<percent> | _r<rank>]     lotto_gsm8k-mawps_s90
-    merge     <method>_<task>+<task>[+...][_s<percent>][_l<lambda>]    ties_gsm8k+mawps_l0.5
+    run       <method>_<task>[_s<percent>][_<strategy>][_r<rank>][_seed<N>]     lota_arc_easy_s90_random
+    sequence  <method>_<task>-<task>[-...][_s<percent> | _r<rank>][_seed<N>]    lotto_gsm8k-mawps_s90_seed1
+    merge     <method>_<task>+<task>[+...][_s<percent>][_l<lambda>][_seed<N>]   ties_gsm8k+mawps_l0.5
+
+`_seed<N>` names a replicate: everything random in it (training order and subset, initialization,
+dropout, random and DARE masks, sampling, its own calibration run and mask) draws from seed N; a
+name without it is the config's base seed. The per-task work a replicate needs (its training data,
+dense calibration run, task vector, gradient scores and masks) is keyed by its *replicate key*,
+<task>[_seed<N>] (gsm8k_seed1).
 
 Task names may contain underscores (arc_easy); a task is the shortest one that leaves the rest of
 the name to parse as suffixes, and no part of a task name may itself look like a suffix
-(check_task_name), so a name has one reading. A new suffix (e.g. `_seed<N>`) is one more entry
-in SUFFIXES and in the kinds that take it.
+(check_task_name), so a name has one reading. A new suffix is one more entry in SUFFIXES and in
+the kinds that take it.
 
 Sparsity is written as a percentage of frozen entries, converted exactly (s99.9 is 0.999, not
 0.9990000000000001); numbers print in their shortest form (90.0 is s90, 0.50 is l0.5).
@@ -83,9 +89,11 @@ SUFFIXES = {
     "strategy": rf"_(?P<strategy>{'|'.join(MASK_STRATEGIES)})",
     "rank": r"_r(?P<rank>[1-9]\d*)",
     "scale": rf"_l(?P<scale>{NUMBER})",
+    "seed": r"_seed(?P<seed>0|[1-9]\d*)",
 }
-# What a task name's part may not be: a suffix's shape (s90, r16, l0.5) or a strategy's name.
-SUFFIX_LIKE = re.compile(rf"(?:[srl]{NUMBER}|{'|'.join(MASK_STRATEGIES)})")
+# What a task name's part may not be: a suffix's shape (s90, r16, l0.5, seed1) or a strategy's name.
+SUFFIX_LIKE = re.compile(rf"(?:[srl]{NUMBER}|seed\d+|{'|'.join(MASK_STRATEGIES)})")
+SEED_SUFFIX = re.compile(rf"(?P<stem>.+?){SUFFIXES['seed']}")
 
 
 def _grammar(methods: tuple[str, ...] | dict[str, str], tasks: str, *suffixes: str) -> re.Pattern[str]:
@@ -93,20 +101,23 @@ def _grammar(methods: tuple[str, ...] | dict[str, str], tasks: str, *suffixes: s
     return re.compile(rf"(?P<method>{'|'.join(methods)})_(?P<tasks>{tasks}){optional}")
 
 
-RUN_GRAMMAR = _grammar(RUN_METHODS, TASK, "percent", "strategy", "rank")
-SEQUENCE_GRAMMAR = _grammar(SEQUENCE_METHODS, rf"{TASK}(?:-{TASK})+", "percent", "rank")
-MERGE_GRAMMAR = _grammar(MERGE_METHODS, rf"{TASK}(?:\+{TASK})+", "percent", "scale")
+RUN_GRAMMAR = _grammar(RUN_METHODS, TASK, "percent", "strategy", "rank", "seed")
+SEQUENCE_GRAMMAR = _grammar(SEQUENCE_METHODS, rf"{TASK}(?:-{TASK})+", "percent", "rank", "seed")
+MERGE_GRAMMAR = _grammar(MERGE_METHODS, rf"{TASK}(?:\+{TASK})+", "percent", "scale", "seed")
 # A run of the engine benchmark (lota.bench): a method and its shape, on no task.
 ENGINE_RUN_GRAMMAR = re.compile(
     rf"(?P<method>{'|'.join(TRAINED_METHODS)})(?:{SUFFIXES['percent']})?(?:{SUFFIXES['rank']})?"
 )
 RUN_NAMES = (
     "base_<task>, fft_<task>, lora_<task>[_r<rank>], lota_<task>_s<percent>[_<strategy>] or"
-    " rosa_<task>_s<percent>[_<strategy>]"
+    " rosa_<task>_s<percent>[_<strategy>], each with an optional _seed<N>"
 )
-SEQUENCE_NAMES = "<method>_<task>-<task>[-...]: fft_..., lora_...[_r<rank>], or lota_/lotto_/lottoflip_..._s<percent>"
+SEQUENCE_NAMES = (
+    "<method>_<task>-<task>[-...][_seed<N>]: fft_..., lora_...[_r<rank>], or lota_/lotto_/lottoflip_..._s<percent>"
+)
 MERGE_NAMES = (
-    "<method>_<task>+<task>[+...][_l<lambda>]: ta_, ties_, dareties_, darelinear_..., or lotasum_..._s<percent>"
+    "<method>_<task>+<task>[+...][_l<lambda>][_seed<N>]: ta_, ties_, dareties_, darelinear_...,"
+    " or lotasum_..._s<percent>"
 )
 # Wildcard patterns of the names in the workflow's paths: loose (a name is checked when parsed),
 # but enough to tell the kinds apart (a sequence's tasks join with -, a merge's with +).
@@ -117,7 +128,8 @@ SEQUENCE_PATTERN = r"[a-z][a-z0-9_.]*-[a-z0-9_.-]+"
 MODEL_PATTERN = r"[a-z][a-z0-9_.-]*"  # a run or a sequence
 MERGE_PATTERN = r"[a-z][a-z0-9_.]*\+[a-z0-9_.+]+"
 NAME_PATTERN = r"[a-z][a-z0-9_.+-]*"  # any model: a run, a sequence or a merge
-MASK_VARIANT_PATTERN = rf"{TASK}_s{NUMBER}(?:_(?:{'|'.join(MASK_STRATEGIES)}))?"
+MASK_VARIANT_PATTERN = rf"{TASK}_s{NUMBER}(?:_(?:{'|'.join(MASK_STRATEGIES)}))?(?:_seed\d+)?"
+SEED_PATTERN = r"0|[1-9]\d*"
 DENSE_RUN_KINDS = ("fft", "calibration")  # the dense runs: the FFT baseline, or a calibration of its own
 
 
@@ -130,6 +142,22 @@ def check_task_name(task: str) -> str:
     if part is not None:
         raise UserError(f"task name {task!r}: its part {part!r} reads as a name suffix; rename the task")
     return task
+
+
+def seed_suffix(seed: int | None) -> str:
+    """A name's _seed<N>, or nothing for the base seed (None)."""
+    return "" if seed is None else f"_seed{seed}"
+
+
+def split_seed(name: str) -> tuple[str, int | None]:
+    """A name (or replicate key) without its _seed<N>, and N (None where it has none):
+    lota_gsm8k_s90_seed2 -> (lota_gsm8k_s90, 2)."""
+    match = SEED_SUFFIX.fullmatch(name)
+    return (match["stem"], int(match["seed"])) if match else (name, None)
+
+
+def _seed(match: re.Match[str]) -> int | None:
+    return int(match["seed"]) if match["seed"] else None
 
 
 def percent_to_sparsity(percent: str) -> float:
@@ -160,6 +188,7 @@ class Run:
     strategy: str | None = None
     rank: int | None = None
     named_rank: bool = False  # whether the name carries _r<rank>
+    seed: int | None = None  # the name's _seed<N>; None: the config's base seed
 
     @property
     def sparsity(self) -> float | None:
@@ -172,12 +201,17 @@ class Run:
             name += f"_s{self.percent}"
         if self.strategy is not None and self.strategy != DEFAULT_STRATEGY[self.method]:
             name += f"_{self.strategy}"
-        return name + (f"_r{self.rank}" if self.named_rank else "")
+        return name + (f"_r{self.rank}" if self.named_rank else "") + seed_suffix(self.seed)
+
+    @property
+    def replicate(self) -> str:
+        """The key of the per-task work this run's replicate needs: <task>[_seed<N>]."""
+        return self.task + seed_suffix(self.seed)
 
     @property
     def mask(self) -> str:
         """The stem of a masked run's mask file, shared by every run through the same mask."""
-        return mask_name(self.task, self.percent, self.strategy)
+        return mask_name(self.replicate, self.percent, self.strategy)
 
 
 def names_rank(name: str) -> bool:
@@ -186,9 +220,9 @@ def names_rank(name: str) -> bool:
     return bool(match and match["rank"])
 
 
-def mask_name(task: str, percent: str, strategy: str) -> str:
-    """A single-task mask's file stem: <task>_s<percent>, with _<strategy> unless the task vector's."""
-    return f"{task}_s{percent}" + ("" if strategy == "task_vector" else f"_{strategy}")
+def mask_name(replicate: str, percent: str, strategy: str) -> str:
+    """A single-task mask's file stem: <task>[_seed<N>]_s<percent>, with _<strategy> unless the task vector's."""
+    return f"{replicate}_s{percent}" + ("" if strategy == "task_vector" else f"_{strategy}")
 
 
 def parse_run(name: str, configured_rank: int) -> Run:
@@ -205,7 +239,7 @@ def parse_run(name: str, configured_rank: int) -> Run:
         and method != "lora"
     ):
         raise UserError(f"run name {name!r} is not {RUN_NAMES}")
-    task = match["tasks"]
+    task = check_task_name(match["tasks"])
     strategy = None
     if masked:
         strategy = match["strategy"] or DEFAULT_STRATEGY[method]
@@ -220,7 +254,7 @@ def parse_run(name: str, configured_rank: int) -> Run:
             )
     if match["percent"]:
         percent_to_sparsity(match["percent"])
-    return Run(method, task, match["percent"], strategy, rank, named_rank=bool(match["rank"]))
+    return Run(method, task, match["percent"], strategy, rank, named_rank=bool(match["rank"]), seed=_seed(match))
 
 
 @dataclass(frozen=True)
@@ -267,6 +301,7 @@ class Sequence:
     percent: str | None = None
     rank: int | None = None
     named_rank: bool = False
+    seed: int | None = None
 
     @property
     def sparsity(self) -> float | None:
@@ -274,10 +309,16 @@ class Sequence:
 
     @property
     def suffix(self) -> str:
-        """What every stage's name ends with: _s<percent>, _r<rank> or nothing."""
+        """What every stage's name ends with: _s<percent>, _r<rank> or nothing, then _seed<N>."""
         if self.percent is not None:
-            return f"_s{self.percent}"
-        return f"_r{self.rank}" if self.named_rank else ""
+            shape = f"_s{self.percent}"
+        else:
+            shape = f"_r{self.rank}" if self.named_rank else ""
+        return shape + seed_suffix(self.seed)
+
+    def replicate(self, task: str) -> str:
+        """The replicate key of one of its tasks: <task>[_seed<N>]."""
+        return task + seed_suffix(self.seed)
 
     @property
     def name(self) -> str:
@@ -309,7 +350,7 @@ def parse_sequence(name: str, configured_rank: int) -> Sequence:
     match = SEQUENCE_GRAMMAR.fullmatch(name)
     if not match:
         raise UserError(f"sequence run name {name!r} is not {SEQUENCE_NAMES}")
-    method, tasks = match["method"], tuple(match["tasks"].split("-"))
+    method, tasks = match["method"], tuple(map(check_task_name, match["tasks"].split("-")))
     if len(set(tasks)) < len(tasks):
         raise UserError(f"sequence {name!r} names a task twice")
     if method in MASKED_SEQUENCE_METHODS and not match["percent"]:
@@ -329,7 +370,7 @@ def parse_sequence(name: str, configured_rank: int) -> Sequence:
             )
     if match["percent"]:
         percent_to_sparsity(match["percent"])
-    return Sequence(method, tasks, match["percent"], rank, named_rank=bool(match["rank"]))
+    return Sequence(method, tasks, match["percent"], rank, named_rank=bool(match["rank"]), seed=_seed(match))
 
 
 # --- merges -----------------------------------------------------------------------------
@@ -345,6 +386,7 @@ class Merge:
     percent: str | None = None
     scale: float = 1.0
     named_scale: str | None = None  # the name's _l<lambda>, as written
+    seed: int | None = None
 
     @property
     def sparsity(self) -> float | None:
@@ -355,14 +397,14 @@ class Merge:
         name = f"{self.method}_{'+'.join(self.tasks)}"
         if self.percent is not None:
             name += f"_s{self.percent}"
-        return name + (f"_l{self.named_scale}" if self.named_scale is not None else "")
+        return name + (f"_l{self.named_scale}" if self.named_scale is not None else "") + seed_suffix(self.seed)
 
     @property
     def runs(self) -> list[str]:
-        """The single-task runs merged: the LoTA runs for lotasum, the FFT runs otherwise."""
-        if self.method == "lotasum":
-            return [f"lota_{task}_s{self.percent}" for task in self.tasks]
-        return [f"fft_{task}" for task in self.tasks]
+        """The single-task runs merged, of the same replicate: the LoTA runs for lotasum, the FFT runs otherwise."""
+        shape = f"_s{self.percent}" if self.method == "lotasum" else ""
+        method = "lota" if self.method == "lotasum" else "fft"
+        return [f"{method}_{task}{shape}{seed_suffix(self.seed)}" for task in self.tasks]
 
 
 def parse_merge(name: str, configured_scale: float) -> Merge:
@@ -370,7 +412,7 @@ def parse_merge(name: str, configured_scale: float) -> Merge:
     match = MERGE_GRAMMAR.fullmatch(name)
     if not match:
         raise UserError(f"merge name {name!r} is not {MERGE_NAMES}")
-    method, tasks = match["method"], tuple(match["tasks"].split("+"))
+    method, tasks = match["method"], tuple(map(check_task_name, match["tasks"].split("+")))
     if len(set(tasks)) < len(tasks):
         raise UserError(f"merge {name!r} names a task twice")
     if (method == "lotasum") != bool(match["percent"]):
@@ -381,7 +423,7 @@ def parse_merge(name: str, configured_scale: float) -> Merge:
         raise UserError(f"merge {name!r}: lambda {scale:g} {reason}: drop _l{match['scale']}")
     if match["percent"]:
         percent_to_sparsity(match["percent"])
-    return Merge(method, tasks, match["percent"], scale, match["scale"])
+    return Merge(method, tasks, match["percent"], scale, match["scale"], seed=_seed(match))
 
 
 # --- any model ----------------------------------------------------------------------------

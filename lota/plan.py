@@ -9,6 +9,7 @@ Snakemake; bad names and config raise UserError with the one line the workflow p
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -97,17 +98,41 @@ class Plan:
         """A single-task run's name, parsed and checked against the config."""
         run = names.parse_run(name, self.config["lora"]["rank"])
         self.check_trainable(run.method, self.check_task(run.task))
+        self.seed(name)
         return run
 
     def sequence(self, name: str) -> Sequence:
         sequence = names.parse_sequence(name, self.config["lora"]["rank"])
         self.check_scored_tasks(f"sequence {name!r}", sequence.method, sequence.tasks, "no forgetting can be measured")
+        self.seed(name)
         return sequence
 
     def merge(self, name: str) -> Merge:
         merge = names.parse_merge(name, self.config["merge"]["scale"])
         self.check_scored_tasks(f"merge {name!r}", merge.method, merge.tasks, "the merge cannot be scored")
+        self.seed(name)
         return merge
+
+    def seed(self, name: str) -> int:
+        """The seed of a name's replicate (any model's name, or a replicate key <task>[_seed<N>]):
+        its _seed<N>, else the config's base seed, which no name spells out."""
+        seed = names.split_seed(name)[1]
+        if seed is None:
+            return self.config["seed"]
+        if seed == self.config["seed"]:
+            stem = names.split_seed(name)[0]
+            raise UserError(f"{name!r}: seed {seed} is the config's base seed (config key seed): name it {stem}")
+        return seed
+
+    def replicate(self, key: str) -> tuple[str, int]:
+        """The task and seed of a replicate key, <task>[_seed<N>]."""
+        return self.check_task(names.split_seed(key)[0]), self.seed(key)
+
+    def replicate_seeds(self) -> list[int | None]:
+        """The replicates the sweep, continual and merge targets build: config key seeds, the base
+        seed (None: no _seed<N>) where it lists none."""
+        base = self.config["seed"]
+        return [None if seed == base else seed for seed in dict.fromkeys(self.config["seeds"])] or [None]
 
     def check_task(self, task: str) -> str:
         if task not in self.config["tasks"]:
@@ -151,7 +176,12 @@ class Plan:
         return f"work/cl/samples/{model}/{task}.jsonl"
 
     def train_data(self, run: str) -> str:
-        return f"work/data/{self.run(run).task}/train.jsonl"
+        return self.replicate_train_data(self.run(run).replicate)
+
+    def replicate_train_data(self, key: str) -> str:
+        """A replicate's training records: the base seed's from prepare_data, another seed's own subset."""
+        task, seed = self.replicate(key)
+        return f"work/data/{task}/train.jsonl" if key == task else f"work/data/{task}/train_seed{seed}.jsonl"
 
     def eval_data(self, run: str) -> str:
         return f"work/data/{self.run(run).task}/eval.jsonl"
@@ -214,14 +244,16 @@ class Plan:
             scheduled["checkpoint_every"] = settings.get("checkpoint_every", 0)
         return scheduled
 
-    def generate_options(self) -> str:
-        return cli_options(self.config["generate"] | {"seed": self.config["seed"]})
+    def generate_options(self, model: str) -> str:
+        """Generation settings; a replicate samples with its own seed."""
+        return cli_options(self.config["generate"] | {"seed": self.seed(model)})
 
-    def prepare_data_options(self, task: str) -> str:
-        settings = self.config["tasks"][task]
-        return cli_options(
-            {"train_size": settings["train_size"], "eval_size": settings["eval_size"], "seed": self.config["seed"]}
-        )
+    def prepare_data_options(self, key: str) -> str:
+        """A replicate's (key <task>[_seed<N>]) data: the subsets' sizes, the base seed's evaluation
+        and validation records, and the replicate's training subset."""
+        task, seed = self.replicate(key)
+        sizes = {size: self.config["tasks"][task][size] for size in ("train_size", "eval_size", "valid_size")}
+        return cli_options(sizes | {"seed": self.config["seed"], "train_seed": seed})
 
     # --- training -------------------------------------------------------------------------
 
@@ -239,18 +271,21 @@ class Plan:
         """The training settings of a sequence's stages 2 and on: kind's, with continual.later_stages's overrides."""
         return self.train_settings(kind) | self.later_stage_overrides.get(kind, {})
 
-    def dense_run(self, task: str) -> str:
-        """The dense run whose task vector gives a task's masks: the FFT baseline unless the
-        calibration budget differs from it."""
+    def dense_run(self, key: str) -> str:
+        """The dense run whose task vector gives a replicate's masks (key <task>[_seed<N>]): the FFT
+        baseline unless the calibration budget differs from it."""
+        self.replicate(key)
         separate = self.train_settings("calibration") != self.config["train"]["fft"]
-        return f"calibration_{task}" if separate else f"fft_{task}"
+        return f"calibration_{key}" if separate else f"fft_{key}"
 
     def train_options(
-        self, method: str, task: str, rank: int | None = None, settings: Mapping[str, Any] | None = None
+        self, method: str, key: str, rank: int | None = None, settings: Mapping[str, Any] | None = None
     ) -> str:
-        """CLI options of a training run: `settings` (default: the method's) and the task's length."""
+        """CLI options of a training run on a replicate (key <task>[_seed<N>]): `settings` (default:
+        the method's), the task's length and the replicate's seed."""
+        task, seed = self.replicate(key)
         settings = settings or self.train_settings(method)
-        settings = dict(settings, max_length=self.task_setting(task, "max_length"), seed=self.config["seed"])
+        settings = dict(settings, max_length=self.task_setting(task, "max_length"), seed=seed)
         if method in names.ADAPTER_METHODS:
             adapters = self.config["lora"]
             settings |= {
@@ -265,7 +300,7 @@ class Plan:
         """The training options of a single-task lota run (its mask first) or lora run."""
         parsed = self.run(run)
         mask = {"mask": self.run_mask(run)} if parsed.method == "lota" else {}
-        return f"{mask_option(mask)}{self.train_options(parsed.method, parsed.task, parsed.rank)}"
+        return f"{mask_option(mask)}{self.train_options(parsed.method, parsed.replicate, parsed.rank)}"
 
     def rosa_inputs(self, run: str) -> dict[str, str]:
         """A RoSA run's base model and data, and its mask unless it builds one after its warm-up."""
@@ -277,7 +312,7 @@ class Plan:
     def rosa_options(self, run: str) -> str:
         """A RoSA run's settings, with its mask, or the warm-up that builds one from its own gradients."""
         parsed = self.run(run)
-        options = self.train_options("rosa", parsed.task, parsed.rank)
+        options = self.train_options("rosa", parsed.replicate, parsed.rank)
         inputs = self.rosa_inputs(run)
         if "mask" in inputs:
             return f"{options} {cli_options({'mask': inputs['mask']})}"
@@ -302,24 +337,29 @@ class Plan:
     def mask_options(self) -> str:
         return cli_options({key: self.config["mask"][key] for key in ("granularity", "scope")})
 
-    def fisher_options(self, task: str) -> str:
+    def fisher_options(self, key: str) -> str:
+        """Gradient scores on a replicate's (key <task>[_seed<N>]) training batches."""
+        task, seed = self.replicate(key)
         settings = {
             "scope": self.config["mask"]["scope"],
             "max_length": self.task_setting(task, "max_length"),
-            "seed": self.config["seed"],
+            "seed": seed,
         }
         return cli_options(self.config["mask"]["fisher"] | settings)
 
-    def mask_rule_inputs(self, task: str, strategy: str) -> dict[str, str]:
-        """What ranks the entries of a mask <task>_s<percent>_<strategy>: gradient scores, or the base model."""
+    def mask_rule_inputs(self, key: str, strategy: str) -> dict[str, str]:
+        """What ranks the entries of a mask <task>[_seed<N>]_s<percent>_<strategy>: the replicate's
+        gradient scores, or the base model."""
+        self.replicate(key)
         if strategy in FISHER_KINDS:
-            return {"scores": f"work/fisher/{self.check_task(task)}_{FISHER_KINDS[strategy]}.safetensors"}
+            return {"scores": f"work/fisher/{key}_{FISHER_KINDS[strategy]}.safetensors"}
         return {"base": BASE_MODEL}
 
-    def mask_rule_options(self, task: str, strategy: str) -> str:
-        """extract_mask's options for a strategy: gradient_mean ranks lota.fisher's mean scores."""
-        sources = self.mask_rule_inputs(task, strategy)
-        settings = {"strategy": names.ranking(strategy), **sources, "seed": self.config["seed"]}
+    def mask_rule_options(self, key: str, strategy: str) -> str:
+        """extract_mask's options for a strategy: gradient_mean ranks lota.fisher's mean scores; a
+        random mask draws from the replicate's seed."""
+        sources = self.mask_rule_inputs(key, strategy)
+        settings = {"strategy": names.ranking(strategy), **sources, "seed": self.replicate(key)[1]}
         return f"{cli_options(settings)} {self.mask_options()}"
 
     # --- evaluation of a single-task run --------------------------------------------------
@@ -334,25 +374,27 @@ class Plan:
         parsed = self.run(run)
         method, task = parsed.method, parsed.task
         stages = {"base_model": "benchmarks/base_model.tsv", "prepare_data": f"benchmarks/prepare_data/{task}.tsv"}
+        if parsed.seed is not None and method != "base":
+            stages["replicate_data"] = f"benchmarks/prepare_data/{parsed.replicate}.tsv"
         if method in ("fft", "lora"):
             stages[f"train_{method}"] = f"benchmarks/train/{run}.tsv"
         if method in DEFAULT_STRATEGY:
-            stages |= self.mask_benchmarks(task, parsed.mask, parsed.strategy)
+            stages |= self.mask_benchmarks(parsed.replicate, parsed.mask, parsed.strategy)
             stages[f"train_{method}"] = f"benchmarks/train/{run}.tsv"
         if method != "base":
             stages["export"] = f"benchmarks/export/{run}.tsv"
         stages["generate"] = f"benchmarks/generate/{run}.tsv"
         return key_paths(stages)
 
-    def mask_benchmarks(self, task: str, mask: str, strategy: str) -> dict[str, str]:
-        """STAGE: PATH of the jobs that built a single-task mask: the dense calibration run and the
-        task vector, or the gradient scores, then extract_mask."""
+    def mask_benchmarks(self, key: str, mask: str, strategy: str) -> dict[str, str]:
+        """STAGE: PATH of the jobs that built a replicate's single-task mask: the dense calibration
+        run and the task vector, or the gradient scores, then extract_mask."""
         stages = {}
         if strategy == "task_vector":
-            stages["calibrate"] = f"benchmarks/train/{self.dense_run(task)}.tsv"
-            stages["task_vector"] = f"benchmarks/task_vector/{task}.tsv"
+            stages["calibrate"] = f"benchmarks/train/{self.dense_run(key)}.tsv"
+            stages["task_vector"] = f"benchmarks/task_vector/{key}.tsv"
         if strategy in FISHER_KINDS:
-            stages["fisher"] = f"benchmarks/fisher/{task}_{FISHER_KINDS[strategy]}.tsv"
+            stages["fisher"] = f"benchmarks/fisher/{key}_{FISHER_KINDS[strategy]}.tsv"
         stages["extract_mask"] = f"benchmarks/extract_mask/{mask}.tsv"
         return stages
 
@@ -361,11 +403,14 @@ class Plan:
             key: self.task_setting(task, key) for key in ("max_length", "max_new_tokens")
         }
 
-    def method_provenance(self, method: str, rank: int | None, strategy: str = "task_vector") -> dict[str, Any]:
-        """The config values a method's training depends on (a masked method's: what built its mask too)."""
+    def method_provenance(
+        self, method: str, rank: int | None, seed: int, strategy: str = "task_vector"
+    ) -> dict[str, Any]:
+        """The config values a method's training depends on (a masked method's: what built its mask
+        too); `seed` is the replicate's."""
         config = self.config
         used = {
-            "seed": config["seed"],
+            "seed": seed,
             "data_dir": self.data_dir,
             "base_model": config["base_model"],
             "generate": config["generate"],
@@ -393,10 +438,10 @@ class Plan:
     def provenance(self, run: str) -> str:
         """The config values a run's result depends on, as JSON."""
         parsed = self.run(run)
-        used = self.method_provenance(parsed.method, parsed.rank, parsed.strategy or "task_vector")
+        used = self.method_provenance(parsed.method, parsed.rank, self.seed(run), parsed.strategy or "task_vector")
         used |= {"task": self.task_provenance(parsed.task)}
         if "train_calibration" in used:
-            used["train_calibration"] |= {"run": self.dense_run(parsed.task)}
+            used["train_calibration"] |= {"run": self.dense_run(parsed.replicate)}
         return json.dumps(used, sort_keys=True)
 
     # --- the sweep ------------------------------------------------------------------------
@@ -406,13 +451,15 @@ class Plan:
         configured sparsity with each configured mask strategy."""
         sweep = self.config["sweep"]
         runs = []
-        for method in sweep["methods"]:
-            if method not in DEFAULT_STRATEGY:
-                runs.append(f"{method}_{task}")
-                continue
-            strategies = sweep["mask_strategies"] if method == "lota" else [DEFAULT_STRATEGY[method]]
-            for percent in sweep["sparsities"]:
-                runs += [Run(method, task, names.number_name(percent), strategy).name for strategy in strategies]
+        for seed in self.replicate_seeds():
+            for method in sweep["methods"]:
+                if method not in DEFAULT_STRATEGY:
+                    runs.append(Run(method, task, seed=seed).name)
+                    continue
+                strategies = sweep["mask_strategies"] if method == "lota" else [DEFAULT_STRATEGY[method]]
+                for percent in sweep["sparsities"]:
+                    percent = names.number_name(percent)
+                    runs += [Run(method, task, percent, strategy, seed=seed).name for strategy in strategies]
         return runs
 
     def sweep_results(self) -> list[str]:
@@ -428,7 +475,8 @@ class Plan:
         continual = self.config["continual"]
         percent = names.number_name(continual["sparsity"])
         sequences = [
-            Sequence(method, tuple(tasks), percent if method in MASKED_SEQUENCE_METHODS else None).name
+            Sequence(method, tuple(tasks), percent if method in MASKED_SEQUENCE_METHODS else None, seed=seed).name
+            for seed in self.replicate_seeds()
             for tasks in continual["sequences"]
             for method in continual["methods"]
         ]
@@ -440,7 +488,8 @@ class Plan:
         """A sequence's last stage starts from the model after the stage before, on its last task's
         data, through its own mask for a LoTA method."""
         sequence = self.sequence(name)
-        inputs = {"model": model_path(sequence.stage_models[-2]), "data": f"work/data/{sequence.tasks[-1]}/train.jsonl"}
+        data = self.replicate_train_data(sequence.replicate(sequence.tasks[-1]))
+        inputs = {"model": model_path(sequence.stage_models[-2]), "data": data}
         if sequence.method in MASKED_SEQUENCE_METHODS:
             inputs["mask"] = f"work/cl/masks/{name}.safetensors"
         return inputs
@@ -448,20 +497,25 @@ class Plan:
     def sequence_stage_options(self, name: str) -> str:
         sequence = self.sequence(name)
         kind = sequence.training_method
-        options = self.train_options(kind, sequence.tasks[-1], sequence.rank, self.later_stage_settings(kind))
+        settings = self.later_stage_settings(kind)
+        options = self.train_options(kind, sequence.replicate(sequence.tasks[-1]), sequence.rank, settings)
         return f"{mask_option(self.sequence_stage_inputs(name))}{options}"
+
+    def model_replicate(self, model: str, task: str) -> str:
+        """The replicate key of `task` in a model's replicate: <task>[_seed<N>]."""
+        return self.check_task(task) + names.seed_suffix(names.split_seed(model)[1])
 
     def calibration_inputs(self, kind: str, model: str, task: str) -> dict[str, str]:
         """A later stage's calibration starts from the model before it; the flipped one trains only
         the entries that no earlier mask made trainable."""
-        inputs = {"model": model_path(model), "data": f"work/data/{self.check_task(task)}/train.jsonl"}
+        inputs = {"model": model_path(model), "data": self.replicate_train_data(self.model_replicate(model, task))}
         if kind == "flip":
             inputs["mask"] = f"work/cl/complement_masks/{model}.safetensors"
         return inputs
 
     def calibration_options(self, kind: str, model: str, task: str) -> str:
         settings = self.later_stage_settings("calibration")
-        options = self.train_options("calibration", task, settings=settings)
+        options = self.train_options("calibration", self.model_replicate(model, task), settings=settings)
         return f"{mask_option(self.calibration_inputs(kind, model, task))}{options}"
 
     def sequence_mask_inputs(self, name: str) -> dict[str, Any]:
@@ -479,10 +533,9 @@ class Plan:
     def sequence_samples(self, name: str) -> dict[str, str]:
         """STAGE:TASK -> PATH of every stage's samples on every task; stage 0 is the base model."""
         sequence = self.sequence(name)
-        models = [None, *sequence.stage_models]
         return {
-            f"{stage}:{task}": f"work/samples/base_{task}.jsonl" if model is None else self.samples_path(model, task)
-            for stage, model in enumerate(models)
+            f"{stage}:{task}": self.samples_path(model or f"base_{sequence.replicate(task)}", task)
+            for stage, model in enumerate([None, *sequence.stage_models])
             for task in sequence.tasks
         }
 
@@ -501,7 +554,7 @@ class Plan:
         for stage, (task, model) in enumerate(zip(sequence.tasks, models, strict=True), start=1):
             if sequence.method in MASKED_SEQUENCE_METHODS:
                 jobs[f"{stage}:calibrate"] = (
-                    f"benchmarks/train/{self.dense_run(task)}.tsv"
+                    f"benchmarks/train/{self.dense_run(sequence.replicate(task))}.tsv"
                     if stage == 1
                     else f"benchmarks/cl/calibration/{sequence.calibration_kind}/{models[stage - 2]}/{task}.tsv"
                 )
@@ -511,12 +564,12 @@ class Plan:
     def sequence_provenance(self, name: str) -> str:
         """The config values a sequence's result depends on, as JSON."""
         sequence = self.sequence(name)
-        used = self.method_provenance(sequence.method, sequence.rank)
+        used = self.method_provenance(sequence.method, sequence.rank, self.seed(name))
         used |= {"tasks": {task: self.task_provenance(task) for task in sequence.tasks}}
         kind = sequence.training_method
         used["later_stages"] = {f"train_{kind}": self.later_stage_settings(kind)}
         if sequence.method in MASKED_SEQUENCE_METHODS:
-            used["train_calibration"] |= {"first_stage_run": self.dense_run(sequence.tasks[0])}
+            used["train_calibration"] |= {"first_stage_run": self.dense_run(sequence.replicate(sequence.tasks[0]))}
             used["later_stages"]["train_calibration"] = self.later_stage_settings("calibration")
         return json.dumps(used, sort_keys=True)
 
@@ -526,16 +579,14 @@ class Plan:
         """Every configured merge method on every configured task set, at lambda and each sweep lambda."""
         settings = self.config["merge"]
         merges = []
-        for tasks in settings["tasks"]:
-            for method in settings["methods"]:
-                percent = names.number_name(settings["sparsity"]) if method == "lotasum" else None
-                merge = Merge(method, tuple(tasks), percent)
-                merges.append(merge.name)
-                merges += [
-                    Merge(method, tuple(tasks), percent, named_scale=names.number_name(scale)).name
-                    for scale in settings["sweep_scales"]
-                    if scale != settings["scale"]
-                ]
+        for seed, tasks, method in itertools.product(self.replicate_seeds(), settings["tasks"], settings["methods"]):
+            percent = names.number_name(settings["sparsity"]) if method == "lotasum" else None
+            merges.append(Merge(method, tuple(tasks), percent, seed=seed).name)
+            merges += [
+                Merge(method, tuple(tasks), percent, named_scale=names.number_name(scale), seed=seed).name
+                for scale in settings["sweep_scales"]
+                if scale != settings["scale"]
+            ]
         for name in merges:
             self.merge(name)  # an unknown, untrainable or unscored task fails here, before any job
         return [f"results/merge/{name}.json" for name in merges]
@@ -547,8 +598,13 @@ class Plan:
         merge = self.merge(name)
         settings = {key: self.config["merge"][key] for key in ("density", "granularity")}
         return cli_options(
-            {"method": MERGE_METHODS[merge.method], "scale": merge.scale, **settings, "seed": self.config["seed"]}
+            {"method": MERGE_METHODS[merge.method], "scale": merge.scale, **settings, "seed": self.seed(name)}
         )
+
+    def merge_base_results(self, name: str) -> list[str]:
+        """The base model's results on every task a merge merges, sampled with the merge's seed."""
+        merge = self.merge(name)
+        return [f"results/base_{task}{names.seed_suffix(merge.seed)}.json" for task in merge.tasks]
 
     def merge_samples(self, name: str) -> dict[str, str]:
         """TASK -> PATH of the merged model's samples on every task it merges."""
@@ -557,7 +613,7 @@ class Plan:
     def merge_provenance(self, name: str) -> str:
         """The config values a merge's result depends on, as JSON."""
         merge = self.merge(name)
-        used = self.method_provenance("lota" if merge.method == "lotasum" else "fft", None)
+        used = self.method_provenance("lota" if merge.method == "lotasum" else "fft", None, self.seed(name))
         used |= {"tasks": {task: self.task_provenance(task) for task in merge.tasks}, "runs": merge.runs}
         used["merge"] = {key: self.config["merge"][key] for key in ("density", "granularity")} | {"scale": merge.scale}
         return json.dumps(used, sort_keys=True)
@@ -604,11 +660,11 @@ class Plan:
             inputs["tasks"] = LMEVAL_TASKS
         return inputs
 
-    def lmeval_options(self) -> str:
+    def lmeval_options(self, name: str) -> str:
         lmeval = self.config["lmeval"]
         settings = {key: lmeval[key] for key in ("tasks", "num_fewshot", "limit", "batch_size", "apply_chat_template")}
         settings = {key: value for key, value in settings.items() if value is not None}
-        settings |= {"backend": self.config["generate"]["backend"], "seed": self.config["seed"]}
+        settings |= {"backend": self.config["generate"]["backend"], "seed": self.seed(name)}
         if self.data_dir is not None:
             settings["task_dir"] = LMEVAL_TASKS
         return cli_options(settings)
@@ -635,7 +691,7 @@ class Plan:
         return inputs
 
     def alpaca_eval_options(self, name: str) -> str:
-        settings = {"judge": self.config["alpaca_eval"]["judge"], "seed": self.config["seed"]}
+        settings = {"judge": self.config["alpaca_eval"]["judge"], "seed": self.seed(name)}
         inputs = self.alpaca_eval_inputs(name)
         if "judge_model" in inputs:
             settings["judge_model"] = inputs["judge_model"]

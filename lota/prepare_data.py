@@ -1,5 +1,11 @@
 """Stage prepare_data: a task's splits as normalized JSONL records, deterministic subsets by seed.
 
+The validation records are a seeded subset of the task's own validation split, or, for a task
+without one, carved from its training records before the training subset is drawn, so that no
+seed's training subset holds a validation record. Evaluation and validation records depend on
+--seed only (every replicate is scored on the same items); the training subset and its order on
+--train-seed, a replicate's own seed.
+
 Each record is {"id", "prompt", "response", "gold", "subtask"}: `prompt` is the full text fed
 to the model (the tokenizer's chat template with a generation prompt, when it has one),
 `response` the target text ending with the end-of-sequence token, `gold` the answer a scorer
@@ -22,7 +28,7 @@ from lota.cli import arg, run_main, trust_remote_code_arg
 from lota.errors import UserError
 from lota.io import atomic_path, write_jsonl
 from lota.modeling import load_tokenizer
-from lota.tasks import Example, get_task
+from lota.tasks import Example, Task, get_task
 
 log = logging.getLogger("lota.prepare_data")
 DATA_DIR_ENV = "LOTA_DATA_DIR"
@@ -32,12 +38,17 @@ DATA_DIR_ENV = "LOTA_DATA_DIR"
 class PrepareDataArgs:
     task: str = arg(help="task name from the registry, e.g. gsm8k")
     tokenizer: Path = arg(help="model directory whose tokenizer (and chat template) formats prompts")
-    train_out: Path = arg(help="output JSONL of training records")
-    eval_out: Path = arg(help="output JSONL of evaluation records")
+    train_out: Path | None = arg(None, "output JSONL of training records")
+    eval_out: Path | None = arg(None, "output JSONL of evaluation records")
+    valid_out: Path | None = arg(None, "output JSONL of validation records")
     data_dir: Path | None = arg(None, f"local task data folder; default ${DATA_DIR_ENV}, else the hub")
     train_size: int = arg(0, "training records to keep (a seeded random subset); 0 keeps all")
     eval_size: int = arg(0, "evaluation records to keep (a seeded random subset); 0 keeps all")
-    seed: int = arg(0, "seed of the subset selection")
+    valid_size: int = arg(
+        0, "validation records (a seeded subset, carved from training without a validation split); 0: none"
+    )
+    seed: int = arg(0, "seed of the evaluation and validation subsets")
+    train_seed: int | None = arg(None, "seed of the training subset and its order (a replicate's); default --seed")
     require_chat_template: bool = arg(False, "fail if the tokenizer has no chat template")
     trust_remote_code: bool = trust_remote_code_arg()
 
@@ -95,7 +106,7 @@ def prepare_split(
     task = get_task(task_name)
     if split not in task.splits:
         return []
-    examples = [(index, task.to_example(record)) for index, record in enumerate(task.load(split, data_dir))]
+    examples = load_examples(task, split, data_dir)
     if split == "test" and task.subtasks:
         groups = [[item for item in examples if item[1].subtask == subtask] for subtask in task.subtasks]
     else:
@@ -104,26 +115,60 @@ def prepare_split(
     return [to_record(index, example, tokenizer, require_chat_template) for index, example in chosen]
 
 
+def training_splits(
+    task_name: str, data_dir: Path | None, train_size: int, valid_size: int, seed: int, train_seed: int
+) -> tuple[list[tuple[int, Example]], list[tuple[int, Example]]]:
+    """The (index, example) pairs of the training subset and the validation records, disjoint:
+    validation is a `seed` subset of the task's validation split, else of its training records,
+    which are then left out of the `train_seed` training subset."""
+    task = get_task(task_name)
+    if "train" not in task.splits:
+        return [], []
+    train = load_examples(task, "train", data_dir)
+    if "valid" in task.splits:
+        valid = seeded_subset(load_examples(task, "valid", data_dir), valid_size, seed) if valid_size else []
+    else:
+        valid = seeded_subset(train, valid_size, seed) if valid_size else []
+        carved = {index for index, _ in valid}
+        train = [item for item in train if item[0] not in carved]
+        if not train:
+            raise UserError(f"task {task_name}: valid_size {valid_size} leaves no training records; make it smaller")
+    return seeded_subset(train, train_size, train_seed), valid
+
+
+def load_examples(task: Task, split: str, data_dir: Path | None) -> list[tuple[int, Example]]:
+    return [(index, task.to_example(record)) for index, record in enumerate(task.load(split, data_dir))]
+
+
 def run(args: PrepareDataArgs) -> None:
-    """Write a task's train and eval splits as normalized JSONL records."""
-    get_task(args.task)
+    """Write a task's training, validation and evaluation records (those asked for) as normalized JSONL."""
+    task = get_task(args.task)
+    outputs = {"train": args.train_out, "valid": args.valid_out, "test": args.eval_out}
+    if not any(outputs.values()):
+        raise UserError("prepare_data writes nothing: give --train-out, --valid-out or --eval-out")
     data_dir = resolve_data_dir(args.data_dir)
     tokenizer = load_tokenizer(args.tokenizer, args.trust_remote_code)
     if tokenizer.eos_token is None:
         raise UserError(f"the tokenizer in {args.tokenizer} has no end-of-sequence token to end responses with")
-    splits = (("train", args.train_size, args.train_out), ("test", args.eval_size, args.eval_out))
-    # Both splits are built before either is written, so bad data leaves no output at all; and
-    # both are published together, so an output that cannot be written leaves neither.
-    prepared = [
-        (split, out, prepare_split(args.task, split, data_dir, tokenizer, size, args.seed, args.require_chat_template))
-        for split, size, out in splits
-    ]
+    train_seed = args.seed if args.train_seed is None else args.train_seed
+    # Every split is built before any is written, so bad data leaves no output at all; and all
+    # are published together, so an output that cannot be written leaves none.
+    chosen: dict[str, list[dict[str, Any]]] = {}
+    if args.train_out or args.valid_out:
+        splits = training_splits(args.task, data_dir, args.train_size, args.valid_size, args.seed, train_seed)
+        for split, examples in zip(("train", "valid"), splits, strict=True):
+            chosen[split] = [to_record(i, example, tokenizer, args.require_chat_template) for i, example in examples]
+    if args.eval_out:
+        chosen["test"] = prepare_split(
+            args.task, "test", data_dir, tokenizer, args.eval_size, args.seed, args.require_chat_template
+        )
+    prepared = [(split, outputs[split], records) for split, records in chosen.items() if outputs[split]]
     with contextlib.ExitStack() as outputs:
         for _, out, records in prepared:
             write_jsonl(outputs.enter_context(atomic_path(out)), records)
     for split, out, records in prepared:
         log.info("%s %s: %d records -> %s", args.task, split, len(records), out)
-        if split not in get_task(args.task).splits:
+        if split == "train" and "train" not in task.splits:
             log.info("%s is evaluation-only: %s is left empty", args.task, out)
 
 

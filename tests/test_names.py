@@ -27,6 +27,9 @@ RANK, SCALE = 16, 1.0
         ("lota_social_i_qa_s0_base_magnitude", Run("lota", "social_i_qa", "0", "base_magnitude")),
         ("rosa_gsm8k_s90", Run("rosa", "gsm8k", "90", "fisher", RANK)),
         ("rosa_arc_easy_s95_task_vector", Run("rosa", "arc_easy", "95", "task_vector", RANK)),
+        ("base_gsm8k_seed1", Run("base", "gsm8k", seed=1)),
+        ("lota_arc_easy_s90_random_seed12", Run("lota", "arc_easy", "90", "random", seed=12)),
+        ("lora_gsm8k_r8_seed0", Run("lora", "gsm8k", rank=8, named_rank=True, seed=0)),
     ],
 )
 def test_a_run_name_parses_and_formats_back(name, run):
@@ -42,6 +45,25 @@ def test_a_run_knows_its_sparsity_exactly_and_its_mask():
     assert parse_run("fft_gsm8k", RANK).sparsity is None
 
 
+def test_a_replicate_has_its_own_mask_keyed_by_its_replicate():
+    run = parse_run("lota_arc_easy_s90_random_seed2", RANK)
+    assert run.replicate == "arc_easy_seed2" and run.mask == "arc_easy_seed2_s90_random"
+    assert parse_run("lota_gsm8k_s90", RANK).replicate == "gsm8k"
+
+
+@pytest.mark.parametrize(
+    ("name", "split"),
+    [
+        ("lota_gsm8k_s90_seed2", ("lota_gsm8k_s90", 2)),
+        ("lotto_gsm8k-mawps_s90_seed10", ("lotto_gsm8k-mawps_s90", 10)),
+        ("arc_easy_seed0", ("arc_easy", 0)),
+        ("fft_gsm8k", ("fft_gsm8k", None)),
+    ],
+)
+def test_a_name_splits_into_its_stem_and_seed(name, split):
+    assert names.split_seed(name) == split
+
+
 @pytest.mark.parametrize(
     ("name", "sequence", "stages"),
     [
@@ -55,6 +77,16 @@ def test_a_run_knows_its_sparsity_exactly_and_its_mask():
             "lotto_gsm8k-mawps-arc_easy_s99.5",
             Sequence("lotto", ("gsm8k", "mawps", "arc_easy"), "99.5"),
             ["lota_gsm8k_s99.5", "lotto_gsm8k-mawps_s99.5", "lotto_gsm8k-mawps-arc_easy_s99.5"],
+        ),
+        (
+            "lotto_gsm8k-mawps_s90_seed3",
+            Sequence("lotto", ("gsm8k", "mawps"), "90", seed=3),
+            ["lota_gsm8k_s90_seed3", "lotto_gsm8k-mawps_s90_seed3"],
+        ),
+        (
+            "fft_gsm8k-mawps_seed1",
+            Sequence("fft", ("gsm8k", "mawps"), seed=1),
+            ["fft_gsm8k_seed1", "fft_gsm8k-mawps_seed1"],
         ),
     ],
 )
@@ -85,6 +117,16 @@ def test_a_sequence_knows_how_its_stages_train():
             Merge("lotasum", ("gsm8k", "mawps"), "90", 2.0, "2"),
             ["lota_gsm8k_s90", "lota_mawps_s90"],
         ),
+        (
+            "lotasum_gsm8k+mawps_s90_l2_seed4",
+            Merge("lotasum", ("gsm8k", "mawps"), "90", 2.0, "2", seed=4),
+            ["lota_gsm8k_s90_seed4", "lota_mawps_s90_seed4"],
+        ),
+        (
+            "dareties_gsm8k+mawps_seed1",
+            Merge("dareties", ("gsm8k", "mawps"), seed=1),
+            ["fft_gsm8k_seed1", "fft_mawps_seed1"],
+        ),
     ],
 )
 def test_a_merge_name_parses_formats_back_and_names_its_runs(name, merge, runs):
@@ -113,6 +155,8 @@ PARSERS = {
         ("run", "lota_gsm8k_s90_task_vector", "task_vector is lota's own mask strategy: drop _task_vector"),
         ("run", "rosa_gsm8k_s90_fisher", "fisher is rosa's own mask strategy: drop _fisher"),
         ("run", "lora_gsm8k_r16", "rank 16 is the configured one (config key lora.rank): name it lora_gsm8k"),
+        ("run", "lota_gsm8k_seed1_s90", "task name 'gsm8k_seed1': its part 'seed1' reads as a name suffix"),
+        ("run", "fft_gsm8k_seed01", "its part 'seed01' reads as a name suffix"),
         ("sequence", "lotto_gsm8k-mawps", "lotto needs the masks' sparsity, e.g. lotto_gsm8k-mawps_s90"),
         ("sequence", "fft_gsm8k-mawps_s90", "_s<percent> is for lota, lotto, lottoflip, _r<rank> for lora"),
         ("sequence", "lota_gsm8k-mawps_s90_r8", "_s<percent> is for lota, lotto, lottoflip, _r<rank> for lora"),
@@ -154,6 +198,7 @@ def test_every_registered_task_reads_one_way_in_every_name_kind():
         ("foo_s90", "its part 's90' reads as a name suffix"),
         ("foo_r2_bar", "its part 'r2' reads as a name suffix"),
         ("foo_random", "its part 'random' reads as a name suffix"),
+        ("foo_seed3", "its part 'seed3' reads as a name suffix"),
         ("Foo", "use lower-case letters, digits and single underscores"),
         ("foo__bar", "use lower-case letters, digits and single underscores"),
     ],

@@ -240,8 +240,8 @@ def test_the_harnesses_find_any_model_by_its_name(plan):
     assert plan.exported_model("ties_gsm8k+mawps") == "work/merge/models/ties_gsm8k+mawps"
     assert plan.alpaca_samples("lora_alpaca") == "work/samples/lora_alpaca.jsonl"
     assert plan.alpaca_samples("fft_gsm8k") == "work/alpaca_eval/samples/fft_gsm8k.jsonl"
-    assert options(plan.lmeval_options())["--task-dir"] == "work/lmeval/tasks"
-    assert "--task-dir" not in options(make_plan(None).lmeval_options())
+    assert options(plan.lmeval_options("fft_gsm8k"))["--task-dir"] == "work/lmeval/tasks"
+    assert "--task-dir" not in options(make_plan(None).lmeval_options("fft_gsm8k"))
 
 
 @pytest.mark.parametrize(
@@ -264,3 +264,63 @@ def test_options_are_shell_quoted():
     assert cli_options({"data_dir": "a b;c", "flag": False, "items": ["x", "y z"]}) == (
         "--data-dir 'a b;c' --no-flag --items x 'y z'"
     )
+
+
+def test_a_replicate_trains_samples_and_masks_with_its_own_seed(plan):
+    assert plan.train_data("lota_gsm8k_s90_seed2") == "work/data/gsm8k/train_seed2.jsonl"
+    assert plan.train_data("lota_gsm8k_s90") == "work/data/gsm8k/train.jsonl"
+    assert plan.run_mask("lota_gsm8k_s90_random_seed2") == "work/masks/gsm8k_seed2_s90_random.safetensors"
+    assert plan.dense_run("gsm8k_seed2") == "fft_gsm8k_seed2"
+    assert options(plan.train_options("fft", "gsm8k_seed2"))["--seed"] == "2"
+    assert options(plan.generate_options("lotto_gsm8k-mawps_s90_seed3"))["--seed"] == "3"
+    assert options(plan.generate_options("base_gsm8k"))["--seed"] == "0"
+    assert options(plan.mask_rule_options("gsm8k_seed2", "random"))["--seed"] == "2"
+    assert plan.mask_rule_inputs("gsm8k_seed2", "fisher") == {
+        "scores": "work/fisher/gsm8k_seed2_mean_squared.safetensors"
+    }
+    assert options(plan.prepare_data_options("gsm8k_seed2"))["--train-seed"] == "2"
+    assert options(plan.prepare_data_options("gsm8k_seed2"))["--seed"] == "0"  # the same evaluation records
+    assert json.loads(plan.provenance("lota_gsm8k_s90_seed2"))["train_calibration"]["run"] == "fft_gsm8k_seed2"
+    assert json.loads(plan.provenance("lota_gsm8k_s90_seed2"))["seed"] == 2
+    sequence = plan.sequence_samples("lotto_gsm8k-mawps_s90_seed1")
+    assert sequence["0:mawps"] == "work/samples/base_mawps_seed1.jsonl"
+    assert sequence["1:gsm8k"] == "work/samples/lota_gsm8k_s90_seed1.jsonl"
+    assert plan.sequence_stage_inputs("lotto_gsm8k-mawps_s90_seed1")["data"] == "work/data/mawps/train_seed1.jsonl"
+    assert (
+        plan.calibration_inputs("dense", "lota_gsm8k_s90_seed1", "mawps")["data"] == "work/data/mawps/train_seed1.jsonl"
+    )
+    assert plan.merge_base_results("ties_gsm8k+mawps_seed1") == [
+        "results/base_gsm8k_seed1.json",
+        "results/base_mawps_seed1.json",
+    ]
+    assert options(plan.merge_options("dareties_gsm8k+mawps_seed4"))["--seed"] == "4"
+    stages = shlex.split(plan.stage_benchmarks("lota_gsm8k_s90_seed2"))
+    assert "replicate_data=benchmarks/prepare_data/gsm8k_seed2.tsv" in stages
+    assert "calibrate=benchmarks/train/fft_gsm8k_seed2.tsv" in stages
+
+
+def test_the_base_seed_has_one_name():
+    with pytest.raises(
+        UserError, match="'lota_gsm8k_s90_seed0': seed 0 is the config's base seed .*name it lota_gsm8k_s90"
+    ):
+        make_plan().run("lota_gsm8k_s90_seed0")
+    assert make_plan(seed=5).run("lota_gsm8k_s90_seed0").seed == 0
+
+
+def test_the_targets_build_every_configured_seed():
+    plan = make_plan(
+        seeds=[0, 2],
+        sweep={"tasks": ["gsm8k"], "sparsities": [90], "methods": ["fft", "lota"]},
+        continual={"sequences": [["gsm8k", "mawps"]], "methods": ["fft"]},
+        merge={"tasks": [["gsm8k", "mawps"]], "methods": ["ties"]},
+    )
+    assert plan.sweep_results() == [
+        "results/fft_gsm8k.json",
+        "results/lota_gsm8k_s90.json",
+        "results/fft_gsm8k_seed2.json",
+        "results/lota_gsm8k_s90_seed2.json",
+    ]
+    assert plan.continual_results() == ["results/cl/fft_gsm8k-mawps.json", "results/cl/fft_gsm8k-mawps_seed2.json"]
+    assert plan.merge_results() == ["results/merge/ties_gsm8k+mawps.json", "results/merge/ties_gsm8k+mawps_seed2.json"]
+    assert make_plan(seed=3, seeds=[1]).replicate_seeds() == [1]
+    assert make_plan().replicate_seeds() == [None]

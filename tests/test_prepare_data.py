@@ -89,3 +89,59 @@ def test_no_local_data_and_no_hub_is_a_clear_error(monkeypatch, tmp_path, tiny_m
     )
     with pytest.raises(UserError, match="no local data folder is set .* hub dataset openai/gsm8k could not be loaded"):
         run(args)
+
+
+def read_ids(path):
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def test_validation_is_carved_from_training_and_every_seed_trains_on_the_rest(tmp_path, gsm8k_dir, tiny_model):
+    def prepare(out, **settings):
+        out.mkdir()
+        args = PrepareDataArgs(
+            task="gsm8k",
+            tokenizer=tiny_model,
+            data_dir=gsm8k_dir,
+            train_out=out / "train.jsonl",
+            valid_out=out / "valid.jsonl",
+            eval_out=out / "eval.jsonl",
+            **({"train_size": 4, "eval_size": 3, "valid_size": 3} | settings),
+        )
+        run(args)
+        return {split: read_ids(out / f"{split}.jsonl") for split in ("train", "valid", "eval")}
+
+    base, replicate = prepare(tmp_path / "base"), prepare(tmp_path / "replicate", train_seed=1)
+    assert len(base["valid"]) == 3 and len(base["train"]) == 4
+    assert base["valid"] == replicate["valid"] and base["eval"] == replicate["eval"]
+    assert base["train"] != replicate["train"]
+    for split in (base, replicate):
+        assert not set(split["train"]) & set(split["valid"])  # ids of the same training file
+    everything = len((gsm8k_dir / "gsm8k" / "train.jsonl").read_text().splitlines())
+    with pytest.raises(UserError, match=f"valid_size {everything} leaves no training records"):
+        prepare(tmp_path / "all", valid_size=everything)
+
+
+def test_a_task_with_its_own_validation_split_keeps_its_training_records(tmp_path, tiny_model):
+    from tests.conftest import SHARED_DATA
+
+    outputs = {"train_out": tmp_path / "train.jsonl", "valid_out": tmp_path / "valid.jsonl"}
+    args = PrepareDataArgs(
+        task="mawps", tokenizer=tiny_model, data_dir=SHARED_DATA, train_size=5, valid_size=4, **outputs
+    )
+    run(args)
+    valid = [json.loads(line) for line in outputs["valid_out"].read_text().splitlines()]
+    questions = {
+        record["original_text"] for record in json.loads((SHARED_DATA / "mawps" / "validset.json").read_text())
+    }
+    assert len(valid) == 4 and len(read_ids(outputs["train_out"])) == 5
+    assert all(any(q.split()[0] in record["prompt"] for q in questions) for record in valid)
+    without = PrepareDataArgs(
+        task="mawps", tokenizer=tiny_model, data_dir=SHARED_DATA, train_size=5, train_out=tmp_path / "t.jsonl"
+    )
+    run(without)
+    assert read_ids(tmp_path / "t.jsonl") == read_ids(outputs["train_out"])  # the same training subset
+
+
+def test_prepare_data_refuses_to_write_nothing(tiny_model):
+    with pytest.raises(UserError, match="writes nothing: give --train-out, --valid-out or --eval-out"):
+        run(PrepareDataArgs(task="gsm8k", tokenizer=tiny_model))

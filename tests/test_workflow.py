@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, plan_preset, planned_jobs, refused_plan, snakemake
+from tests.conftest import REPO, plan_preset, planned_jobs, refused_plan, snakemake, tiny_workdir
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +137,29 @@ def test_mask_strategies_and_rosa_run_and_the_report_compares_them(workdir):
     assert "use strategy fisher or gradient_mean" in refused_plan(
         workdir, "results/rosa_gsm8k_s95_random.json", overrides={"rosa": {"mask_warmup_steps": 1}}
     )
+
+
+def test_seeds_expand_every_target_into_replicates_with_their_own_data_and_masks(tmp_path, tiny_model, gsm8k_dir):
+    sections = {
+        "seeds": [0, 1],
+        "sweep": {"tasks": ["gsm8k"], "sparsities": [90], "methods": ["base", "fft", "lota"]},
+        "continual": {"sequences": [["gsm8k", "mawps"]], "methods": ["lotto"]},
+        "merge": {"tasks": [["gsm8k", "mawps"]], "methods": ["ties"]},
+    }
+    workdir = tiny_workdir(tmp_path, tiny_model, gsm8k_dir, **sections)
+    plan = snakemake(workdir, "-n", "-p", "sweep", "continual", "merge")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    output = plan.stdout + plan.stderr
+    for name in ("lota_gsm8k_s90", "lota_gsm8k_s90_seed1", "base_gsm8k_seed1", "merge/ties_gsm8k+mawps_seed1"):
+        assert f"results/{name}.json" in output
+    assert "results/cl/lotto_gsm8k-mawps_s90_seed1.json" in output
+    # Each replicate draws its own training subset, dense run, task vector and mask; one
+    # evaluation set serves both.
+    jobs = planned_jobs(output)
+    assert jobs["prepare_data"] == 2 and jobs["prepare_replicate_data"] == 2  # gsm8k and mawps
+    assert jobs["train_dense"] == 4 and jobs["extract_mask"] == 2 and jobs["stage_mask"] == 2
+    for path in ("work/data/gsm8k/train_seed1.jsonl", "work/masks/gsm8k_seed1_s90.safetensors"):
+        assert path in output
+    assert "--train-seed 1" in output and "work/data/gsm8k_seed1" not in output
+    trainings = [line for line in output.splitlines() if "lota.train" in line and "work/runs/fft_gsm8k_seed1" in line]
+    assert trainings and all("--seed 1" in line for line in trainings)

@@ -32,7 +32,7 @@ class Example:
 class Task:
     name: str
     load: Callable[[str, Path | None], list[dict[str, Any]]]
-    """Raw records of a split ('train' or 'test') from a local data folder, or the hub if None."""
+    """Raw records of a split ('train', 'valid' or 'test') from a local data folder, or the hub if None."""
     to_example: Callable[[dict[str, Any]], Example]
     score: Callable[[str, str], bool] | None
     """Whether a completion is correct given the gold answer; None when the task has no scorer
@@ -42,7 +42,8 @@ class Task:
     max_new_tokens: int
     """Default generation budget at evaluation."""
     splits: tuple[str, ...] = ("train", "test")
-    """The splits the task has; one with no 'train' split is evaluation-only."""
+    """The splits the task has; one with no 'train' split is evaluation-only; without a 'valid'
+    split, validation records are carved from the training ones."""
     subtasks: tuple[str, ...] = ()
     """Parts of a combined task; evaluation samples `eval_size` records from each."""
     folders: tuple[str, ...] = ()

@@ -13,7 +13,7 @@ from lota.tasks import Example, Task, read_json_records, require_fields
 from lota.tasks.gsm8k import extract_answer
 
 # The LoTA paper's copy ships train/valid/test files; there is no hub copy in this format.
-SPLIT_FILES = {"train": "trainset.json", "test": "testset.json"}
+SPLIT_FILES = {"train": "trainset.json", "valid": "validset.json", "test": "testset.json"}
 _WHOLE_FLOAT = re.compile(r"(\d)\.0+\b")
 _HUNDREDTH = Decimal("0.01")
 
@@ -60,4 +60,4 @@ def score(completion: str, gold: str) -> bool:
         return False
 
 
-TASK = Task(name="mawps", load=load, to_example=to_example, score=score, max_length=256, max_new_tokens=64)
+TASK = Task("mawps", load, to_example, score, max_length=256, max_new_tokens=64, splits=tuple(SPLIT_FILES))

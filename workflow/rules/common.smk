@@ -46,6 +46,7 @@ wildcard_constraints:
     kind="|".join(names.CALIBRATION_KINDS),
     merge=names.MERGE_PATTERN,
     name=names.NAME_PATTERN,
+    seed=names.SEED_PATTERN,
 
 
 def sweep_results(wildcards=None):

@@ -105,6 +105,7 @@ use rule generate as generate_on with:
         "benchmarks/cl/generate/{model}/{task}.tsv"
     params:
         max_new_tokens=lambda wc: PLAN.task_setting(PLAN.check_task(wc.task), "max_new_tokens"),
+        options=lambda wc: PLAN.generate_options(wc.model),
 
 
 rule evaluate_sequence:

@@ -1,4 +1,5 @@
-# The base model as a local HF directory, and task data as normalized JSONL records.
+# The base model as a local HF directory, and task data as normalized JSONL records: the base seed's
+# training, validation and evaluation records, and each other seed's own training subset.
 
 
 rule base_model:
@@ -25,6 +26,7 @@ rule prepare_data:
         files=lambda wc: PLAN.local_task_files(wc.task),
     output:
         train="work/data/{task}/train.jsonl",
+        valid="work/data/{task}/valid.jsonl",
         eval="work/data/{task}/eval.jsonl",
     log:
         "logs/prepare_data/{task}.log",
@@ -34,11 +36,26 @@ rule prepare_data:
         data_dir=cli_options({"data_dir": PLAN.data_dir}) if PLAN.data_dir else "",
         trust=PLAN.trust_option(),
         options=lambda wc: PLAN.prepare_data_options(wc.task),
+        splits=lambda wc, output: cli_options({"valid_out": output.valid, "eval_out": output.eval}),
     resources:
         **PLAN.resources("light"),
     conda:
         ENV
     shell:
         "python -m lota.prepare_data --task {wildcards.task:q} --tokenizer {input.model:q}"
-        " --train-out {output.train:q} --eval-out {output.eval:q} {params.data_dir} {params.options} {params.trust}"
+        " --train-out {output.train:q} {params.splits} {params.data_dir} {params.options} {params.trust}"
         " > {log:q} 2>&1"
+
+
+# A replicate's training subset and order: drawn with its seed from the training records left after
+# the validation records (the same for every seed) are carved out.
+use rule prepare_data as prepare_replicate_data with:
+    output:
+        train="work/data/{task}/train_seed{seed}.jsonl",
+    log:
+        "logs/prepare_data/{task}_seed{seed}.log",
+    benchmark:
+        "benchmarks/prepare_data/{task}_seed{seed}.tsv"
+    params:
+        options=lambda wc: PLAN.prepare_data_options(f"{wc.task}_seed{wc.seed}"),
+        splits="",

@@ -34,7 +34,7 @@ rule generate:
         "benchmarks/generate/{run}.tsv"
     params:
         max_new_tokens=lambda wc: PLAN.task_setting(PLAN.run(wc.run).task, "max_new_tokens"),
-        options=PLAN.generate_options(),
+        options=lambda wc: PLAN.generate_options(wc.run),
         threads=PLAN.threads_option("generate"),
         trust=PLAN.trust_option(),
     resources:

@@ -34,7 +34,7 @@ rule evaluate_lmeval:
     benchmark:
         "benchmarks/lmeval/{name}.tsv"
     params:
-        options=PLAN.lmeval_options(),
+        options=lambda wc: PLAN.lmeval_options(wc.name),
         threads=PLAN.threads_option("generate"),
         trust=PLAN.trust_option(),
         config_json=lambda wc: PLAN.harness_provenance(wc.name, "lmeval"),

@@ -36,6 +36,7 @@ use rule generate as generate_merged with:
         "benchmarks/merge/generate/{merge}/{task}.tsv"
     params:
         max_new_tokens=lambda wc: PLAN.task_setting(PLAN.check_task(wc.task), "max_new_tokens"),
+        options=lambda wc: PLAN.generate_options(wc.merge),
 
 
 rule evaluate_merge:
@@ -43,7 +44,7 @@ rule evaluate_merge:
         samples=lambda wc: list(PLAN.merge_samples(wc.merge).values()),
         model="work/merge/models/{merge}",
         single_task=lambda wc: [f"results/{run}.json" for run in PLAN.merge(wc.merge).runs],
-        base_results=lambda wc: [f"results/base_{task}.json" for task in PLAN.merge(wc.merge).tasks],
+        base_results=lambda wc: PLAN.merge_base_results(wc.merge),
     output:
         "results/merge/{merge}.json",
     log:

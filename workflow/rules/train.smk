@@ -3,12 +3,14 @@
 # A mask may also rank the base model's gradients (fisher), its weights, or random scores.
 # One dense run and one task vector per task serve every sparsity. The dense run is the FFT
 # baseline (fft_<task>) unless train.calibration gives it another budget (calibration_<task>).
+# {task} in these paths is a replicate key, <task>[_seed<N>]: each seed has its own training data,
+# dense run, task vector, gradient scores and masks (work/masks/<task>[_seed<N>]_s<percent>...).
 
 
 rule train_dense:
     input:
         model=BASE_MODEL,
-        data="work/data/{task}/train.jsonl",
+        data=lambda wc: PLAN.replicate_train_data(wc.task),
     output:
         weights="work/runs/{dense}_{task}/weights.safetensors",
         summary="work/runs/{dense}_{task}/summary.json",
@@ -35,7 +37,7 @@ use rule train_dense as train_lota with:
     input:
         model=BASE_MODEL,
         data=lambda wc: PLAN.train_data(f"lota_{wc.variant}"),
-        mask="work/masks/{variant}.safetensors",
+        mask=lambda wc: PLAN.run_mask(f"lota_{wc.variant}"),
     output:
         weights="work/runs/lota_{variant}/weights.safetensors",
         summary="work/runs/lota_{variant}/summary.json",
@@ -132,7 +134,7 @@ rule extract_mask:
 rule fisher:
     input:
         model=BASE_MODEL,
-        data="work/data/{task}/train.jsonl",
+        data=lambda wc: PLAN.replicate_train_data(wc.task),
     output:
         "work/fisher/{task}_{fisher_kind}.safetensors",
     log:
