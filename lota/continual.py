@@ -1,7 +1,8 @@
 """Stage continual: the result of a task sequence, e.g. results/cl/lotto_mawps-arc_easy_s90.json.
 
 Stage k's model (stage 0: the base model) is scored on every task of the sequence, so the
-result holds the whole accuracy matrix. Forgetting of a task is its accuracy right after the
+result holds the whole accuracy matrix, each entry with its items' verdicts by sample id (items),
+which paired comparisons of methods read. Forgetting of a task is its accuracy right after the
 stage that trained it minus its accuracy after the last stage (positive: forgotten). Both
 accuracies come from the same test items, so its 95% interval is the paired one of Agresti and
 Min (2005): a Wald interval on the items that flipped, with half an item added to each cell.
@@ -28,6 +29,7 @@ from lota.cli import arg, run_main
 from lota.errors import UserError
 from lota.evaluate import (
     Z95,
+    item_verdicts,
     package_versions,
     parse_config_json,
     score_samples,
@@ -172,8 +174,10 @@ def continual_result(args: ContinualArgs) -> dict[str, Any]:
         accuracy = {}
         for task_name in tasks:
             samples, verdicts = scored[stage, task_name]
-            overall, subtasks = task_accuracy(get_task(task_name), samples, verdicts, paths[stage, task_name])
-            accuracy[task_name] = overall | ({"subtasks": subtasks} if subtasks else {})
+            path = paths[stage, task_name]
+            overall, subtasks = task_accuracy(get_task(task_name), samples, verdicts, path)
+            items = item_verdicts(samples, verdicts, path)
+            accuracy[task_name] = overall | ({"subtasks": subtasks} if subtasks else {}) | {"items": items}
         summary = summaries[stage - 1] if summaries and stage else None
         matrix.append(
             {

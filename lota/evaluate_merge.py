@@ -17,7 +17,7 @@ from typing import Any
 
 from lota.cli import arg, run_main
 from lota.errors import UserError
-from lota.evaluate import package_versions, parse_config_json, score_samples, stage_costs, task_accuracy
+from lota.evaluate import item_verdicts, package_versions, parse_config_json, score_samples, stage_costs, task_accuracy
 from lota.io import read_json, read_jsonl, write_json
 from lota.names import MERGE_METHODS
 from lota.tasks import get_task
@@ -77,8 +77,10 @@ def evaluate_merge(args: EvaluateMergeArgs) -> dict[str, Any]:
     for task_name, path in paths.items():
         task = get_task(task_name)
         samples = read_jsonl(path, "samples")
-        overall, subtasks = task_accuracy(task, samples, score_samples(task, samples, path), path)
-        accuracy[task_name] = overall | ({"subtasks": subtasks} if subtasks else {})
+        verdicts = score_samples(task, samples, path)
+        overall, subtasks = task_accuracy(task, samples, verdicts, path)
+        items = item_verdicts(samples, verdicts, path)
+        accuracy[task_name] = overall | ({"subtasks": subtasks} if subtasks else {}) | {"items": items}
         backend = samples[0].get("backend")
     single = by_task(args.single_task, tasks, "single-task")
     summary = read_json(args.merge_summary, "merge summary")

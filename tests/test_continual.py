@@ -112,6 +112,7 @@ def test_the_result_holds_every_stage_on_every_task_and_the_forgetting(sequence_
     assert (drop["after_own_stage"], drop["after_last_stage"]) == (0.75, 0.5)
     assert list(result["forgetting"]) == ["gsm8k"]
     assert result["final_mean_accuracy"] == pytest.approx(0.65)
+    assert result["stages"][1]["accuracy"]["gsm8k"]["items"] == {"1": 1, "2": 1, "3": 1, "4": 0}
     assert result["mask_overlap"] is None and result["generation_backend"] == "transformers"
 
 

@@ -30,6 +30,7 @@ def test_every_method_merges_the_single_task_runs_and_scores_each_task(workdir):
         result = json.loads((workdir / "results" / "merge" / f"{name}.json").read_text())
         assert result["run"] == name and result["tasks"] == ["gsm8k", "mawps"]
         assert all(result["accuracy"][task]["n"] == 4 for task in ("gsm8k", "mawps"))
+        assert all(len(result["accuracy"][task]["items"]) == 4 for task in ("gsm8k", "mawps"))
         assert result["merge"]["tensors"] > 0 and result["merge"]["wall_s"] > 0
         assert set(result["base"]) == {"gsm8k", "mawps"} and "merge" in result["stages"]
         single = "lota_{}_s90" if name.startswith("lotasum") else "fft_{}"
