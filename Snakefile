@@ -22,6 +22,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/validation.smk"
 include: "workflow/rules/continual.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/harness.smk"
@@ -31,6 +32,8 @@ include: "workflow/rules/report.smk"
 # Seconds of work on small files: on a cluster they run on the submitting host, not as jobs.
 localrules:
     evaluate,
+    evaluate_candidate,
+    select_lr,
     evaluate_sequence,
     evaluate_merge,
     lmeval_tasks,

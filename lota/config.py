@@ -19,5 +19,8 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     messages = []
     for error in sorted(validator.iter_errors(config), key=jsonschema.exceptions.relevance):
         key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
-        messages.append(f"config key {key}: {error.message}")
+        message = error.message
+        if error.context:  # a value that fits none of anyOf's forms: what each form wanted
+            message = "; or ".join(dict.fromkeys(part.message for part in error.context))
+        messages.append(f"config key {key}: {message}")
     return messages

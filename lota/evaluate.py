@@ -54,6 +54,7 @@ class EvaluateArgs:
     train_summary: Path | None = arg(None, "summary.json of the training run, if any")
     benchmark: list[str] = arg([], "STAGE=PATH of a benchmark TSV per stage, for wall time and memory")
     config_json: str = arg("{}", "the config values used, as JSON")
+    lr_choice: Path | None = arg(None, "the learning-rate choice the run trained at (results/lr/<run>.json), if any")
 
 
 Z95 = 1.959963984540054  # the standard normal quantile of a two-sided 95% interval
@@ -219,6 +220,7 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
         "base_model": args.base_model,
         "generation_backend": samples[0].get("backend"),
         "stages": stage_costs(args.benchmark),
+        "lr_choice": read_json(args.lr_choice, "learning-rate choice") if args.lr_choice else None,
         "config": config,
         "versions": package_versions(),
     }

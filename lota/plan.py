@@ -268,8 +268,28 @@ class Plan:
         return train[kind]
 
     def later_stage_settings(self, kind: str) -> dict[str, Any]:
-        """The training settings of a sequence's stages 2 and on: kind's, with continual.later_stages's overrides."""
-        return self.train_settings(kind) | self.later_stage_overrides.get(kind, {})
+        """The training settings of a sequence's stages 2 and on: kind's, with continual.later_stages's
+        overrides; they train at one learning rate, which no validation run chooses."""
+        settings = self.train_settings(kind) | self.later_stage_overrides.get(kind, {})
+        if isinstance(settings["lr"], list):
+            raise UserError(
+                f"config key continual.later_stages.{kind}.lr: a sequence's later stages train at one rate, "
+                f"but train.{'fft' if kind == 'calibration' else kind}.lr lists {settings['lr']}: give them one"
+            )
+        return settings
+
+    def dense_training_inputs(self, dense: str, key: str) -> dict[str, str]:
+        """A dense run's base model and replicate data, and the FFT's learning-rate choice where
+        train.fft lists rates (a calibration run with a rate of its own reads none)."""
+        task = self.replicate(key)[0]
+        inputs = {"model": BASE_MODEL, "data": self.replicate_train_data(key)}
+        if dense == "calibration" and "lr" in self.calibration_overrides:
+            return inputs
+        choice = self.lr_choice(f"fft_{task}")
+        return inputs | ({"lr_choice": choice} if choice else {})
+
+    def dense_train_options(self, dense: str, key: str) -> str:
+        return self.train_options(dense, key, lr_from=self.dense_training_inputs(dense, key).get("lr_choice"))
 
     def dense_run(self, key: str) -> str:
         """The dense run whose task vector gives a replicate's masks (key <task>[_seed<N>]): the FFT
@@ -279,13 +299,27 @@ class Plan:
         return f"calibration_{key}" if separate else f"fft_{key}"
 
     def train_options(
-        self, method: str, key: str, rank: int | None = None, settings: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        key: str,
+        rank: int | None = None,
+        settings: Mapping[str, Any] | None = None,
+        lr: float | None = None,
+        lr_from: str | None = None,
     ) -> str:
         """CLI options of a training run on a replicate (key <task>[_seed<N>]): `settings` (default:
-        the method's), the task's length and the replicate's seed."""
+        the method's), the task's length and the replicate's seed. `lr` is a candidate rate;
+        `lr_from` the file of the rate chosen among the settings' rates, which the run reads."""
         task, seed = self.replicate(key)
-        settings = settings or self.train_settings(method)
-        settings = dict(settings, max_length=self.task_setting(task, "max_length"), seed=seed)
+        settings = dict(settings or self.train_settings(method))
+        if lr is not None:
+            settings["lr"] = lr
+        elif lr_from is not None:
+            del settings["lr"]
+            settings["lr_from"] = lr_from
+        elif isinstance(settings["lr"], list):
+            raise UserError(f"{method} on {task} trains at one learning rate, but its settings list {settings['lr']}")
+        settings |= {"max_length": self.task_setting(task, "max_length"), "seed": seed}
         if method in names.ADAPTER_METHODS:
             adapters = self.config["lora"]
             settings |= {
@@ -296,24 +330,33 @@ class Plan:
             }
         return f"{cli_options(settings)} {self.threads_option('train')} {self.trust_option()}"
 
-    def run_train_options(self, run: str) -> str:
-        """The training options of a single-task lota run (its mask first) or lora run."""
+    def run_training_inputs(self, run: str) -> dict[str, str]:
+        """A single-task run's base model and data; its mask (lota, and rosa unless it builds one after
+        its warm-up); and the learning-rate choice it reads where its method lists rates."""
         parsed = self.run(run)
-        mask = {"mask": self.run_mask(run)} if parsed.method == "lota" else {}
-        return f"{mask_option(mask)}{self.train_options(parsed.method, parsed.replicate, parsed.rank)}"
-
-    def rosa_inputs(self, run: str) -> dict[str, str]:
-        """A RoSA run's base model and data, and its mask unless it builds one after its warm-up."""
         inputs = {"model": BASE_MODEL, "data": self.train_data(run)}
-        if not self.config["rosa"]["mask_warmup_steps"]:
+        if parsed.method == "lota" or parsed.method == "rosa" and not self.config["rosa"]["mask_warmup_steps"]:
             inputs["mask"] = self.run_mask(run)
-        return inputs
+        choice = self.lr_choice(run)
+        return inputs | ({"lr_choice": choice} if choice else {})
 
-    def rosa_options(self, run: str) -> str:
+    def run_train_options(self, run: str, lr: float | None = None) -> str:
+        """The training options of a single-task fft, lota (its mask first) or lora run: at `lr`, a
+        candidate rate, else at its method's rate or the one chosen among its rates."""
+        parsed = self.run(run)
+        if parsed.method == "rosa":
+            return self.rosa_options(run, lr)
+        inputs = self.run_training_inputs(run)
+        options = self.train_options(
+            parsed.method, parsed.replicate, parsed.rank, lr=lr, lr_from=inputs.get("lr_choice")
+        )
+        return f"{mask_option(inputs)}{options}"
+
+    def rosa_options(self, run: str, lr: float | None = None) -> str:
         """A RoSA run's settings, with its mask, or the warm-up that builds one from its own gradients."""
         parsed = self.run(run)
-        options = self.train_options("rosa", parsed.replicate, parsed.rank)
-        inputs = self.rosa_inputs(run)
+        inputs = self.run_training_inputs(run)
+        options = self.train_options("rosa", parsed.replicate, parsed.rank, lr=lr, lr_from=inputs.get("lr_choice"))
         if "mask" in inputs:
             return f"{options} {cli_options({'mask': inputs['mask']})}"
         if parsed.strategy not in FISHER_KINDS:
@@ -331,6 +374,63 @@ class Plan:
             "mask_scope": mask["scope"],
         }
         return f"{options} {cli_options(warmup)}"
+
+    # --- learning rates chosen on the validation split -------------------------------------
+
+    def lr_choice(self, run: str) -> str | None:
+        """Where a run's method lists learning rates (train.<method>.lr), the file of the one chosen
+        on the validation split, results/lr/<run>.json, shared by the run's seeds; else None."""
+        parsed = self.run(run)
+        if parsed.method == "base" or not isinstance(self.train_settings(parsed.method)["lr"], list):
+            return None
+        return f"results/lr/{names.split_seed(run)[0]}.json"
+
+    def lr_choices(self, run: str) -> list[str]:
+        return [choice] if (choice := self.lr_choice(run)) else []
+
+    def lr_candidates(self, run: str) -> dict[str, str]:
+        """RATE -> the validation result of the base seed's run trained at each of its method's rates."""
+        parsed = self.run(run)
+        if parsed.seed is not None:
+            stem = names.split_seed(run)[0]
+            raise UserError(f"{run!r}: the base seed's runs choose the learning rate: name it {stem}")
+        rates = self.train_settings(parsed.method)["lr"]
+        if not isinstance(rates, list):
+            raise UserError(f"run {run!r}: train.{parsed.method}.lr is one rate, so there is none to choose")
+        if not self.config["tasks"][parsed.task]["valid_size"]:
+            raise UserError(
+                f"config key tasks.{parsed.task}.valid_size: train.{parsed.method}.lr lists rates, which are "
+                "chosen on the validation split; give it records"
+            )
+        self.scored_samples(run)
+        return {
+            names.number_name(rate): f"work/lr_search/results/{run}/lr{names.number_name(rate)}.json" for rate in rates
+        }
+
+    def valid_data(self, run: str) -> str:
+        return f"work/data/{self.run(run).task}/valid.jsonl"
+
+    def candidate_weights(self, run: str, lr: str) -> list[str]:
+        """A candidate rate's weights files as export applies them (as run_weights)."""
+        folder = f"work/lr_search/runs/{run}/lr{lr}/"
+        return [path.replace(f"work/runs/{run}/", folder) for path in self.run_weights(run)]
+
+    def candidate_inputs(self, run: str) -> dict[str, str]:
+        """A candidate rate's training inputs: its run's, but the choice it is a candidate for."""
+        return {key: path for key, path in self.run_training_inputs(run).items() if key != "lr_choice"}
+
+    def candidate_options(self, run: str, lr: str) -> str:
+        return self.run_train_options(run, float(lr))
+
+    def candidate_benchmarks(self, run: str, lr: str) -> str:
+        """STAGE=PATH of the jobs of a candidate rate's own training, export and generation."""
+        method = self.run(run).method
+        jobs = {f"train_{method}": "train", "export": "export", "generate": "generate"}
+        return key_paths({stage: f"benchmarks/lr_search/{job}/{run}/lr{lr}.tsv" for stage, job in jobs.items()})
+
+    def candidate_provenance(self, run: str, lr: str) -> str:
+        """The config values a candidate's validation result depends on: its run's, at its rate."""
+        return json.dumps(json.loads(self.provenance(run)) | {"lr": float(lr), "split": "validation"}, sort_keys=True)
 
     # --- masks ----------------------------------------------------------------------------
 
@@ -466,6 +566,8 @@ class Plan:
         runs = [run for task in self.config["sweep"]["tasks"] for run in self.sweep_runs(task)]
         for run in runs:
             self.run(run)  # an unknown or evaluation-only task fails here, before any job
+            if self.lr_choice(run):
+                self.lr_candidates(names.split_seed(run)[0])  # and rates with no validation split to choose on
         return [f"results/{run}.json" for run in runs]
 
     # --- task sequences -------------------------------------------------------------------

@@ -33,25 +33,48 @@ bit-identical to an uninterrupted run. It is deleted when the run completes.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
 from lota import distributed
-from lota.cli import run_main
+from lota.cli import arg, run_main
+from lota.lr_choice import read_chosen_rate
 from lota.training.args import TrainArgs, validate
 from lota.training.loop import train
 
 
-def run(args: TrainArgs) -> None:
+@dataclass(kw_only=True)
+class TrainStageArgs(TrainArgs):
+    """The stage's options: the engine's (TrainArgs), and where the workflow chose the rate, the choice."""
+
+    lr_from: Path | None = arg(
+        None, "a learning rate chosen on the validation split (results/lr/<run>.json, lota.select_lr); replaces --lr"
+    )
+
+
+def engine_args(args: TrainStageArgs) -> TrainArgs:
+    """The engine's options, at the chosen rate where the stage was given one."""
+    settings = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainArgs)}
+    if args.lr_from is not None:
+        settings["lr"] = read_chosen_rate(args.lr_from)
+    return TrainArgs(**settings)
+
+
+def run(args: TrainStageArgs) -> None:
     """Fine-tune a causal LM densely (fft), through a sparse mask (lota), or with LoRA adapters (lora).
 
     With --processes N (or under torchrun), the model is sharded over N processes (FSDP2).
     """
-    if args.processes > 1 and distributed.launched_processes() == 1:
-        validate(args)  # bad input is reported once, before any process starts
-        distributed.relaunch_under_torchrun(args.processes, "lota.train")
+    engine = engine_args(args)
+    if engine.processes > 1 and distributed.launched_processes() == 1:
+        validate(engine)  # bad input is reported once, before any process starts
+        distributed.relaunch_under_torchrun(engine.processes, "lota.train")
     try:
-        train(args)
+        train(engine)
     finally:
         distributed.stop()
 
 
 if __name__ == "__main__":
-    run_main(TrainArgs, run)
+    run_main(TrainStageArgs, run)

@@ -34,6 +34,7 @@ from lota import (
     lmeval,
     merge,
     prepare_data,
+    select_lr,
     task_vector,
     train,
 )
@@ -59,6 +60,18 @@ STAGE_CASES = [
     case("train-lr-zero", train, TRAIN + " --lr 0", "lr must be > 0"),
     case("train-batch-size-zero", train, TRAIN + " --batch-size 0", "batch_size must be >= 1, got 0"),
     case("train-lr-not-a-number", train, TRAIN + " --lr fast", "argument --lr: invalid float value: 'fast'"),
+    case(
+        "train-lr-choice-missing",
+        train,
+        TRAIN + " --lr-from {inputs}/missing.json",
+        "learning-rate choice not found: {inputs}/missing.json",
+    ),
+    case(
+        "select-lr-candidate-missing",
+        select_lr,
+        "--run lota_gsm8k_s90 --candidates 0.0001={inputs}/missing.json --out {out}/lr.json",
+        "validation result not found: {inputs}/missing.json",
+    ),
     case(
         "generate-batch-size-zero",
         generate,

@@ -182,7 +182,7 @@ def test_rosa_builds_its_mask_after_a_warm_up_only_from_gradients():
     plan = make_plan(rosa={"mask_warmup_steps": 3})
     warmup = options(plan.rosa_options("rosa_gsm8k_s90_gradient_mean"))
     assert warmup["--mask-warmup-steps"] == "3" and warmup["--mask-kind"] == "mean" and "--mask" not in warmup
-    assert "mask" not in plan.rosa_inputs("rosa_gsm8k_s90")
+    assert "mask" not in plan.run_training_inputs("rosa_gsm8k_s90")
     with pytest.raises(UserError, match="ranks gradients: use strategy fisher or gradient_mean, not random"):
         plan.rosa_options("rosa_gsm8k_s90_random")
 
@@ -324,3 +324,54 @@ def test_the_targets_build_every_configured_seed():
     assert plan.merge_results() == ["results/merge/ties_gsm8k+mawps.json", "results/merge/ties_gsm8k+mawps_seed2.json"]
     assert make_plan(seed=3, seeds=[1]).replicate_seeds() == [1]
     assert make_plan().replicate_seeds() == [None]
+
+
+def plan_with_rates(kind: str, rates: list[float], valid_size: int = 4, calibration: dict | None = None) -> Plan:
+    """A plan of config.yaml whose train.<kind>.lr lists `rates`, with gsm8k validation records."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["train"][kind]["lr"] = rates
+    config["tasks"]["gsm8k"]["valid_size"] = valid_size
+    validate(config, str(SCHEMA))
+    return Plan(config, calibration or {}, {}, "/data")
+
+
+def test_listed_rates_are_tried_on_validation_and_every_seed_trains_at_the_choice():
+    plan = plan_with_rates("lota", [1.0e-4, 3.0e-4])
+    assert plan.lr_candidates("lota_gsm8k_s90") == {
+        "0.0001": "work/lr_search/results/lota_gsm8k_s90/lr0.0001.json",
+        "0.0003": "work/lr_search/results/lota_gsm8k_s90/lr0.0003.json",
+    }
+    assert (
+        plan.lr_choice("lota_gsm8k_s90_seed1") == plan.lr_choice("lota_gsm8k_s90") == "results/lr/lota_gsm8k_s90.json"
+    )
+    assert plan.lr_choice("fft_gsm8k") is None and plan.lr_choices("base_gsm8k") == []
+    chosen = options(plan.run_train_options("lota_gsm8k_s90_seed1"))
+    assert chosen["--lr-from"] == "results/lr/lota_gsm8k_s90.json" and "--lr" not in chosen
+    candidate = options(plan.candidate_options("lota_gsm8k_s90", "0.0003"))
+    assert candidate["--lr"] == "0.0003" and "--lr-from" not in candidate
+    assert candidate["--mask"] == "work/masks/gsm8k_s90.safetensors"
+    assert "lr_choice" not in plan.candidate_inputs("lota_gsm8k_s90")
+    assert plan.candidate_weights("lota_gsm8k_s90", "0.0003") == [
+        "work/lr_search/runs/lota_gsm8k_s90/lr0.0003/weights.safetensors"
+    ]
+    assert plan.valid_data("lota_gsm8k_s90") == "work/data/gsm8k/valid.jsonl"
+    assert json.loads(plan.candidate_provenance("lota_gsm8k_s90", "0.0003"))["lr"] == 3e-4
+    with pytest.raises(UserError, match="the base seed's runs choose the learning rate: name it lota_gsm8k_s90"):
+        plan.lr_candidates("lota_gsm8k_s90_seed1")
+    with pytest.raises(UserError, match="train.fft.lr is one rate, so there is none to choose"):
+        plan.lr_candidates("fft_gsm8k")
+    with pytest.raises(UserError, match="config key tasks.mawps.valid_size: train.lota.lr lists rates"):
+        plan.lr_candidates("lota_mawps_s90")
+    with pytest.raises(UserError, match=r"continual.later_stages.lota.lr: a sequence's later stages train at one"):
+        plan.sequence_stage_options("lotto_gsm8k-mawps_s90")
+
+
+def test_the_dense_run_trains_at_the_fft_choice_unless_calibration_has_a_rate_of_its_own():
+    plan = plan_with_rates("fft", [1.0e-5, 3.0e-5])
+    assert plan.dense_training_inputs("fft", "gsm8k_seed1")["lr_choice"] == "results/lr/fft_gsm8k.json"
+    assert options(plan.dense_train_options("fft", "gsm8k"))["--lr-from"] == "results/lr/fft_gsm8k.json"
+    own = plan_with_rates("fft", [1.0e-5, 3.0e-5], calibration={"epochs": 0.5, "lr": 2.0e-5})
+    assert "lr_choice" not in own.dense_training_inputs("calibration", "gsm8k")
+    assert options(own.dense_train_options("calibration", "gsm8k"))["--lr"] == "2e-05"
+    with pytest.raises(UserError, match="config key tasks.gsm8k.valid_size: train.fft.lr lists rates"):
+        plan_with_rates("fft", [1.0e-5, 3.0e-5], valid_size=0).sweep_results()

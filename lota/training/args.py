@@ -156,8 +156,17 @@ TASK_SETTINGS = ("max_length",)
 
 
 def config_train_settings() -> dict[str, dict[str, Any]]:
-    """The JSON schema properties of the config's training settings ($defs.train_settings)."""
-    return schema_properties(*CONFIG_GROUPS, omit=TASK_SETTINGS)
+    """The JSON schema properties of the config's training settings ($defs.train_settings). The
+    config's lr may also list rates, among which the workflow chooses on the validation split."""
+    properties = schema_properties(*CONFIG_GROUPS, omit=TASK_SETTINGS)
+    rate = properties["lr"]
+    bounds = {key: rate[key] for key in ("type", "exclusiveMinimum", "maximum")}
+    properties["lr"] = {
+        "anyOf": [bounds, {"type": "array", "items": bounds, "minItems": 2, "uniqueItems": True}],
+        "default": rate["default"],
+        "description": f"{rate['description']}, or rates to choose among on the validation split",
+    }
+    return properties
 
 
 def validate(args: TrainArgs) -> None:

@@ -47,6 +47,7 @@ wildcard_constraints:
     merge=names.MERGE_PATTERN,
     name=names.NAME_PATTERN,
     seed=names.SEED_PATTERN,
+    lr=names.NUMBER,
 
 
 def sweep_results(wildcards=None):

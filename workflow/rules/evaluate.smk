@@ -51,6 +51,7 @@ rule evaluate:
     input:
         samples=lambda wc: PLAN.scored_samples(wc.run),
         summary=lambda wc: PLAN.train_summary(wc.run),
+        lr_choice=lambda wc: PLAN.lr_choices(wc.run),
     output:
         "results/{run}.json",
     log:
@@ -62,6 +63,7 @@ rule evaluate:
         method=lambda wc: PLAN.run(wc.run).method,
         shape=lambda wc: PLAN.run_shape_options(wc.run),
         summary=lambda wc, input: cli_options({"train_summary": input.summary}) if input.summary else "",
+        lr_choice=lambda wc, input: cli_options({"lr_choice": input.lr_choice}) if input.lr_choice else "",
         benchmarks=lambda wc: PLAN.stage_benchmarks(wc.run),
         base_model=config["base_model"]["source"],
         config_json=lambda wc: PLAN.provenance(wc.run),
@@ -71,6 +73,6 @@ rule evaluate:
         ENV
     shell:
         "python -m lota.evaluate --samples {input.samples:q} --task {params.task} --out {output:q}"
-        " --run {wildcards.run:q} --method {params.method} {params.shape} {params.summary}"
+        " --run {wildcards.run:q} --method {params.method} {params.shape} {params.summary} {params.lr_choice}"
         " --base-model {params.base_model:q} --config-json {params.config_json:q}"
         " --benchmark {params.benchmarks} > {log:q} 2>&1"

@@ -9,8 +9,7 @@
 
 rule train_dense:
     input:
-        model=BASE_MODEL,
-        data=lambda wc: PLAN.replicate_train_data(wc.task),
+        unpack(lambda wc: PLAN.dense_training_inputs(wc.dense, wc.task)),
     output:
         weights="work/runs/{dense}_{task}/weights.safetensors",
         summary="work/runs/{dense}_{task}/summary.json",
@@ -22,7 +21,7 @@ rule train_dense:
     params:
         out=subpath(output.weights, parent=True),
         method="fft",
-        options=lambda wc: PLAN.train_options(wc.dense, wc.task),
+        options=lambda wc: PLAN.dense_train_options(wc.dense, wc.task),
     resources:
         **PLAN.resources("train"),
     conda:
@@ -35,9 +34,7 @@ rule train_dense:
 
 use rule train_dense as train_lota with:
     input:
-        model=BASE_MODEL,
-        data=lambda wc: PLAN.train_data(f"lota_{wc.variant}"),
-        mask=lambda wc: PLAN.run_mask(f"lota_{wc.variant}"),
+        unpack(lambda wc: PLAN.run_training_inputs(f"lota_{wc.variant}")),
     output:
         weights="work/runs/lota_{variant}/weights.safetensors",
         summary="work/runs/lota_{variant}/summary.json",
@@ -56,7 +53,7 @@ use rule train_dense as train_lota with:
 # the warmed-up model's gradients.
 use rule train_dense as train_rosa with:
     input:
-        unpack(lambda wc: PLAN.rosa_inputs(f"rosa_{wc.variant}")),
+        unpack(lambda wc: PLAN.run_training_inputs(f"rosa_{wc.variant}")),
     output:
         weights="work/runs/rosa_{variant}/weights.safetensors",
         adapter="work/runs/rosa_{variant}/adapter.safetensors",
@@ -73,8 +70,7 @@ use rule train_dense as train_rosa with:
 
 use rule train_dense as train_lora with:
     input:
-        model=BASE_MODEL,
-        data=lambda wc: PLAN.train_data(wc.lora_run),
+        unpack(lambda wc: PLAN.run_training_inputs(wc.lora_run)),
     output:
         weights="work/runs/{lora_run}/weights.safetensors",
         summary="work/runs/{lora_run}/summary.json",
