@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from lota import names
@@ -422,11 +423,11 @@ class Plan:
     def candidate_options(self, run: str, lr: str) -> str:
         return self.run_train_options(run, float(lr))
 
-    def candidate_benchmarks(self, run: str, lr: str) -> str:
-        """STAGE=PATH of the jobs of a candidate rate's own training, export and generation."""
+    def candidate_jobs(self, run: str, lr: str) -> dict[str, str]:
+        """STAGE: PATH of the benchmarks of a candidate rate's own training, export and generation."""
         method = self.run(run).method
         jobs = {f"train_{method}": "train", "export": "export", "generate": "generate"}
-        return key_paths({stage: f"benchmarks/lr_search/{job}/{run}/lr{lr}.tsv" for stage, job in jobs.items()})
+        return {stage: f"benchmarks/lr_search/{job}/{run}/lr{lr}.tsv" for stage, job in jobs.items()}
 
     def candidate_provenance(self, run: str, lr: str) -> str:
         """The config values a candidate's validation result depends on: its run's, at its rate."""
@@ -484,7 +485,23 @@ class Plan:
         if method != "base":
             stages["export"] = f"benchmarks/export/{run}.tsv"
         stages["generate"] = f"benchmarks/generate/{run}.tsv"
-        return key_paths(stages)
+        choices = self.lr_choices(run)
+        if parsed.strategy == "task_vector":  # and the rate of the calibration run behind the mask
+            dense = self.dense_run(parsed.replicate).split("_", 1)[0]
+            choices += [self.dense_training_inputs(dense, parsed.replicate).get("lr_choice")]
+        return key_paths(stages | self.lr_search_benchmarks([choice for choice in choices if choice]))
+
+    def lr_search_benchmarks(self, choices: list[str]) -> dict[str, str]:
+        """STAGE=PATH of the jobs behind learning-rate choices (results/lr/<run>.json): every
+        candidate rate's training, export and generation, and the choice."""
+        stages = {}
+        for choice in choices:
+            run = Path(choice).stem
+            for rate in self.lr_candidates(run):
+                jobs = self.candidate_jobs(run, rate)
+                stages |= {f"lr_search:{run}:lr{rate}:{stage}": path for stage, path in jobs.items()}
+            stages[f"select_lr:{run}"] = f"benchmarks/select_lr/{run}.tsv"
+        return stages
 
     def mask_benchmarks(self, key: str, mask: str, strategy: str) -> dict[str, str]:
         """STAGE: PATH of the jobs that built a replicate's single-task mask: the dense calibration
@@ -569,6 +586,37 @@ class Plan:
             if self.lr_choice(run):
                 self.lr_candidates(names.split_seed(run)[0])  # and rates with no validation split to choose on
         return [f"results/{run}.json" for run in runs]
+
+    # --- the report -----------------------------------------------------------------------
+
+    def report_masks(self) -> list[str]:
+        """The single-task masks of the sweep's runs (every seed's), whose agreement the report gives."""
+        masks = {
+            self.run_mask(name)
+            for name in (Path(path).stem for path in self.sweep_results())
+            if "mask" in self.run_training_inputs(name)
+        }
+        return sorted(masks)
+
+    def report_pairs(self) -> list[str]:
+        """A:B of each pair config key report.pairs names: two methods scored on the same items."""
+        pairs = []
+        for first, second in self.config["report"]["pairs"]:
+            for name in (first, second):
+                if names.split_seed(name)[1] is not None:
+                    raise UserError(
+                        f"config key report.pairs: name {name!r} without _seed<N>: the report pairs every seed"
+                    )
+            if self.scored_tasks(first) != self.scored_tasks(second):
+                raise UserError(f"config key report.pairs: {first} and {second} are not scored on the same tasks")
+            pairs.append(f"{first}:{second}")
+        return pairs
+
+    def scored_tasks(self, name: str) -> tuple[str, ...]:
+        """The tasks a run, sequence or merge is scored on (a name checked against the config)."""
+        if names.is_merge(name):
+            return self.merge(name).tasks
+        return self.sequence(name).tasks if is_sequence(name) else (self.run(name).task,)
 
     # --- task sequences -------------------------------------------------------------------
 

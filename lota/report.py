@@ -15,6 +15,17 @@ Merges: per merged task set a table whose rows are the base model, each task's s
 (on their own task) and every merge (method, lambda), with the accuracy on each task, the mean,
 the share of the single-task accuracy kept, and the merge's wall time and peak memory.
 
+Comparisons over seeds (lota.comparison), where the results hold their items' verdicts: a method is a
+name without its _seed<N>. Per sweep task, a table of each method's accuracy over seeds (mean ± std and
+each seed's value) and whole cost (every job's wall time, the largest peak memory), and one of pairs
+(each LoTA variant against FFT and LoRA, RoSA against LoRA, and --pairs): the paired difference over
+items with its bootstrap interval, each seed's exact McNemar p, Holm's adjustment over all (pair, seed)
+p-values of the table, and the minimum detectable difference; with --masks, the Jaccard index and
+per-tensor agreement of each two seeds' masks. Per task sequence, each method's forgetting over seeds
+and the paired forgetting difference of every two methods, item by item; per merged task set, each
+method's mean accuracy and share kept over seeds and every two methods' paired difference on all tasks'
+items. Every plot draws the mean over seeds with a marker at each seed's value.
+
 Harnesses: a table of every lm-evaluation-harness result (model, task, metric with its standard
 error, items, shots, backend) and one of every AlpacaEval result (win rate with its standard
 error, length-controlled win rate, judge).
@@ -23,21 +34,55 @@ error, length-controlled win rate, judge).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lota.cli import arg, run_main  # noqa: E402
+from lota.comparison import (  # noqa: E402
+    MaskStability,
+    Method,
+    Pair,
+    PairTable,
+    compare_pairs,
+    every_pair,
+    forgetting_items,
+    group_by_stem,
+    group_methods,
+    holds_items,
+    mask_stability,
+    merge_items,
+    parse_mask_file,
+    parse_pair,
+    place_pairs,
+    retained_share,
+    run_items,
+    summarize,
+    sweep_pairs,
+    whole_cost,
+)
 from lota.errors import UserError  # noqa: E402
 from lota.io import atomic_path, read_json  # noqa: E402
-from lota.names import DEFAULT_STRATEGY, DISJOINT_METHODS, MASK_STRATEGIES, MERGE_METHODS, RUN_METHODS, names_rank  # noqa: E402
+from lota.names import (  # noqa: E402
+    DEFAULT_STRATEGY,
+    DISJOINT_METHODS,
+    MASK_STRATEGIES,
+    MERGE_METHODS,
+    RUN_METHODS,
+    names_rank,
+    split_seed,
+)
+from lota.stats import Summary, summary  # noqa: E402
 
 log = logging.getLogger("lota.report")
 # Single-task methods, then the task sequences' own, then the merges'.
@@ -65,6 +110,38 @@ SEQUENCE_STYLES = {
     "lottoflip": ("LoTTO, flipped-mask calibration", "tab:cyan"),
 }
 SEQUENCE_REQUIRED = ("run", "method", "tasks", "stages", "forgetting")
+SWEEP_COMPARISONS_NOTE = (
+    "Comparisons over seeds: a method is a run name without its _seed<N>, its seeds the replicates (each "
+    "result's config seed). Its accuracy is the mean ± standard deviation over seeds with each seed's value; "
+    "whole time sums the wall time of every job behind a result (data, calibration run, mask, training, export, "
+    "generation) and peak memory is the largest of those jobs', both averaged over seeds. A pair A − B is "
+    "compared on the seeds both ran and the test items all of those replicates scored: the difference is the "
+    "mean over items of A's verdict less B's, each first averaged over the seeds, with a 95% percentile "
+    "bootstrap interval over items. McNemar p is each seed's exact McNemar test (in the seeds' order) on the "
+    "items the two methods answer differently; Holm p adjusts all (pair, seed) p-values of a task's table "
+    "together, as one family. MDD, the minimum detectable difference, is the smallest difference those items "
+    "would show in a two-sided 5% test with 80% power, at the spread of their item differences."
+)
+SEQUENCE_COMPARISONS_NOTE = (
+    "Comparisons over seeds: a method is a sequence name without its _seed<N>; its forgetting of each earlier "
+    "task and its final mean accuracy are the mean ± standard deviation over seeds with each seed's value, and "
+    "whole time and peak memory those of its training jobs (calibration runs included), averaged over seeds. "
+    "A pair's forgetting difference A − B is taken per item of the task (its verdict after the task's own "
+    "stage less after the last stage, averaged over the seeds both ran), with a 95% percentile bootstrap "
+    "interval over items and the MDD as in the sweep; every two methods of a sequence are paired."
+)
+MERGE_COMPARISONS_NOTE = (
+    "Comparisons over seeds: a method is a merge name without its _seed<N>; its mean accuracy and the share of "
+    "single-task accuracy it keeps are the mean ± standard deviation over seeds with each seed's value, and "
+    "whole time and peak memory those of the merge job, averaged over seeds. Every two methods of a task set "
+    "are paired on all its tasks' items pooled, with the sweep's difference, McNemar and Holm p (one family "
+    "per task set) and MDD."
+)
+STABILITY_NOTE = (
+    "Mask stability: for two seeds' masks of one sparsity and strategy, the Jaccard index of their trainable "
+    "entries (trainable in both over trainable in either) and the share of covered entries on which they agree "
+    "(both trainable or both frozen), averaged over tensors."
+)
 LINE_STYLES = {"fft": ("FFT", "tab:blue"), "lora": ("LoRA", "tab:orange"), "base": ("base", "tab:gray")}
 REQUIRED = ("run", "task", "method", "accuracy", "ci95", "n")
 MERGE_REQUIRED = ("run", "method", "tasks", "accuracy", "mean_accuracy", "single_task", "base")
@@ -81,6 +158,14 @@ class ReportArgs:
     merges: list[Path] = arg([], "results/merge/<merge>.json files of merged models")
     lmeval: list[Path] = arg([], "results/lmeval/<model>.json files of lm-evaluation-harness")
     alpaca_eval: list[Path] = arg([], "results/alpaca_eval/<model>.json files of AlpacaEval")
+    masks: list[Path] = arg(
+        [],
+        "single-task mask files of the sweep, <task>[_seed<N>]_s<percent>[_<strategy>].safetensors, whose seeds' "
+        "masks are compared (mask stability)",
+    )
+    pairs: list[str] = arg(
+        [], "extra pairs A:B of name stems (names without _seed<N>) to compare, A - B, beside the standard ones"
+    )
 
 
 def load_checked(paths: list[Path], required: tuple[str, ...], what: str) -> list[dict[str, Any]]:
@@ -108,11 +193,14 @@ def load_grouped(
 
 
 def sort_key(result: dict[str, Any]) -> tuple:
-    """Methods in a fixed order, then by sparsity, LoRA rank, mask strategy and a merge's lambda."""
+    """Methods in a fixed order, then by sparsity, LoRA rank, mask strategy, a merge's lambda and the
+    name's seed (the base seed's first)."""
     method = METHOD_ORDER.get(result["method"], 99)
     strategy = strategy_key(mask_strategy(result) or "")
     scale = (result.get("settings") or {}).get("scale") or 0
-    return method, result.get("sparsity") or 0, result.get("lora_rank") or 0, strategy, scale
+    seed = split_seed(result["run"])[1]
+    named_seed = -1 if seed is None else seed
+    return method, result.get("sparsity") or 0, result.get("lora_rank") or 0, strategy, scale, named_seed
 
 
 def mask_strategy(result: dict[str, Any]) -> str | None:
@@ -170,6 +258,33 @@ def interval(result: dict[str, Any]) -> str:
     return f"{result['accuracy']:.3f} [{low:.3f}, {high:.3f}]"
 
 
+def signed_interval(mean: float, low: float, high: float) -> str:
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def spread(found: Summary | None, form: str = ".3f") -> str:
+    """Mean ± standard deviation over seeds with each seed's value, e.g. '0.275 ± 0.035 (0.250, 0.300)';
+    a single seed's value alone."""
+    if found is None:
+        return "–"
+    if found.std is None:
+        return f"{found.mean:{form}}"
+    values = ", ".join(f"{value:{form}}" for value in found.values)
+    return f"{found.mean:{form}} ± {found.std:{form.lstrip('+')}} ({values})"
+
+
+def p_value(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else "<0.001"
+
+
+def seed_label(seed: int | None) -> str:
+    return "base" if seed is None else str(seed)
+
+
+def table_row(cells: Iterable[str]) -> str:
+    return f"| {' | '.join(cells)} |"
+
+
 def count(value: float | None, unit: str = "") -> str:
     if value is None:
         return "–"
@@ -220,15 +335,23 @@ def subtask_table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def masked_variants(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[float, dict[str, Any]]]:
+def masked_variants(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[float, list[dict[str, Any]]]]:
     """LoTA's and RoSA's runs by (method, mask strategy), in method then strategy order, each a
-    {sparsity: result} in ascending sparsity (the first of several runs at one sparsity)."""
-    variants: dict[tuple[str, str], dict[float, dict[str, Any]]] = defaultdict(dict)
+    {sparsity: its seeds' runs} in ascending sparsity."""
+    variants: dict[tuple[str, str], dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for result in sorted(results, key=sort_key):
         strategy = mask_strategy(result)
         if strategy and result.get("sparsity") is not None:
-            variants[result["method"], strategy].setdefault(result["sparsity"], result)
-    return dict(sorted(variants.items(), key=lambda item: (METHOD_ORDER[item[0][0]], strategy_key(item[0][1]))))
+            variants[result["method"], strategy][result["sparsity"]].append(result)
+    ordered = sorted(variants.items(), key=lambda item: (METHOD_ORDER[item[0][0]], strategy_key(item[0][1])))
+    return {variant: dict(runs) for variant, runs in ordered}
+
+
+def accuracy_cell(seeds: list[dict[str, Any]]) -> str:
+    """A run's accuracy with its interval, or several seeds' mean ± standard deviation and values."""
+    if len(seeds) == 1:
+        return interval(seeds[0])
+    return spread(summary([result["accuracy"] for result in seeds]))
 
 
 def strategy_headers(variants: list[tuple[str, str]]) -> list[str]:
@@ -249,7 +372,7 @@ def strategy_table(results: list[dict[str, Any]]) -> list[str]:
     sparsities = sorted({sparsity for runs in variants.values() for sparsity in runs})
     lines = ["", "#### Mask strategies", "", f"| sparsity | {' | '.join(headers)} |", "|---:|" + "---:|" * len(headers)]
     for sparsity in sparsities:
-        cells = [interval(runs[sparsity]) if sparsity in runs else "–" for runs in variants.values()]
+        cells = [accuracy_cell(runs[sparsity]) if sparsity in runs else "–" for runs in variants.values()]
         lines.append(f"| {100 * sparsity:g}% | {' | '.join(cells)} |")
     return lines + ["", STRATEGY_NOTE]
 
@@ -271,25 +394,55 @@ def error_bars(values: list[float], intervals: list[list[float]]) -> list[list[f
     return [below, above]
 
 
+Point = list[tuple[float, list[float]]]  # a plotted point's seeds: each seed's value with its 95% interval
+
+
+def accuracy_point(parts: Iterable[dict[str, Any]]) -> Point:
+    """The seeds' accuracies (results, or a stage's per-task entries) as a plotted point."""
+    return [(part["accuracy"], part["ci95"]) for part in parts]
+
+
+def mean_points(points: list[Point]) -> tuple[list[float], list[list[float]]]:
+    """Each point's mean over its seeds, and its error bars: a single seed's 95% interval; none (nan) for
+    several seeds, whose own markers show their spread."""
+    means = [float(np.mean([value for value, _ in seeds])) for seeds in points]
+    intervals = [seeds[0][1] if len(seeds) == 1 else [math.nan, math.nan] for seeds in points]
+    return means, error_bars(means, intervals)
+
+
+def seed_markers(axes: Any, positions: list[float], points: list[Point], colour: Any) -> None:
+    """Every seed's value as a small marker at its point's position."""
+    xs = [position for position, seeds in zip(positions, points, strict=True) for _ in seeds]
+    ys = [value for seeds in points for value, _ in seeds]
+    axes.scatter(xs, ys, s=12, color=colour, edgecolors="black", linewidths=0.4, zorder=3)
+
+
 def plot_baselines(axes: Any, results: list[dict[str, Any]]) -> None:
-    """FFT, LoRA and the base model as horizontal lines with interval bands."""
-    for result in results:
+    """FFT, LoRA and the base model as horizontal lines at the mean over seeds: with an interval band for a
+    single seed, with a dotted line at each seed's value for several."""
+    for stem, seeds in group_by_stem(results).items():
         # One line per baseline: LoRA at other ranks (lora_<task>_r<rank>) stays in the table only.
-        if result["method"] in LINE_STYLES and not names_rank(result["run"]):
-            label, colour = LINE_STYLES[result["method"]]
-            axes.axhline(result["accuracy"], color=colour, label=f"{label} ({result['accuracy']:.3f})")
-            axes.axhspan(*result["ci95"], color=colour, alpha=0.12, linewidth=0)
+        if seeds[0]["method"] in LINE_STYLES and not names_rank(stem):
+            label, colour = LINE_STYLES[seeds[0]["method"]]
+            mean = float(np.mean([result["accuracy"] for result in seeds]))
+            axes.axhline(mean, color=colour, label=f"{label} ({mean:.3f})")
+            if len(seeds) == 1:
+                axes.axhspan(*seeds[0]["ci95"], color=colour, alpha=0.12, linewidth=0)
+                continue
+            for result in seeds:
+                axes.axhline(result["accuracy"], color=colour, linestyle=":", linewidth=0.8)
 
 
-def plot_masked(axes: Any, variants: dict[tuple[str, str], dict[float, dict[str, Any]]]) -> None:
-    """A line of points per (masked method, strategy) against the trainable share on a log axis,
-    labelled with the frozen share."""
+def plot_masked(axes: Any, variants: dict[tuple[str, str], dict[float, list[dict[str, Any]]]]) -> None:
+    """A line through the mean over seeds per (masked method, strategy) against the trainable share on a
+    log axis, labelled with the frozen share, with a marker at each seed's value."""
     for (method, strategy), runs in variants.items():
         trainable = [100 * (1 - sparsity) for sparsity in runs]
-        accuracies = [run["accuracy"] for run in runs.values()]
-        errors = error_bars(accuracies, [run["ci95"] for run in runs.values()])
+        points = [accuracy_point(seeds) for seeds in runs.values()]
+        means, errors = mean_points(points)
         style = {"fmt": MASKED_FORMATS[method], "color": STRATEGY_COLOURS.get(strategy), "capsize": 4}
-        axes.errorbar(trainable, accuracies, yerr=errors, label=variant_label(method, strategy), **style)
+        line = axes.errorbar(trainable, means, yerr=errors, label=variant_label(method, strategy), **style)
+        seed_markers(axes, trainable, points, line.lines[0].get_color())
     sparsities = sorted({sparsity for runs in variants.values() for sparsity in runs})
     if sparsities:
         axes.set_xscale("log")
@@ -305,7 +458,7 @@ def plot_task(task: str, results: list[dict[str, Any]], out: Path) -> None:
     plot_baselines(axes, results)
     plot_masked(axes, masked_variants(results))
     axes.set_xlabel("sparsity of the mask (% of covered weights frozen)")
-    axes.set_ylabel("accuracy (95% interval)")
+    axes.set_ylabel("accuracy (mean over seeds, dots: each seed)")
     axes.set_title(f"{task}: accuracy vs sparsity")
     axes.legend(loc="best", fontsize="small")
     figure.tight_layout()
@@ -334,11 +487,10 @@ def forgetting_table(results: list[dict[str, Any]], tasks: tuple[str, ...]) -> l
         cells = [result["run"], shape(result)]
         for task in tasks[:-1]:
             drop = result["forgetting"][task]
-            low, high = drop["ci95"]
             cells += [
                 f"{drop['after_own_stage']:.3f}",
                 f"{drop['after_last_stage']:.3f}",
-                f"{drop['difference']:+.3f} [{low:+.3f}, {high:+.3f}]",
+                signed_interval(drop["difference"], *drop["ci95"]),
                 f"{drop['lost']} / {drop['gained']}",
             ]
         cells += [f"{accuracy_at(result, 0, tasks[-1]):.3f}", f"{accuracy_at(result, last, tasks[-1]):.3f}"]
@@ -382,31 +534,34 @@ def forgetting_plot(tasks: tuple[str, ...]) -> str:
 
 
 def plot_sequence(tasks: tuple[str, ...], results: list[dict[str, Any]], out: Path) -> None:
-    """Bars per method: each earlier task's forgetting (left) and every task's final accuracy (right)."""
+    """Bars per method at the mean over its seeds, with a marker at each seed's value: each earlier task's
+    forgetting (left) and every task's final accuracy (right)."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), width_ratios=[max(1, len(tasks) - 1), len(tasks)])
-    width = 0.8 / len(results)
+    methods = list(group_by_stem(results).values())
+    width = 0.8 / len(methods)
     last = len(tasks)
-    for number, result in enumerate(results):
-        label, colour = SEQUENCE_STYLES.get(result["method"], (result["method"], None))
-        label = f"{label} {shape(result)}".strip()
-        offset = (number - (len(results) - 1) / 2) * width
-        drops = [result["forgetting"][task] for task in tasks[:-1]]
-        values = [drop["difference"] for drop in drops]
-        errors = error_bars(values, [drop["ci95"] for drop in drops])
-        positions = [i + offset for i in range(last - 1)]
-        left.bar(positions, values, width, yerr=errors, capsize=3, color=colour, label=label)
-        finals = [result["stages"][last]["accuracy"][task] for task in tasks]
-        values = [final["accuracy"] for final in finals]
-        errors = error_bars(values, [final["ci95"] for final in finals])
-        right.bar([i + offset for i in range(last)], values, width, yerr=errors, capsize=3, color=colour)
+    for number, seeds in enumerate(methods):
+        label, colour = SEQUENCE_STYLES.get(seeds[0]["method"], (seeds[0]["method"], None))
+        label = f"{label} {shape(seeds[0])}".strip()
+        offset = (number - (len(methods) - 1) / 2) * width
+        drops = [
+            [(result["forgetting"][task]["difference"], result["forgetting"][task]["ci95"]) for result in seeds]
+            for task in tasks[:-1]
+        ]
+        finals = [accuracy_point(result["stages"][last]["accuracy"][task] for result in seeds) for task in tasks]
+        for axes, points, extra in ((left, drops, {"label": label}), (right, finals, {})):
+            positions = [i + offset for i in range(len(points))]
+            means, errors = mean_points(points)
+            axes.bar(positions, means, width, yerr=errors, capsize=3, color=colour, **extra)
+            seed_markers(axes, positions, points, "white")  # white: seen on the bar's own colour
     left.axhline(0, color="black", linewidth=0.8)
     left.set_xticks(range(last - 1), list(tasks[:-1]))
     left.set_ylabel("forgetting: accuracy after own stage − at end")
-    left.set_title("forgetting (95% paired intervals)")
+    left.set_title("forgetting (dots: each seed)")
     right.set_xticks(range(last), list(tasks))
-    right.set_ylabel("accuracy after the last stage (95% interval)")
+    right.set_ylabel("accuracy after the last stage")
     right.set_title(f"after {' → '.join(tasks)}")
-    figure.legend(loc="lower center", ncol=min(len(results), 5), fontsize="small")
+    figure.legend(loc="lower center", ncol=min(len(methods), 5), fontsize="small")
     figure.tight_layout(rect=(0, 0.1, 1, 1))
     with atomic_path(out) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
@@ -439,19 +594,132 @@ def merge_table(results: list[dict[str, Any]], tasks: tuple[str, ...]) -> list[s
     lines += [reference_row(", ".join(runs), single) for runs, single in singles.items()]
     for result in results:
         scale = (result.get("settings") or {}).get("scale")
-        kept = [value for value in (result.get("retained") or {}).values() if value is not None]
+        kept = retained_share(result)
         merge = result.get("merge") or {}
         cells = [
             result["run"],
             f"{scale:g}" if scale is not None else "–",
             *(interval(result["accuracy"][task]) for task in tasks),
             f"{result['mean_accuracy']:.3f}",
-            f"{sum(kept) / len(kept):.0%}" if kept else "–",
+            f"{kept:.0%}" if kept is not None else "–",
             duration(merge.get("wall_s")),
             megabytes(merge.get("peak_rss_mb")),
         ]
         lines.append(f"| {' | '.join(cells)} |")
     return lines
+
+
+# A column of a method table: its header, a result's figure (None: not measured), the number format.
+MethodFigure = tuple[str, Callable[[dict[str, Any]], float | None], str]
+
+
+def seed_list(seeds: Iterable[int]) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def method_table(methods: Mapping[str, Method], figures: list[MethodFigure], jobs_key: str = "stages") -> list[str]:
+    """A row per method (name stem): its seeds, each figure's mean ± standard deviation over seeds with each
+    seed's value, and its whole cost (the jobs under `jobs_key`)."""
+    header = ["method", "seeds", *(name for name, _, _ in figures), "whole time", "peak memory"]
+    lines = [table_row(header), "|---|---|" + "---:|" * (len(figures) + 2)]
+    for method in methods.values():
+        cost = whole_cost(method, jobs_key)
+        cells = [method.stem, seed_list(method.seeds)]
+        cells += [spread(summarize(method, figure), form) for _, figure, form in figures]
+        lines.append(table_row(cells + [duration(cost.wall_s), megabytes(cost.max_rss_mb)]))
+    return lines
+
+
+def pair_table(table: PairTable, difference: str = "A − B") -> list[str]:
+    """A row per pair: its seeds and items, the difference with its interval, where the items are verdicts
+    each seed's McNemar p and its Holm-adjusted value, and the MDD; then the pairs left out."""
+    tested = any(row.mcnemar for row in table.rows)
+    header = ["A", "B", "seeds", "items", f"{difference} [95% CI]", *(("McNemar p", "Holm p") if tested else ()), "MDD"]
+    lines = ["", table_row(header), "|---|---|---|" + "---:|" * (len(header) - 3)] if table.rows else []
+    for row in table.rows:
+        change = row.difference
+        cells = [
+            row.a,
+            row.b,
+            seed_list(row.seeds),
+            str(row.items),
+            signed_interval(change.mean, change.low, change.high),
+        ]
+        if tested:
+            cells += [", ".join(map(p_value, row.mcnemar)), ", ".join(map(p_value, row.holm))]
+        lines.append(table_row(cells + [f"{row.detectable:.3f}"]))
+    return lines + (["", "Pairs left out: " + "; ".join(table.skipped) + "."] if table.skipped else [])
+
+
+def comparisons(results: list[dict[str, Any]], build: Callable[[dict[str, Method]], list[str]]) -> list[str]:
+    """A group's comparisons over seeds (`build` from its methods) where its results hold their items'
+    verdicts; where only some do, a note naming the others."""
+    lacking = [result["run"] for result in results if not holds_items(result)]
+    if len(lacking) == len(results):
+        return []
+    lines = ["", "#### Comparisons over seeds", ""]
+    if lacking:
+        return lines + [f"Not compared: {', '.join(lacking)} hold no items' verdicts (evaluated by an older lota)."]
+    return lines + build(group_methods(results))
+
+
+def sweep_comparisons(results: list[dict[str, Any]], pairs: list[Pair]) -> list[str]:
+    """Accuracy and whole cost per method, and the task's pairs: each LoTA variant against FFT and LoRA,
+    each RoSA variant against LoRA, then the extra pairs."""
+
+    def build(methods: dict[str, Method]) -> list[str]:
+        accuracy: list[MethodFigure] = [("accuracy: mean ± std (each seed)", lambda result: result["accuracy"], ".3f")]
+        table = compare_pairs(methods, sweep_pairs(methods) + pairs, run_items, verdicts=True)
+        return method_table(methods, accuracy) + pair_table(table)
+
+    return comparisons(results, build)
+
+
+def sequence_comparisons(results: list[dict[str, Any]], tasks: tuple[str, ...], pairs: list[Pair]) -> list[str]:
+    """Forgetting, final mean accuracy and training cost per method, and per earlier task the paired
+    forgetting difference of every two methods (then the extra pairs)."""
+
+    def build(methods: dict[str, Method]) -> list[str]:
+        figures: list[MethodFigure] = [
+            (f"forgetting {task}", lambda result, task=task: result["forgetting"][task]["difference"], "+.3f")
+            for task in tasks[:-1]
+        ]
+        figures.append(("mean at end", lambda result: result["final_mean_accuracy"], ".3f"))
+        lines = method_table(methods, figures, jobs_key="training_jobs")
+        for task in tasks[:-1]:
+            table = compare_pairs(methods, every_pair(methods) + pairs, forgetting_items(task), verdicts=False)
+            lines += pair_table(table, f"forgetting {task} A − B")
+        return lines
+
+    return comparisons(results, build)
+
+
+def merge_comparisons(results: list[dict[str, Any]], pairs: list[Pair]) -> list[str]:
+    """Mean accuracy, share kept and merge cost per method, and every two methods' paired difference on
+    all tasks' items pooled (then the extra pairs)."""
+
+    def build(methods: dict[str, Method]) -> list[str]:
+        figures: list[MethodFigure] = [
+            ("mean accuracy", lambda result: result["mean_accuracy"], ".3f"),
+            ("kept of single-task", retained_share, ".0%"),
+        ]
+        table = compare_pairs(methods, every_pair(methods) + pairs, merge_items, verdicts=True)
+        return method_table(methods, figures) + pair_table(table)
+
+    return comparisons(results, build)
+
+
+def stability_table(rows: list[MaskStability]) -> list[str]:
+    """A row per two seeds' masks of one sparsity and strategy: their Jaccard index and mean agreement."""
+    if not rows:
+        return []
+    header = "| mask | seeds | Jaccard | mean agreement per tensor |"
+    lines = ["", "#### Mask stability over seeds", "", header, "|---|---|---:|---:|"]
+    for row in rows:
+        seeds = " – ".join(map(seed_label, row.seeds))
+        cells = [f"s = {row.percent}%, {row.strategy}", seeds, f"{row.jaccard:.3f}", f"{row.agreement:.4f}"]
+        lines.append(table_row(cells))
+    return lines + ["", STABILITY_NOTE]
 
 
 def lmeval_table(results: list[dict[str, Any]]) -> list[str]:
@@ -487,6 +755,11 @@ def alpaca_eval_table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def compared(groups: Iterable[list[dict[str, Any]]]) -> bool:
+    """Whether any result of the groups holds its items' verdicts, so that its section compares methods."""
+    return any(holds_items(result) for results in groups for result in results)
+
+
 def render(
     by_task: dict[str, list[dict[str, Any]]],
     by_sequence: dict[tuple[str, ...], list[dict[str, Any]]],
@@ -494,7 +767,12 @@ def render(
     plot_folder: str,
     lmeval: list[dict[str, Any]] | None = None,
     alpaca_eval: list[dict[str, Any]] | None = None,
+    pairs: Mapping[Hashable, list[Pair]] | None = None,
+    stability: Mapping[str, list[MaskStability]] | None = None,
 ) -> str:
+    """The report's Markdown; `pairs` are the extra pairs of each group (keyed as place_pairs keys them:
+    ('sweep', task), ('sequence', tasks), ('merge', tasks)), `stability` the mask comparisons per task."""
+    pairs, stability = pairs or {}, stability or {}
     lines = ["# LoTA report"]
     if by_task:
         lines += ["", "## Sweep", ""]
@@ -503,10 +781,13 @@ def render(
             "normal-approximation interval). "
             "Train time and peak memory are those of the run's training loop."
         )
+    if compared(by_task.values()):
+        lines += ["", SWEEP_COMPARISONS_NOTE]
     for task, results in by_task.items():
         lines += ["", f"### {task}", ""]
         lines += run_table(results) + subtask_table(results) + calibration_note(results) + strategy_table(results)
         lines += ["", f"![{task}: accuracy vs sparsity]({plot_folder}/{task}.png)"]
+        lines += sweep_comparisons(results, pairs.get(("sweep", task), [])) + stability_table(stability.get(task, []))
     if by_sequence:
         lines += ["", "## Continual learning", ""]
         lines.append(
@@ -516,10 +797,13 @@ def render(
             "lost / regained counts the items that went from right to wrong and back. Training jobs: the wall "
             "time of every stage's training and, for the LoTA methods, of the calibration run behind each mask."
         )
+    if compared(by_sequence.values()):
+        lines += ["", SEQUENCE_COMPARISONS_NOTE]
     for tasks, results in by_sequence.items():
         lines += ["", f"### {' → '.join(tasks)}", ""]
         lines += forgetting_table(results, tasks) + stage_table(results, tasks) + overlap_note(results)
         lines += ["", f"![{'-'.join(tasks)}: forgetting]({plot_folder}/{forgetting_plot(tasks)})"]
+        lines += sequence_comparisons(results, tasks, pairs.get(("sequence", tasks), []))
     if by_merge:
         lines += ["", "## Merging", ""]
         lines.append(
@@ -528,9 +812,11 @@ def render(
             "The merged model is scored on every task; kept of single-task is the mean over tasks of its accuracy "
             "over the single-task run's. Merge time and peak memory are those of the merge job alone."
         )
+    if compared(by_merge.values()):
+        lines += ["", MERGE_COMPARISONS_NOTE]
     for tasks, results in by_merge.items():
         lines += ["", f"### {' + '.join(tasks)}", ""]
-        lines += merge_table(results, tasks)
+        lines += merge_table(results, tasks) + merge_comparisons(results, pairs.get(("merge", tasks), []))
     if lmeval:
         lines += ["", "## lm-evaluation-harness", ""]
         lines.append(
@@ -549,6 +835,21 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+def stems(results: list[dict[str, Any]]) -> set[str]:
+    return {split_seed(result["run"])[0] for result in results}
+
+
+def stability_by_task(paths: list[Path], tasks: Iterable[str]) -> dict[str, list[MaskStability]]:
+    """The mask comparisons of each task; masks of a task without results in the sweep are refused."""
+    unknown = sorted({parse_mask_file(path).task for path in paths} - set(tasks))
+    if unknown:
+        raise UserError(f"--masks: task {unknown[0]!r} has masks but no results among --results")
+    by_task: dict[str, list[MaskStability]] = defaultdict(list)
+    for row in mask_stability(paths):
+        by_task[row.task].append(row)
+    return by_task
+
+
 def run(args: ReportArgs) -> None:
     """Write the report and its plots."""
     if not (args.results or args.sequences or args.merges or args.lmeval or args.alpaca_eval):
@@ -558,13 +859,20 @@ def run(args: ReportArgs) -> None:
     by_merge = load_merges(args.merges)
     lmeval = load_checked(args.lmeval, LMEVAL_REQUIRED, "results file of lm-eval")
     alpaca_eval = load_checked(args.alpaca_eval, ALPACA_EVAL_REQUIRED, "results file of AlpacaEval")
+    groups = {("sweep", task): stems(results) for task, results in by_task.items()}
+    groups |= {("sequence", tasks): stems(results) for tasks, results in by_sequence.items()}
+    groups |= {("merge", tasks): stems(results) for tasks, results in by_merge.items()}
+    pairs = place_pairs(map(parse_pair, args.pairs), groups)
+    stability = stability_by_task(args.masks, by_task)
+    relative = os.path.relpath(Path(args.plots).resolve(), Path(args.out).resolve().parent)
+    # The text first: what it refuses stops the report before any plot is written.
+    text = render(by_task, by_sequence, by_merge, Path(relative).as_posix(), lmeval, alpaca_eval, pairs, stability)
     for task, results in by_task.items():
         plot_task(task, results, args.plots / f"{task}.png")
     for tasks, results in by_sequence.items():
         plot_sequence(tasks, results, args.plots / forgetting_plot(tasks))
-    relative = os.path.relpath(Path(args.plots).resolve(), Path(args.out).resolve().parent)
     with atomic_path(args.out) as tmp:
-        tmp.write_text(render(by_task, by_sequence, by_merge, Path(relative).as_posix(), lmeval, alpaca_eval))
+        tmp.write_text(text)
     log.info(
         "report on %d runs of %d tasks, %d task-sequence runs, %d merges and %d harness results -> %s",
         len(args.results),

@@ -356,6 +356,9 @@ def test_listed_rates_are_tried_on_validation_and_every_seed_trains_at_the_choic
     ]
     assert plan.valid_data("lota_gsm8k_s90") == "work/data/gsm8k/valid.jsonl"
     assert json.loads(plan.candidate_provenance("lota_gsm8k_s90", "0.0003"))["lr"] == 3e-4
+    jobs = shlex.split(plan.stage_benchmarks("lota_gsm8k_s90_seed1"))  # the whole cost holds the search
+    assert "lr_search:lota_gsm8k_s90:lr0.0003:train_lota=benchmarks/lr_search/train/lota_gsm8k_s90/lr0.0003.tsv" in jobs
+    assert "select_lr:lota_gsm8k_s90=benchmarks/select_lr/lota_gsm8k_s90.tsv" in jobs
     with pytest.raises(UserError, match="the base seed's runs choose the learning rate: name it lota_gsm8k_s90"):
         plan.lr_candidates("lota_gsm8k_s90_seed1")
     with pytest.raises(UserError, match="train.fft.lr is one rate, so there is none to choose"):
@@ -375,3 +378,24 @@ def test_the_dense_run_trains_at_the_fft_choice_unless_calibration_has_a_rate_of
     assert options(own.dense_train_options("calibration", "gsm8k"))["--lr"] == "2e-05"
     with pytest.raises(UserError, match="config key tasks.gsm8k.valid_size: train.fft.lr lists rates"):
         plan_with_rates("fft", [1.0e-5, 3.0e-5], valid_size=0).sweep_results()
+
+
+def test_the_report_reads_every_seeds_masks_and_the_configured_pairs():
+    plan = make_plan(seeds=[0, 1], sweep={"tasks": ["gsm8k"], "sparsities": [90], "methods": ["fft", "lota", "rosa"]})
+    assert plan.report_masks() == [
+        "work/masks/gsm8k_s90.safetensors",
+        "work/masks/gsm8k_s90_fisher.safetensors",
+        "work/masks/gsm8k_seed1_s90.safetensors",
+        "work/masks/gsm8k_seed1_s90_fisher.safetensors",
+    ]
+    paired = make_plan(
+        report={"pairs": [["lota_gsm8k_s95", "lora_gsm8k"], ["lotto_gsm8k-mawps_s90", "fft_gsm8k-mawps"]]}
+    )
+    assert paired.report_pairs() == ["lota_gsm8k_s95:lora_gsm8k", "lotto_gsm8k-mawps_s90:fft_gsm8k-mawps"]
+    for pair, message in (
+        (["lota_gsm8k_s95_seed1", "lora_gsm8k"], "name 'lota_gsm8k_s95_seed1' without _seed<N>"),
+        (["lota_gsm8k_s95", "lora_mawps"], "lota_gsm8k_s95 and lora_mawps are not scored on the same tasks"),
+        (["lota_gsm8k_s95", "dpo_gsm8k"], "run name 'dpo_gsm8k' is not"),
+    ):
+        with pytest.raises(UserError, match=message):
+            make_plan(report={"pairs": [pair]}).report_pairs()

@@ -56,3 +56,8 @@ def test_seeds_and_a_rate_chosen_on_validation_run_into_the_report(workdir):
     assert set(seeded["items"]) == set(read(workdir / "results" / "lota_gsm8k_s90.json")["items"])
     assert (workdir / "work" / "masks" / "gsm8k_seed1_s90.safetensors").is_file()
     assert read(workdir / "results" / "fft_gsm8k.json")["lr_choice"] is None
+
+    report = (workdir / "results" / "report.md").read_text()
+    assert "#### Comparisons over seeds" in report and "| lota_gsm8k_s90 | fft_gsm8k | 0, 1 | 4 |" in report
+    assert "#### Mask stability over seeds" in report
+    print(report)  # the closing note's example: pytest -s shows it

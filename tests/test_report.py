@@ -1,8 +1,10 @@
 """The report: sweep tables, subtask breakdown, forgetting tables and plots from results files."""
 
 import json
+import re
 
 import pytest
+import torch
 
 from lota.errors import UserError
 from lota.report import (
@@ -412,3 +414,177 @@ def test_the_harness_tables_give_each_metric_and_win_rate_with_its_standard_erro
     )
     with pytest.raises(UserError, match="is not a results file of AlpacaEval: it lacks 'judge'"):
         run(ReportArgs(alpaca_eval=[lmeval_file], out=out, plots=tmp_path / "plots"))
+
+
+# --- comparisons over seeds -------------------------------------------------------------
+
+
+def replicate(run, seed, verdicts, sparsity=None, rank=None):
+    """A single-task result on mawps items a-f at `seed`; its jobs take 100 s per seed number past 0 and 20 s."""
+    jobs = {"train": {"wall_s": 100.0 * (seed + 1), "max_rss_mb": 1000.0 + 500 * seed}, "generate": {"wall_s": 20.0}}
+    accuracy = sum(verdicts) / len(verdicts)
+    extra = {"items": dict(zip("abcdef", verdicts, strict=True)), "config": {"seed": seed}, "stages": jobs}
+    return result(run, run.split("_")[0], accuracy, sparsity=sparsity, rank=rank, **extra)
+
+
+SEEDED_RUNS = [
+    replicate("fft_mawps", 0, [1, 1, 0, 0, 1, 0]),
+    replicate("fft_mawps_seed1", 1, [1, 0, 0, 0, 1, 0]),
+    replicate("lora_mawps", 0, [1, 0, 0, 0, 0, 0], rank=16),
+    replicate("lora_mawps_seed1", 1, [1, 0, 0, 0, 0, 0], rank=16),
+    replicate("lota_mawps_s90_seed1", 1, [1, 1, 1, 0, 1, 0], sparsity=0.9),
+    replicate("lota_mawps_s90", 0, [1, 1, 1, 1, 1, 0], sparsity=0.9),
+]
+
+
+def seeded_sequence(run, method, seed, own, last, sparsity=None):
+    """A mawps then arc_easy sequence at `seed` with items: `own` and `last` are mawps's verdicts on items
+    a-d after stages 1 and 2."""
+    entry = sequence(run, method, [[0.0, 0.0], [sum(own) / 4, 1.0], [sum(last) / 4, 1.0]], sparsity)
+    for stage, verdicts in zip(entry["stages"], [[0] * 4, own, last], strict=True):
+        stage["accuracy"]["mawps"]["items"] = dict(zip("abcd", verdicts, strict=True))
+        stage["accuracy"]["arc_easy"]["items"] = {"a": 1, "b": 1}
+    return entry | {"config": {"seed": seed}}
+
+
+SEEDED_SEQUENCES = [
+    seeded_sequence("fft_mawps-arc_easy", "fft", 0, [1, 1, 1, 1], [0, 1, 0, 1]),
+    seeded_sequence("fft_mawps-arc_easy_seed1", "fft", 1, [1, 1, 0, 0], [0, 0, 0, 0]),
+    seeded_sequence("lotto_mawps-arc_easy_s90", "lotto", 0, [1, 1, 0, 1], [1, 1, 0, 1], 0.9),
+    seeded_sequence("lotto_mawps-arc_easy_s90_seed1", "lotto", 1, [1, 1, 1, 0], [1, 0, 1, 0], 0.9),
+]
+
+
+def seeded_merge(run, method, seed, mawps, arc_easy):
+    """A merge at `seed` with its verdicts on two items of each task."""
+    entry = merged(run, method, [sum(mawps) / 2, sum(arc_easy) / 2])
+    for task, verdicts in (("mawps", mawps), ("arc_easy", arc_easy)):
+        entry["accuracy"][task]["items"] = dict(zip("ab", verdicts, strict=True))
+    return entry | {"config": {"seed": seed}, "stages": {"merge": {"wall_s": 12.0, "max_rss_mb": 800.0}}}
+
+
+SEEDED_MERGES = [
+    seeded_merge("ta_mawps+arc_easy", "ta", 0, [1, 0], [0, 0]),
+    seeded_merge("ta_mawps+arc_easy_seed1", "ta", 1, [1, 1], [0, 0]),
+    seeded_merge("lotasum_mawps+arc_easy_s90", "lotasum", 0, [1, 1], [1, 0]),
+    seeded_merge("lotasum_mawps+arc_easy_s90_seed1", "lotasum", 1, [1, 1], [1, 1]),
+]
+
+
+def pair_row(a, b, items, difference, rest):
+    """A pair's row at seeds 0 and 1, with any bootstrap interval (whose ends the tests do not compute)."""
+    interval = r"\[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]"
+    return re.compile(re.escape(f"| {a} | {b} | 0, 1 | {items} | {difference} ") + interval + re.escape(f" | {rest} |"))
+
+
+@pytest.fixture
+def seeded_report(tmp_path):
+    """The report of two seeds of a sweep, a task sequence and a merge, and of two seeds' masks."""
+    from lota.masks import save_mask
+
+    masks = []
+    for name, entries in (("mawps_s90", [1, 1, 0, 0]), ("mawps_seed1_s90", [1, 0, 1, 0])):
+        masks.append(tmp_path / f"{name}.safetensors")
+        save_mask(masks[-1], {"w": torch.tensor(entries, dtype=torch.bool)}, {"sparsity": 0.5})
+    (tmp_path / "cl").mkdir()
+    (tmp_path / "merge").mkdir()
+    out = tmp_path / "results" / "report.md"
+    args = ReportArgs(
+        results=write_results(tmp_path, SEEDED_RUNS),
+        sequences=write_results(tmp_path / "cl", SEEDED_SEQUENCES),
+        merges=write_results(tmp_path / "merge", SEEDED_MERGES),
+        masks=masks,
+        out=out,
+        plots=tmp_path / "results" / "plots",
+    )
+    run(args)
+    return args
+
+
+def test_the_sweep_compares_methods_over_seeds_in_pairs_and_masks(seeded_report):
+    text = seeded_report.out.read_text()
+    assert text.index("### mawps") < text.index("#### Comparisons over seeds") < text.index("#### Mask stability")
+    assert "Holm p adjusts all (pair, seed) p-values of a task's table together" in text
+    # Accuracy over seeds: fft 3/6 and 2/6, lota 5/6 and 4/6, sd (1/6) / sqrt(2); jobs 120 s and 220 s.
+    assert "| method | seeds | accuracy: mean ± std (each seed) | whole time | peak memory |" in text
+    assert "| fft_mawps | 0, 1 | 0.417 ± 0.118 (0.500, 0.333) | 170 s | 1,250 MB |" in text
+    assert "| lota_mawps_s90 | 0, 1 | 0.750 ± 0.118 (0.833, 0.667) | 170 s | 1,250 MB |" in text
+    assert "| A | B | seeds | items | A − B [95% CI] | McNemar p | Holm p | MDD |" in text
+    # Item means lota 1, 1, 1, 0.5, 1, 0 against fft 1, 0.5, 0, 0, 1, 0 and lora 1, 0, 0, 0, 0, 0.
+    # McNemar: against fft 2 to 0 discordant items at both seeds (p 0.5); against lora 4 to 0 (0.125) and 3 to 0
+    # (0.25). Holm over the four: 0.125 * 4, 0.25 * 3, then 0.5 * 2 = 1 twice. MDD: 2.8016 * sd / sqrt(6) of the
+    # differences 0, .5, 1, .5, 0, 0 (sd sqrt(1/6)) and 0, 1, 1, .5, 1, 0 (sd sqrt(0.241667)).
+    assert pair_row("lota_mawps_s90", "fft_mawps", 6, "+0.333", "0.500, 0.500 | 1.000, 1.000 | 0.467").search(text)
+    assert pair_row("lota_mawps_s90", "lora_mawps", 6, "+0.583", "0.125, 0.250 | 0.500, 0.750 | 0.562").search(text)
+    # The masks' trainable entries: 0 and 1 against 0 and 2; Jaccard 1/3, agreement on entries 0 and 3.
+    assert "| mask | seeds | Jaccard | mean agreement per tensor |" in text
+    assert "| s = 90%, task_vector | base – 1 | 0.333 | 0.5000 |" in text
+
+
+def test_sequences_and_merges_compare_methods_over_seeds(seeded_report):
+    text = seeded_report.out.read_text()
+    sequence_part = text[text.index("## Continual learning") : text.index("## Merging")]
+    assert "| method | seeds | forgetting mawps | mean at end | whole time | peak memory |" in sequence_part
+    assert (
+        "| fft_mawps-arc_easy | 0, 1 | +0.500 ± 0.000 (+0.500, +0.500) | 0.625 ± 0.177 (0.750, 0.500) | 550 s | – |"
+        in (sequence_part)
+    )
+    assert "| lotto_mawps-arc_easy_s90 | 0, 1 | +0.125 ± 0.177 (+0.000, +0.250) |" in sequence_part
+    # Forgetting per item, averaged over seeds: lotto 0, .5, 0, 0; fft 1, .5, .5, 0; no McNemar on forgetting.
+    assert "| A | B | seeds | items | forgetting mawps A − B [95% CI] | MDD |" in sequence_part
+    assert pair_row("lotto_mawps-arc_easy_s90", "fft_mawps-arc_easy", 4, "-0.375", "0.671").search(sequence_part)
+    merge_part = text[text.index("## Merging") :]
+    assert "| method | seeds | mean accuracy | kept of single-task | whole time | peak memory |" in merge_part
+    assert "| ta_mawps+arc_easy | 0, 1 | 0.375 ± 0.177 (0.250, 0.500) |" in merge_part
+    assert "| lotasum_mawps+arc_easy_s90 | 0, 1 | 0.875 ± 0.177 (0.750, 1.000) |" in merge_part
+    # Pooled items mawps/a, mawps/b, arc_easy/a, arc_easy/b: lotasum 1, 1, 1, .5 against ta 1, .5, 0, 0.
+    lotasum, ta = "lotasum_mawps+arc_easy_s90", "ta_mawps+arc_easy"
+    assert pair_row(lotasum, ta, 4, "+0.500", "0.500, 0.500 | 1.000, 1.000 | 0.572").search(merge_part)
+
+
+def test_the_plots_of_seeds_are_pngs_with_a_point_per_seed(seeded_report):
+    import matplotlib.pyplot as plt
+
+    for name in ("mawps.png", "forgetting_mawps-arc_easy.png"):
+        assert (seeded_report.plots / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    figure, axes = plt.subplots()
+    plot_masked(axes, masked_variants(load_results(seeded_report.results)["mawps"]))
+    line = axes.containers[0].lines[0]
+    assert line.get_ydata() == pytest.approx([0.75])  # the mean of the two seeds
+    assert axes.collections[-1].get_offsets().flatten().tolist() == pytest.approx([10, 5 / 6, 10, 4 / 6])
+    plt.close(figure)
+
+
+def test_extra_pairs_join_their_table_and_bad_ones_are_refused(seeded_report, tmp_path):
+    seeded_report.pairs = ["lora_mawps:fft_mawps", "ta_mawps+arc_easy:lotasum_mawps+arc_easy_s90"]
+    run(seeded_report)
+    text = seeded_report.out.read_text()
+    # lora's item means 1, 0, 0, 0, 0, 0 against fft's 1, 0.5, 0, 0, 1, 0; McNemar 0 to 2 items, then 0 to 1.
+    assert pair_row("lora_mawps", "fft_mawps", 6, "-0.250", "0.500, 1.000").search(text)
+    assert pair_row("ta_mawps+arc_easy", "lotasum_mawps+arc_easy_s90", 4, "-0.500", "0.500, 0.500").search(text)
+    for pairs, message in (
+        (["lota_mawps_s90:ta_mawps+arc_easy"], "no task, task sequence or merged task set has results of both"),
+        (["lota_mawps_s90"], "pair 'lota_mawps_s90' is not A:B"),
+    ):
+        fresh = ReportArgs(**{**vars(seeded_report), "pairs": pairs, "out": tmp_path / "other.md"})
+        fresh.plots = tmp_path / "other_plots"
+        with pytest.raises(UserError, match=message):
+            run(fresh)
+        assert not fresh.out.exists() and not fresh.plots.exists()
+
+
+def test_masks_of_a_task_without_results_are_refused(seeded_report):
+    stray = seeded_report.masks[0].with_name("gsm8k_s90.safetensors")
+    stray.write_bytes(seeded_report.masks[0].read_bytes())
+    seeded_report.masks = [stray]
+    with pytest.raises(UserError, match="--masks: task 'gsm8k' has masks but no results among --results"):
+        run(seeded_report)
+
+
+def test_results_without_items_are_named_and_not_compared(tmp_path):
+    files = write_results(tmp_path, [SEEDED_RUNS[0], result("lora_mawps", "lora", 0.2, rank=16)])
+    text = render(load_results(files), {}, {}, "plots")
+    assert "#### Comparisons over seeds" in text
+    assert "Not compared: lora_mawps hold no items' verdicts (evaluated by an older lota)." in text
+    assert "| A | B |" not in text
+    assert "Comparisons over seeds" not in render(load_results(files[1:]), {}, {}, "plots")

@@ -1,6 +1,7 @@
 # The sweep's, the task sequences', the merges' and the harnesses' results -> results/report.md: per
 # sweep task a table and an accuracy-vs-sparsity plot, per task sequence a forgetting table and bar
-# plot, per merged task set a merge table, then the lm-eval and AlpacaEval tables.
+# plot, per merged task set a merge table, each with its comparisons over seeds and items (and the
+# sweep's masks' agreement across seeds), then the lm-eval and AlpacaEval tables.
 
 
 rule report:
@@ -10,6 +11,7 @@ rule report:
         merges=merge_results,
         lmeval=lmeval_results,
         alpaca_eval=alpaca_eval_results,
+        masks=lambda wc: PLAN.report_masks(),
     output:
         table=report("results/report.md", category="Report", caption="../report/table.rst"),
         plots=report(
@@ -28,11 +30,12 @@ rule report:
         "benchmarks/report.tsv"
     params:
         plots=lambda wc, output: os.path.join(os.path.dirname(output.table), os.path.basename(PLOTS)),
+        pairs=cli_options({"pairs": PLAN.report_pairs()}) if PLAN.report_pairs() else "",
     resources:
         **PLAN.resources("light"),
     conda:
         ENV
     shell:
         "python -m lota.report --results {input.results:q} --sequences {input.sequences:q} --merges {input.merges:q}"
-        " --lmeval {input.lmeval:q} --alpaca-eval {input.alpaca_eval:q}"
+        " --lmeval {input.lmeval:q} --alpaca-eval {input.alpaca_eval:q} --masks {input.masks:q} {params.pairs}"
         " --out {output.table:q} --plots {params.plots:q} > {log:q} 2>&1"

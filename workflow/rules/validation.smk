@@ -68,7 +68,7 @@ use rule evaluate as evaluate_candidate with:
     benchmark:
         "benchmarks/lr_search/evaluate/{run}/lr{lr}.tsv"
     params:
-        benchmarks=lambda wc: PLAN.candidate_benchmarks(wc.run, wc.lr),
+        benchmarks=lambda wc: key_paths(PLAN.candidate_jobs(wc.run, wc.lr)),
         config_json=lambda wc: PLAN.candidate_provenance(wc.run, wc.lr),
 
 
