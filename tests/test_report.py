@@ -9,6 +9,7 @@ import torch
 from lota.errors import UserError
 from lota.report import (
     ReportArgs,
+    calibration_note,
     load_results,
     load_sequences,
     masked_variants,
@@ -588,3 +589,17 @@ def test_results_without_items_are_named_and_not_compared(tmp_path):
     assert "Not compared: lora_mawps hold no items' verdicts (evaluated by an older lota)." in text
     assert "| A | B |" not in text
     assert "Comparisons over seeds" not in render(load_results(files[1:]), {}, {}, "plots")
+
+
+def test_the_calibration_note_names_each_seeds_dense_run():
+    def lota(run, wall_s):
+        return {
+            "method": "lota",
+            "stages": {"calibrate": {"wall_s": wall_s}},
+            "config": {"train_calibration": {"run": run}},
+        }
+
+    one = calibration_note([lota("fft_mawps", 30.0)])
+    assert one == ["", "LoTA's masks come from one dense calibration run (fft_mawps), 30 s."]
+    two = calibration_note([lota("fft_mawps", 30.0), lota("fft_mawps_seed1", 50.0)])
+    assert "one dense calibration run per seed (fft_mawps, fft_mawps_seed1), 40 s each on average" in two[1]
