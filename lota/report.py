@@ -397,6 +397,21 @@ def calibration_note(results: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def lr_choice_note(results: list[dict[str, Any]]) -> list[str]:
+    """The learning rates chosen on the validation split, with every candidate's validation score."""
+    choices = {result["lr_choice"]["run"]: result["lr_choice"] for result in results if result.get("lr_choice")}
+    if not choices:
+        return []
+    lines = [
+        "",
+        "Learning rates chosen on the validation split (the highest accuracy; a tie goes to the rate listed first):",
+    ]
+    for run, choice in choices.items():
+        tried = ", ".join(f"{row['lr']:g} ({row['correct']}/{row['n']})" for row in choice["candidates"])
+        lines.append(f"- {run} and its seeds: {choice['lr']:g}, of {tried}")
+    return lines
+
+
 def error_bars(values: list[float], intervals: list[list[float]]) -> list[list[float]]:
     """Matplotlib's yerr (distances below, above) of values with their intervals."""
     below = [value - low for value, (low, _) in zip(values, intervals, strict=True)]
@@ -795,7 +810,8 @@ def render(
         lines += ["", SWEEP_COMPARISONS_NOTE]
     for task, results in by_task.items():
         lines += ["", f"### {task}", ""]
-        lines += run_table(results) + subtask_table(results) + calibration_note(results) + strategy_table(results)
+        lines += run_table(results) + subtask_table(results) + calibration_note(results) + lr_choice_note(results)
+        lines += strategy_table(results)
         lines += ["", f"![{task}: accuracy vs sparsity]({plot_folder}/{task}.png)"]
         lines += sweep_comparisons(results, pairs.get(("sweep", task), [])) + stability_table(stability.get(task, []))
     if by_sequence:

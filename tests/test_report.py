@@ -12,6 +12,7 @@ from lota.report import (
     calibration_note,
     load_results,
     load_sequences,
+    lr_choice_note,
     masked_variants,
     plot_masked,
     render,
@@ -603,3 +604,14 @@ def test_the_calibration_note_names_each_seeds_dense_run():
     assert one == ["", "LoTA's masks come from one dense calibration run (fft_mawps), 30 s."]
     two = calibration_note([lota("fft_mawps", 30.0), lota("fft_mawps_seed1", 50.0)])
     assert "one dense calibration run per seed (fft_mawps, fft_mawps_seed1), 40 s each on average" in two[1]
+
+
+def test_the_learning_rates_chosen_on_validation_are_listed_with_their_candidates():
+    choice = {
+        "run": "lota_mawps_s90",
+        "lr": 3e-4,
+        "candidates": [{"lr": 1e-4, "correct": 1, "n": 4}, {"lr": 3e-4, "correct": 3, "n": 4}],
+    }
+    note = lr_choice_note([{"lr_choice": choice}, {"lr_choice": choice}, {"lr_choice": None}])
+    assert note[2:] == ["- lota_mawps_s90 and its seeds: 0.0003, of 0.0001 (1/4), 0.0003 (3/4)"]
+    assert lr_choice_note([{"lr_choice": None}]) == []

@@ -31,7 +31,8 @@ UNQUOTED_PLACEHOLDERS = {
     # Option strings built by lota.plan's cli_options (each value shlex-quoted), or lists of
     # shlex-quoted KEY=PATH items (lota.plan.key_paths).
     *("params.options", "params.trust", "params.threads", "params.data_dir", "params.exclude", "params.shape"),
-    *("params.summary", "params.benchmarks", "params.samples"),
+    *("params.summary", "params.benchmarks", "params.samples", "params.splits", "params.lr_choice", "params.pairs"),
+    *("params.candidates",),
     # Numbers: integers the config schema checks, sparsities parsed from run names.
     *("resources.processes", "resources.checkpoint_every", "params.max_new_tokens", "params.sparsity"),
     # A task, a method or tasks parsed from the wildcards, or (harness.smk's tasks) cli_options.
@@ -171,11 +172,15 @@ def test_config_strings_reach_commands_quoted(tmp_path):
             "methods": ["base", "fft", "lora", "lota", "rosa"],
             "mask_strategies": ["task_vector", "fisher", "random"],
         },
-        "continual": {"sequences": [["gsm8k", "mawps"]]},
+        "continual": {"sequences": [["gsm8k", "mawps"]], "later_stages": {"lora": {"lr": 1.0e-4}}},
         "merge": {"tasks": [["gsm8k", "mawps"]]},
+        "seeds": [0, 1],  # the replicates' data jobs, and (with rates to choose) the validation runs'
         "lmeval": {"models": ["lota_gsm8k_s90"], "tasks": ["gsm8k", f"arc_easy {HOSTILE}"]},
         "alpaca_eval": {"models": ["base_gsm8k"], "judge": "local", "judge_model": str(judge)},
     }
+    for method in ("lora", "rosa"):
+        config["train"][method]["lr"] = [1.0e-4, 2.0e-4]
+    config["tasks"]["gsm8k"]["valid_size"] = 4
     workdir = tmp_path / "workdir"
     workdir.mkdir()
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))

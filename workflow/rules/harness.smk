@@ -60,6 +60,7 @@ use rule generate as generate_alpaca with:
         "benchmarks/alpaca_eval/generate/{name}.tsv"
     params:
         max_new_tokens=lambda wc: PLAN.task_setting(PLAN.check_task("alpaca"), "max_new_tokens"),
+        options=lambda wc: PLAN.generate_options(wc.name),
 
 
 rule evaluate_alpaca:
