@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from lota.errors import UserError
 from lota.export import export
@@ -177,6 +178,7 @@ def test_gradient_accumulation_matches_one_large_batch(tmp_path, tiny_model, tra
                 max_steps=2,
                 precision="fp32",
                 clip="none",
+                group_by_length=False,  # the same examples in each step, however they are split
             )
         )
         steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -228,7 +230,7 @@ def reference_training(args, masks=None):
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name in trained)
     optimizer = torch.optim.AdamW(trained.values(), lr=args.lr, weight_decay=args.weight_decay)
-    for (_, chunk), *_ in optimizer_steps(len(examples), args):
+    for (_, chunk), *_ in optimizer_steps([len(ids) for ids, _ in examples], args):
         batch = collate([examples[i] for i in chunk], tokenizer.pad_token_id)
         targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         (response_loss(model, batch, trim_logits=False) / targets).backward()
@@ -270,7 +272,9 @@ def test_fft_engine_matches_a_standard_optimizer_loop(tmp_path, tiny_model, trai
     )
     summary, model = train(args)
     assert summary["updates_in_backward"] is engine.get("optimizer_in_backward", True)
-    assert_same_weights(model, reference_training(args), atol=1e-6)
+    # Inductor's fused kernels sum in another order than eager ones: up to 3e-6 apart after three
+    # steps here, three orders below a wrong update's size (the lr, 1e-3).
+    assert_same_weights(model, reference_training(args), atol=1e-5 if engine.get("compile") else 1e-6)
 
 
 def test_lota_sparse_state_matches_the_masked_dense_update(tmp_path, tiny_model, train_records):
@@ -459,3 +463,37 @@ def test_dpo_refuses_records_without_pairs(tmp_path, tiny_model, train_records):
     with pytest.raises(UserError, match="record 1 needs string fields 'prompt', 'chosen' and 'rejected'"):
         train(args)
     assert not (tmp_path / "run").exists()
+
+
+def test_length_grouped_micro_batches_pad_little_and_cover_every_example_each_epoch():
+    lengths = [40 + (i * 7919) % 361 for i in range(320)]  # 40 to 400 tokens, in a scrambled order
+    grouped = list(micro_batches(320, 8, 2.0, seed=1, lengths=lengths))
+    assert grouped == list(micro_batches(320, 8, 2.0, seed=1, lengths=lengths))
+    for epoch in (grouped[:40], grouped[40:]):
+        assert sorted(i for _, chunk in epoch for i in chunk) == list(range(320))
+    assert grouped[39][0] == 1.0 and grouped[-1][0] == 2.0
+
+    def padding(batches):
+        positions = sum(len(chunk) * max(lengths[i] for i in chunk) for _, chunk in batches)
+        return 1 - sum(lengths[i] for _, chunk in batches for i in chunk) / positions
+
+    assert padding(grouped) < 0.05 < padding(micro_batches(320, 8, 2.0, seed=1))
+    assert [chunk for _, chunk in grouped[:40]] != [chunk for _, chunk in grouped[40:]]  # each epoch reshuffled
+
+
+def test_a_padded_batch_has_the_loss_and_gradients_of_its_sequences_alone(tiny_model, smol_tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, torch_dtype=torch.float32)
+    short = tokenize_example("Q: 1+1?", " 2<|im_end|>", smol_tokenizer, max_length=256)
+    long = tokenize_example("Q: what is three plus four, in words?", " seven, of course<|im_end|>", smol_tokenizer, 256)
+
+    def loss_and_gradients(batches):
+        model.zero_grad()
+        loss = sum(response_loss(model, collate(batch, smol_tokenizer.pad_token_id), True) for batch in batches)
+        loss.backward()
+        return loss.detach(), {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
+
+    padded, padded_gradients = loss_and_gradients([[short, long]])
+    alone, alone_gradients = loss_and_gradients([[short], [long]])
+    assert padded.item() == pytest.approx(alone.item(), rel=1e-5)
+    for name, gradient in alone_gradients.items():
+        assert torch.allclose(padded_gradients[name], gradient, atol=1e-6, rtol=1e-4), name

@@ -89,6 +89,9 @@ class RecipeArgs:
     batch_size: int = arg(8, "sequences per micro-batch", minimum=1)
     grad_accum: int = arg(1, "micro-batches per optimizer step", minimum=1)
     max_length: int = arg(512, "tokens per sequence; longer ones are truncated at the end", minimum=2)
+    group_by_length: bool = arg(
+        True, "draw each micro-batch from sequences of similar length (little padding); off: a plain shuffle"
+    )
     clip: Literal["per_tensor", "global", "none"] = arg(
         "per_tensor", "gradient clipping: each tensor's norm (the paper's), the global norm, or none"
     )

@@ -21,6 +21,7 @@ log = logging.getLogger("lota.train")
 IGNORE_INDEX = -100  # the label of a token no loss is computed on (the prompt's, padding)
 
 Example = tuple[list[int], list[int]]  # input ids, labels
+LENGTH_GROUP = 50  # micro-batches sorted by length together (transformers' LengthGroupedSampler's megabatch)
 
 
 def tokenize_example(
@@ -94,24 +95,43 @@ def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dic
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
-def micro_batches(n_examples: int, batch_size: int, epochs: float, seed: int) -> Iterator[tuple[float, list[int]]]:
-    """(fractional epoch, example indices) per micro-batch; each epoch is a fresh seeded shuffle."""
+def micro_batches(
+    n_examples: int, batch_size: int, epochs: float, seed: int, lengths: Sequence[int] | None = None
+) -> Iterator[tuple[float, list[int]]]:
+    """(fractional epoch, example indices) per micro-batch; each epoch is a fresh seeded shuffle.
+
+    With the examples' `lengths`, micro-batches are grouped by length, as transformers'
+    LengthGroupedSampler does: the epoch's shuffled order is cut into groups of LENGTH_GROUP
+    micro-batches, each group is sorted by length before it is cut into micro-batches (so a
+    micro-batch pads little), and the epoch's micro-batches are then shuffled.
+    """
     total = math.ceil(epochs * n_examples)
     served, epoch = 0, 0
     while served < total:
+        rng = random.Random(seed * 100_003 + epoch)
         order = list(range(n_examples))
-        random.Random(seed * 100_003 + epoch).shuffle(order)
+        rng.shuffle(order)
         order = order[: total - served]
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        if lengths is not None:
+            span = LENGTH_GROUP * batch_size
+            groups = [
+                sorted(order[start : start + span], key=lambda i: -lengths[i]) for start in range(0, len(order), span)
+            ]
+            order = [i for group in groups for i in group]
+        chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        if lengths is not None:
+            rng.shuffle(chunks)
+        for chunk in chunks:
             served += len(chunk)
             yield served / n_examples, chunk
         epoch += 1
 
 
-def optimizer_steps(n_examples: int, args: TrainArgs) -> list[list[tuple[float, list[int]]]]:
-    """The micro-batches of each optimizer step, at most max_steps of them."""
-    batches = list(micro_batches(n_examples, args.batch_size, args.epochs, args.seed))
+def optimizer_steps(lengths: Sequence[int], args: TrainArgs) -> list[list[tuple[float, list[int]]]]:
+    """The micro-batches of each optimizer step over examples of `lengths` (grouped by length
+    unless args say otherwise), at most max_steps of them."""
+    grouping = lengths if args.group_by_length else None
+    batches = list(micro_batches(len(lengths), args.batch_size, args.epochs, args.seed, grouping))
     steps = [batches[start : start + args.grad_accum] for start in range(0, len(batches), args.grad_accum)]
     return steps[: args.max_steps] if args.max_steps else steps
 

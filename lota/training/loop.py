@@ -161,12 +161,14 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
     records = read_jsonl(args.data, "training data")
     if args.loss == "dpo":
         examples = dpo.tokenize_preferences(records, tokenizer, args.max_length, args.data)
+        lengths = [max(len(chosen[0]), len(rejected[0])) for chosen, rejected in examples]
     else:
         examples = tokenize_records(records, tokenizer, args.max_length, args.data)
+        lengths = [len(ids) for ids, _ in examples]
     model = load_for_training(args, on)
     updater = make_updater(model, args)
     trim_logits = accepts_logits_to_keep(model)
-    steps = optimizer_steps(len(examples), args)
+    steps = optimizer_steps(lengths, args)
     trainable_count = int(distributed.total(updater.trainable_count))
     log.info(
         "%s: %d examples, %d steps, %d trainable parameters, %s weights, updates %s, on %d x %s (%d CPU threads each)",
