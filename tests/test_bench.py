@@ -12,18 +12,23 @@ from tests.conftest import REPO
 TINY_CONFIG = REPO / "tests" / "gpu" / "llama-tiny.json"
 
 
-def test_bench_trains_every_run_on_one_batch_and_reports_ratios(tmp_path, tiny_model, capsys):
-    args = BenchArgs(
-        model=tiny_model,
+def tiny_series(tmp_path, model, runs, **settings):
+    """Two timed steps after one warm-up, of 2 x 16 tokens, of each run on the tiny model."""
+    return BenchArgs(
+        model=model,
         out=tmp_path / "engine.json",
-        runs=["fft", "lota_s50", "lora_r2", "rosa_s50_r2"],
+        runs=runs,
         batch_size=2,
         seq_len=16,
         warmup_steps=1,
         steps=2,
         lr=1e-3,
+        **settings,
     )
-    report = bench(args)
+
+
+def test_bench_trains_every_run_on_one_batch_and_reports_ratios(tmp_path, tiny_model, capsys):
+    report = bench(tiny_series(tmp_path, tiny_model, ["fft", "lota_s50", "lora_r2", "rosa_s50_r2"]))
     assert json.loads((tmp_path / "engine.json").read_text()) == report
     fft, lota, lora, rosa = report["runs"]
     covered = 2 * (16 * 16 + 8 * 16 * 2 + 16 * 16 + 3 * 32 * 16)  # q, k, v, o, gate, up, down of two layers
@@ -181,6 +186,7 @@ def test_the_results_file_holds_every_run_as_soon_as_it_ends(tmp_path, monkeypat
         ({"model": REPO}, "model_config builds a random model: give neither model nor mask_from with it"),
         ({"mask_from": REPO / "README.md"}, "give neither model nor mask_from"),
         ({"model_config": REPO / "missing.json"}, "model config not found: .*missing.json"),
+        ({"runs": ["fft", "trainer_fft"]}, "the trainer runs load a model directory: give them without model_config"),
     ],
 )
 def test_a_model_config_stands_alone(tmp_path, settings, message):
@@ -188,3 +194,17 @@ def test_a_model_config_stands_alone(tmp_path, settings, message):
     with pytest.raises(UserError, match=message):
         bench(BenchArgs(**args))
     assert not (tmp_path / "engine.json").exists()
+
+
+def test_the_trainer_peers_train_the_same_batch_and_parameters(tmp_path, tiny_model, capsys):
+    runs = ["fft", "trainer_fft", "lora", "trainer_lora"]
+    fft, trainer_fft, lora, trainer_lora = bench(tiny_series(tmp_path, tiny_model, runs, lora_rank=2))["runs"]
+    assert trainer_fft["trainable_params"] == fft["trainable_params"]
+    assert trainer_lora["trainable_params"] == lora["trainable_params"]  # the same adapters
+    for peer in (trainer_fft, trainer_lora):
+        assert peer["step_s"] > 0 and len(peer["step_s_all"]) == 2 and peer["peak_memory_mb"] > 0
+        assert len(peer["losses"]) == 3 and peer["losses"][-1] < peer["losses"][0]
+        assert peer["step_time_vs_fft"] == peer["step_s"] / fft["step_s"]
+    # the same loss on the same batch before any step: the peers and lota compute one objective
+    assert trainer_fft["losses"][0] == pytest.approx(fft["losses"][0], rel=1e-2)
+    assert "trainer_lora" in capsys.readouterr().out
