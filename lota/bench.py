@@ -371,6 +371,7 @@ def measure_peer(run: str, args: BenchArgs, model_dir: Path) -> dict[str, Any]:
             seed=args.seed,
         )
         trainer = transformers.Trainer(model=model, args=settings, train_dataset=rows * total_steps, callbacks=[timer])
+        trainer.remove_callback(transformers.PrinterCallback)  # it prints every step's log line
         trainer.train()
     state = [value for entry in trainer.optimizer.state.values() for value in entry.values()]
     step_s = statistics.median(timer.times)
