@@ -22,7 +22,6 @@ The statistics are lota.stats'; this module picks the items and seeds they are g
 from __future__ import annotations
 
 import itertools
-import re
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -36,9 +35,8 @@ from lota.errors import UserError
 from lota.masks import load_masks_alike
 from lota.names import (
     DEFAULT_STRATEGY,
+    MASK_NAME_GRAMMAR,
     MASK_STRATEGIES,
-    SUFFIXES,
-    TASK,
     names_rank,
     percent_to_sparsity,
     split_seed,
@@ -266,10 +264,6 @@ def compare_pairs(methods: Mapping[str, Method], pairs: Iterable[Pair], items_of
 
 # --- mask stability ------------------------------------------------------------------------
 
-MASK_FILE_GRAMMAR = re.compile(
-    rf"(?P<task>{TASK})(?:{SUFFIXES['seed']})?{SUFFIXES['percent']}(?:{SUFFIXES['strategy']})?\.safetensors"
-)
-
 
 @dataclass(frozen=True)
 class MaskFile:
@@ -284,8 +278,9 @@ class MaskFile:
 
 
 def parse_mask_file(path: Path) -> MaskFile:
-    match = MASK_FILE_GRAMMAR.fullmatch(Path(path).name)
-    if not match:
+    stem, suffix = Path(path).stem, Path(path).suffix
+    match = MASK_NAME_GRAMMAR.fullmatch(stem)
+    if suffix != ".safetensors" or not match:
         raise UserError(f"mask file {path}: its name is not <task>[_seed<N>]_s<percent>[_<strategy>].safetensors")
     seed = int(match["seed"]) if match["seed"] else None
     return MaskFile(Path(path), match["task"], match["percent"], match["strategy"] or DEFAULT_STRATEGY["lota"], seed)

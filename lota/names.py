@@ -220,6 +220,12 @@ def names_rank(name: str) -> bool:
     return bool(match and match["rank"])
 
 
+# A single-task mask's file stem, as mask_name writes it.
+MASK_NAME_GRAMMAR = re.compile(
+    rf"(?P<task>{TASK})(?:{SUFFIXES['seed']})?{SUFFIXES['percent']}(?:{SUFFIXES['strategy']})?"
+)
+
+
 def mask_name(replicate: str, percent: str, strategy: str) -> str:
     """A single-task mask's file stem: <task>[_seed<N>]_s<percent>, with _<strategy> unless the task vector's."""
     return f"{replicate}_s{percent}" + ("" if strategy == "task_vector" else f"_{strategy}")

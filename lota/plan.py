@@ -117,11 +117,10 @@ class Plan:
     def seed(self, name: str) -> int:
         """The seed of a name's replicate (any model's name, or a replicate key <task>[_seed<N>]):
         its _seed<N>, else the config's base seed, which no name spells out."""
-        seed = names.split_seed(name)[1]
+        stem, seed = names.split_seed(name)
         if seed is None:
             return self.config["seed"]
         if seed == self.config["seed"]:
-            stem = names.split_seed(name)[0]
             raise UserError(f"{name!r}: seed {seed} is the config's base seed (config key seed): name it {stem}")
         return seed
 
@@ -190,12 +189,12 @@ class Plan:
     def train_summary(self, run: str) -> list[str] | str:
         return [] if self.run(run).method == "base" else f"work/runs/{run}/summary.json"
 
-    def run_weights(self, run: str) -> list[str]:
-        """A run's weights files as export applies them: RoSA's sparse delta, then its adapter."""
-        weights = [f"work/runs/{run}/weights.safetensors"]
-        if self.run(run).method == "rosa":
-            weights.append(f"work/runs/{run}/adapter.safetensors")
-        return weights
+    def run_weights(self, run: str, folder: str | None = None) -> list[str]:
+        """A run's weights files as export applies them, in its training folder (default its own,
+        work/runs/<run>): RoSA's sparse delta, then its adapter."""
+        folder = folder or f"work/runs/{run}"
+        files = ["weights", "adapter"] if self.run(run).method == "rosa" else ["weights"]
+        return [f"{folder}/{file}.safetensors" for file in files]
 
     def model_dir(self, run: str) -> str:
         """The untrained base model for base_<task>, the run's export otherwise."""
@@ -292,12 +291,15 @@ class Plan:
     def dense_train_options(self, dense: str, key: str) -> str:
         return self.train_options(dense, key, lr_from=self.dense_training_inputs(dense, key).get("lr_choice"))
 
+    def dense_kind(self) -> str:
+        """What the dense run behind the masks is: the FFT baseline (fft), unless the calibration
+        budget differs from it (calibration)."""
+        return "calibration" if self.train_settings("calibration") != self.config["train"]["fft"] else "fft"
+
     def dense_run(self, key: str) -> str:
-        """The dense run whose task vector gives a replicate's masks (key <task>[_seed<N>]): the FFT
-        baseline unless the calibration budget differs from it."""
+        """The dense run whose task vector gives a replicate's masks (key <task>[_seed<N>])."""
         self.replicate(key)
-        separate = self.train_settings("calibration") != self.config["train"]["fft"]
-        return f"calibration_{key}" if separate else f"fft_{key}"
+        return f"{self.dense_kind()}_{key}"
 
     def train_options(
         self,
@@ -412,9 +414,8 @@ class Plan:
         return f"work/data/{self.run(run).task}/valid.jsonl"
 
     def candidate_weights(self, run: str, lr: str) -> list[str]:
-        """A candidate rate's weights files as export applies them (as run_weights)."""
-        folder = f"work/lr_search/runs/{run}/lr{lr}/"
-        return [path.replace(f"work/runs/{run}/", folder) for path in self.run_weights(run)]
+        """A candidate rate's weights files as export applies them."""
+        return self.run_weights(run, f"work/lr_search/runs/{run}/lr{lr}")
 
     def candidate_inputs(self, run: str) -> dict[str, str]:
         """A candidate rate's training inputs: its run's, but the choice it is a candidate for."""
@@ -487,8 +488,7 @@ class Plan:
         stages["generate"] = f"benchmarks/generate/{run}.tsv"
         choices = self.lr_choices(run)
         if parsed.strategy == "task_vector":  # and the rate of the calibration run behind the mask
-            dense = self.dense_run(parsed.replicate).split("_", 1)[0]
-            choices += [self.dense_training_inputs(dense, parsed.replicate).get("lr_choice")]
+            choices += [self.dense_training_inputs(self.dense_kind(), parsed.replicate).get("lr_choice")]
         return key_paths(stages | self.lr_search_benchmarks([choice for choice in choices if choice]))
 
     def lr_search_benchmarks(self, choices: list[str]) -> dict[str, str]:
