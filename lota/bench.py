@@ -23,8 +23,15 @@ LoRA adapter of the same rank, alpha and target modules; each with Trainer's own
 (bf16 autocast when the series computes in bf16, torch's fused AdamW, global-norm clipping at
 1.0), timed per step by a callback.
 
+The real job (--job RECORDS): instead of the fixed batch, each run trains one epoch of the
+records (the pipeline's training set, at its max_length and batch size): lota's runs through the
+train stage's own loop (micro-batches grouped by length), the peers through Trainer with its
+length-grouped sampler and a padding collator over the same tokenized examples. A run's time is
+the sum of its steps' times (loading and saving left out), its peak memory that of the epoch.
+
     python -m lota.bench                      # the embedded SmolLM2-135M, results in benchmarks/engine.json
     python -m lota.bench --model DIR --weights bf16 --activation-checkpointing
+    python -m lota.bench --job work/data/gsm8k/train.jsonl --runs fft trainer_fft lora trainer_lora
     python -m lota.bench --model-config tests/gpu/llama-8b.json --weights bf16 --activation-checkpointing
 """
 
@@ -33,12 +40,11 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
-import math
 import multiprocessing
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,13 +54,13 @@ import transformers
 from lota.base_model import prepare_base_model
 from lota.cli import arg, check_minimums, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
-from lota.io import TensorReader, checkpoint_files, write_json
+from lota.io import TensorReader, checkpoint_files, read_jsonl, write_json
 from lota.masks import DEFAULT_SCOPE, in_scope, save_mask, select_mask, trainable_count
-from lota.modeling import device, load_model, peak_memory_mb, reset_peak_memory, set_threads
+from lota.modeling import device, load_model, load_tokenizer, peak_memory_mb, reset_peak_memory, set_threads
 from lota.names import MASKED_METHODS, parse_engine_run
 from lota.training.args import EngineArgs, TrainArgs
-from lota.training.data import IGNORE_INDEX
-from lota.training.loop import train_step
+from lota.training.data import IGNORE_INDEX, tokenize_records
+from lota.training.loop import train, train_step
 from lota.training.losses import accepts_logits_to_keep
 from lota.training.model import load_for_training, prepare_for_training, weight_dtype
 from lota.training.trainable import base_parameters, make_updater
@@ -87,13 +93,19 @@ class BenchArgs(EngineArgs):
     lora_rank: int = arg(16, "adapter rank of the lora and rosa runs that name none")
     lora_alpha: float = arg(32.0, "LoRA alpha")
     mask_from: Path | None = arg(None, "task vector whose largest entries give the masks (default: random)")
+    job: Path | None = arg(
+        None,
+        "training records (JSONL with prompt and response, e.g. the pipeline's work/data/gsm8k/train.jsonl): "
+        "each run trains one epoch of them instead of the fixed batch",
+    )
+    max_length: int = arg(384, "with job: tokens per example at most (GSM8K's max_length in the pipeline)")
     seed: int = arg(0, "seed of the batch, the masks and the adapters")
     threads: int = threads_arg()
     trust_remote_code: bool = trust_remote_code_arg()
 
 
 def validate(args: BenchArgs) -> None:
-    check_minimums(args, {"batch_size": 1, "seq_len": 4, "steps": 1, "warmup_steps": 0})
+    check_minimums(args, {"batch_size": 1, "seq_len": 4, "steps": 1, "warmup_steps": 0, "max_length": 2})
     check_range("prompt_fraction", args.prompt_fraction, 0.0, 1.0, high_open=True)
     if not args.runs:
         raise UserError("runs must name at least one run")
@@ -106,6 +118,10 @@ def validate(args: BenchArgs) -> None:
             raise UserError("model_config builds a random model: give neither model nor mask_from with it")
         if set(args.runs) & set(PEER_RUNS):
             raise UserError("the trainer runs load a model directory: give them without model_config")
+        if args.job is not None:
+            raise UserError("model_config builds a random model: the job trains a model directory, give model")
+    if args.job is not None:
+        existing_file(args.job, "job records")
 
 
 def synthetic_batch(vocab_size: int, args: BenchArgs) -> dict[str, torch.Tensor]:
@@ -151,6 +167,8 @@ def engine_args(run: str, args: BenchArgs, model_dir: Path, mask: Path | None) -
         lr=args.lr,
         lora_rank=parsed.rank or args.lora_rank,
         lora_alpha=args.lora_alpha,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
         **{field.name: getattr(args, field.name) for field in fields(EngineArgs)},
         seed=args.seed,
         trust_remote_code=args.trust_remote_code,
@@ -234,21 +252,27 @@ def synchronize(on: torch.device) -> None:
         torch.cuda.synchronize(on)
 
 
-def measure(run: str, args: BenchArgs, model_dir: Path | None, mask: Path | None) -> dict[str, Any]:
-    """Train `run` for the warm-up and timed steps in this process; return its figures, or where
-    it ran out of GPU memory."""
+def start_worker(run: str, method: str, args: BenchArgs) -> tuple[torch.device, dict[str, Any]]:
+    """Set up a worker process for one run; return its device and the run's identity fields."""
     logging.basicConfig(level=logging.WARNING)
     transformers.utils.logging.disable_progress_bar()
     threads = set_threads(args.threads)
     torch.manual_seed(args.seed)
     on = device()
-    train_args = engine_args(run, args, model_dir or Path("-"), mask)
     identity = {
         "run": run,
-        "method": train_args.method,
+        "method": method,
         "device": str(on) if on.type == "cpu" else torch.cuda.get_device_name(on),
         "cpu_threads": threads,
     }
+    return on, identity
+
+
+def measure(run: str, args: BenchArgs, model_dir: Path | None, mask: Path | None) -> dict[str, Any]:
+    """Train `run` for the warm-up and timed steps in this process; return its figures, or where
+    it ran out of GPU memory."""
+    train_args = engine_args(run, args, model_dir or Path("-"), mask)
+    on, identity = start_worker(run, train_args.method, args)
     stage = "building the model"
     try:
         if args.model_config is None:
@@ -300,6 +324,26 @@ def measure(run: str, args: BenchArgs, model_dir: Path | None, mask: Path | None
     }
 
 
+def measure_job(run: str, args: BenchArgs, model_dir: Path, mask: Path | None) -> dict[str, Any]:
+    """Train `run` for one epoch of the job's records through the train stage's loop, in this process."""
+    assert args.job is not None
+    train_args = engine_args(run, args, model_dir, mask)
+    _, identity = start_worker(run, train_args.method, args)
+    with tempfile.TemporaryDirectory(prefix="lota-bench-job-") as scratch:
+        summary, _ = train(replace(train_args, data=args.job, out=Path(scratch) / "run", epochs=1.0))
+    return {
+        **identity,
+        "trainable_params": summary["trainable_params"],
+        "steps": summary["steps"],
+        "tokens": summary["tokens"],
+        "job_s": summary["train_wall_s"],
+        "tokens_per_s": summary["tokens_per_s"],
+        "peak_memory_mb": summary["peak_memory_mb"],
+        "optimizer_state_bytes": summary["optimizer_state_bytes"],
+        "final_loss": summary["final_loss"],
+    }
+
+
 class StepTimer(transformers.TrainerCallback):
     """A Trainer callback timing each step after the warm-up, restarting the memory peak when the
     timed steps begin, and keeping each step's loss (logged every step)."""
@@ -326,35 +370,38 @@ class StepTimer(transformers.TrainerCallback):
             self.losses.append(logs["loss"])
 
 
-def measure_peer(run: str, args: BenchArgs, model_dir: Path) -> dict[str, Any]:
-    """Train a peer run (transformers' Trainer, with a PEFT LoRA adapter for trainer_lora) on the
-    series' batch for the warm-up and timed steps in this process; return its figures."""
+def peer_model(run: str, args: BenchArgs, model_dir: Path, on: torch.device) -> torch.nn.Module:
+    """The peer's model: the fp32 checkpoint, under a PEFT LoRA adapter for trainer_lora."""
     from peft import LoraConfig, get_peft_model
 
-    logging.basicConfig(level=logging.WARNING)
-    transformers.utils.logging.disable_progress_bar()
-    threads = set_threads(args.threads)
-    torch.manual_seed(args.seed)
-    on = device()
     model = load_model(model_dir, torch.float32, args.trust_remote_code, on, args.attention)
-    if PEER_RUNS[run] == "lora":
-        adapter = LoraConfig(
-            r=args.lora_rank,
-            lora_alpha=args.lora_alpha,
-            lora_dropout=0.0,
-            target_modules=list(DEFAULT_SCOPE),
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, adapter)
-    batch = synthetic_batch(model.config.vocab_size, args)
-    rows = [{key: values[row] for key, values in batch.items()} for row in range(args.batch_size)]
-    total_steps = args.warmup_steps + args.steps
-    timer = StepTimer(args.warmup_steps, on)
+    if PEER_RUNS[run] == "fft":
+        return model
+    adapter = LoraConfig(
+        r=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=list(DEFAULT_SCOPE),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, adapter)
+
+
+def train_peer(
+    model: torch.nn.Module,
+    rows: list[dict[str, Any]],
+    args: BenchArgs,
+    on: torch.device,
+    collator: Any = None,
+    **settings: Any,
+) -> tuple[transformers.Trainer, StepTimer]:
+    """Train `model` on `rows` (batched by `collator`, default Trainer's) with Trainer's fast
+    settings and `settings`; return the trainer and its step timer."""
+    timer = StepTimer(0 if args.job else args.warmup_steps, on)
     with tempfile.TemporaryDirectory(prefix="lota-bench-trainer-") as scratch:
-        settings = transformers.TrainingArguments(
+        training_args = transformers.TrainingArguments(
             output_dir=scratch,
             per_device_train_batch_size=args.batch_size,
-            max_steps=total_steps,
             learning_rate=args.lr,
             lr_scheduler_type="constant",
             optim="adamw_torch_fused",
@@ -369,58 +416,122 @@ def measure_peer(run: str, args: BenchArgs, model_dir: Path) -> dict[str, Any]:
             disable_tqdm=True,
             dataloader_num_workers=0,
             seed=args.seed,
+            **settings,
         )
-        trainer = transformers.Trainer(model=model, args=settings, train_dataset=rows * total_steps, callbacks=[timer])
+        trainer = transformers.Trainer(
+            model=model, args=training_args, train_dataset=rows, data_collator=collator, callbacks=[timer]
+        )
         trainer.remove_callback(transformers.PrinterCallback)  # it prints every step's log line
         trainer.train()
+    return trainer, timer
+
+
+def peer_figures(model: torch.nn.Module, trainer: transformers.Trainer, on: torch.device) -> dict[str, Any]:
     state = [value for entry in trainer.optimizer.state.values() for value in entry.values()]
-    step_s = statistics.median(timer.times)
     return {
-        "run": run,
-        "method": run,
-        "device": str(on) if on.type == "cpu" else torch.cuda.get_device_name(on),
-        "cpu_threads": threads,
         "model_params": sum(p.numel() for p in model.parameters()),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "peak_memory_mb": peak_memory_mb(on),
+        "optimizer_state_bytes": sum(value.nbytes for value in state if isinstance(value, torch.Tensor)),
+    }
+
+
+def measure_peer(run: str, args: BenchArgs, model_dir: Path) -> dict[str, Any]:
+    """Train a peer run (transformers' Trainer, with a PEFT LoRA adapter for trainer_lora) on the
+    series' batch for the warm-up and timed steps in this process; return its figures."""
+    on, identity = start_worker(run, run, args)
+    model = peer_model(run, args, model_dir, on)
+    batch = synthetic_batch(model.config.vocab_size, args)
+    rows = [{key: values[row] for key, values in batch.items()} for row in range(args.batch_size)]
+    total_steps = args.warmup_steps + args.steps
+    trainer, timer = train_peer(model, rows * total_steps, args, on, max_steps=total_steps)
+    step_s = statistics.median(timer.times)
+    return {
+        **identity,
+        **peer_figures(model, trainer, on),
         "step_s": step_s,
         "step_s_all": timer.times,
         "tokens_per_s": args.batch_size * args.seq_len / step_s,
-        "peak_memory_mb": peak_memory_mb(on),
-        "optimizer_state_bytes": sum(value.nbytes for value in state if isinstance(value, torch.Tensor)),
         "losses": timer.losses,
     }
 
 
+def measure_peer_job(run: str, args: BenchArgs, model_dir: Path) -> dict[str, Any]:
+    """Train a peer run for one epoch of the job's records (the examples lota's runs train, the
+    same batch size), with Trainer's length grouping and a padding collator, in this process."""
+    assert args.job is not None
+    on, identity = start_worker(run, run, args)
+    tokenizer = load_tokenizer(model_dir, args.trust_remote_code)
+    examples = tokenize_records(read_jsonl(args.job, "job records"), tokenizer, args.max_length, args.job)
+    tokenizer.padding_side = "right"  # as lota's collate pads
+    collator = transformers.DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+    model = peer_model(run, args, model_dir, on)
+    rows = [{"input_ids": ids, "labels": labels} for ids, labels in examples]
+    trainer, timer = train_peer(
+        model, rows, args, on, collator, num_train_epochs=1, train_sampling_strategy="group_by_length"
+    )
+    job_s = sum(timer.times)
+    tokens = sum(len(ids) for ids, _ in examples)
+    return {
+        **identity,
+        **peer_figures(model, trainer, on),
+        "steps": len(timer.times),
+        "tokens": tokens,
+        "job_s": job_s,
+        "tokens_per_s": tokens / job_s,
+        "final_loss": timer.losses[-1],
+    }
+
+
+def elapsed_s(result: dict[str, Any]) -> float:
+    """A run's time: the job's whole epoch, or the fixed batch's median step."""
+    return result["job_s"] if "job_s" in result else result["step_s"]
+
+
 def ratios(results: list[dict[str, Any]]) -> None:
-    """Add each run's step-time and memory ratios to FFT's, and LoTA's and RoSA's memory ratios to LoRA's."""
-    measured = [r for r in results if "step_s" in r]  # not those that ran out of memory
+    """Add each run's time and memory ratios to FFT's, LoTA's and RoSA's memory ratios to LoRA's,
+    and lota's FFT and LoRA speed-ups over their Trainer peers."""
+    measured = [r for r in results if "step_s" in r or "job_s" in r]  # not those that ran out of memory
     by_method = {r["method"]: r for r in reversed(measured)}  # the first run of each method
     fft, lora = by_method.get("fft"), by_method.get("lora")
     for result in measured:
         if fft:
-            result["step_time_vs_fft"] = result["step_s"] / fft["step_s"]
+            result["time_vs_fft"] = elapsed_s(result) / elapsed_s(fft)
             result["memory_vs_fft"] = result["peak_memory_mb"] / fft["peak_memory_mb"]
         if lora and result["method"] in MASKED_METHODS:
             result["memory_vs_lora"] = result["peak_memory_mb"] / lora["peak_memory_mb"]
+    for peer, method in PEER_RUNS.items():
+        if peer in by_method and method in by_method:
+            by_method[method]["speedup_vs_peer"] = elapsed_s(by_method[peer]) / elapsed_s(by_method[method])
 
 
 def table(results: list[dict[str, Any]]) -> str:
+    """The results as aligned columns; a column no run has a figure for is left out."""
     columns = [
         ("run", "{}", "run"),
         ("trainable", "{:,}", "trainable_params"),
+        ("steps", "{}", "steps"),
+        ("job s", "{:.1f}", "job_s"),
         ("step s", "{:.2f}", "step_s"),
         ("tokens/s", "{:.0f}", "tokens_per_s"),
         ("peak MB", "{:,.0f}", "peak_memory_mb"),
         ("opt state MB", "{:,.1f}", "optimizer_state_mb"),
         ("step/matmul", "{:.2f}", "step_vs_matmul"),
-        ("step/FFT", "{:.3f}", "step_time_vs_fft"),
+        ("time/FFT", "{:.3f}", "time_vs_fft"),
         ("mem/FFT", "{:.3f}", "memory_vs_fft"),
         ("mem/LoRA", "{:.3f}", "memory_vs_lora"),
+        ("x peer", "{:.2f}", "speedup_vs_peer"),
         ("out of memory in", "{}", "out_of_memory"),
     ]
+    figures = [
+        {**result, "optimizer_state_mb": result["optimizer_state_bytes"] / 2**20}
+        if "optimizer_state_bytes" in result
+        else result
+        for result in results
+    ]
+    columns = [column for column in columns if any(column[2] in values for values in figures)]
     rows = [[title for title, _, _ in columns]]
-    for result in results:
-        values = {**result, "optimizer_state_mb": result.get("optimizer_state_bytes", math.nan) / 2**20}
+    for values in figures:
         rows.append([form.format(values[key]) if key in values else "-" for _, form, key in columns])
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = [
@@ -451,13 +562,20 @@ def bench(args: BenchArgs) -> dict[str, Any]:
             log.info("benchmarking %s", run)
             with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as worker:
                 if run in PEER_RUNS:
-                    results.append(worker.submit(measure_peer, run, args, model_dir).result())
+                    peer = measure_peer_job if args.job else measure_peer
+                    results.append(worker.submit(peer, run, args, model_dir).result())
                 else:
-                    results.append(worker.submit(measure, run, args, model_dir, masks.get(run)).result())
+                    engine = measure_job if args.job else measure
+                    results.append(worker.submit(engine, run, args, model_dir, masks.get(run)).result())
             ratios(results)
             write_json(args.out, report)
+    shape = (
+        f"one epoch of {args.job} in batches of {args.batch_size} (at most {args.max_length} tokens)"
+        if args.job
+        else f"{args.batch_size} x {args.seq_len} tokens per step"
+    )
     print(
-        f"{args.batch_size} x {args.seq_len} tokens per step, {results[0]['device']}, {args.weights} weights, "
+        f"{shape}, {results[0]['device']}, {args.weights} weights, "
         f"{args.precision} compute, {args.attention} attention, "
         f"checkpointing {'on' if args.activation_checkpointing else 'off'}, compile {'on' if args.compile else 'off'}"
     )
