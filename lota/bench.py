@@ -408,7 +408,7 @@ def train_peer(
             bf16=args.precision == "bf16",
             use_cpu=on.type == "cpu",
             max_grad_norm=1.0,
-            gradient_checkpointing=args.activation_checkpointing,
+            activation_checkpointing=args.activation_checkpointing,
             logging_strategy="steps",
             logging_steps=1,
             save_strategy="no",

@@ -1,9 +1,11 @@
 import json
 
 import pytest
+import torch
 
 from lota.errors import UserError
-from lota.generate import GenerateArgs, choose_backend, generate, run
+from lota.generate import GenerateArgs, choose_backend, decode, generate, run, token_picker
+from lota.modeling import load_model
 from lota.prepare_data import prepare_split
 from tests.conftest import write_records
 
@@ -48,3 +50,40 @@ def test_records_without_prompts_are_rejected(tmp_path, tiny_model):
     data = write_records(tmp_path / "eval.jsonl", [{"id": 0, "gold": "1"}])
     with pytest.raises(UserError, match="record 1 needs a string 'prompt'"):
         generate(GenerateArgs(model=tiny_model, data=data, out=tmp_path / "samples.jsonl", backend="transformers"))
+
+
+def left_padded_prompts(tokenizer):
+    tokenizer.padding_side = "left"
+    texts = ["Q: 2 + 2?", "A much longer question about apples and pears, and how many are left?", "Hi"]
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+
+def test_decoding_drops_finished_rows_and_matches_transformers_generate(tiny_model, smol_tokenizer):
+    model = load_model(tiny_model, torch.float32, False, torch.device("cpu")).eval()
+    batch = left_padded_prompts(smol_tokenizer)
+    settings = {"max_new_tokens": 10, "do_sample": False, "pad_token_id": smol_tokenizer.pad_token_id}
+    with torch.inference_mode():
+        free = model.generate(**batch, eos_token_id=None, **settings)[:, batch["input_ids"].shape[1] :]
+        # an end token that the first row reaches at its third token and some other row never reaches
+        eos = int(free[0, 2])
+        assert any(eos not in row.tolist() for row in free[1:])
+        expected = model.generate(**batch, eos_token_id=eos, **settings)[:, batch["input_ids"].shape[1] :]
+        new_tokens = decode(model, batch, 10, eos, token_picker(GenerateArgs(model=tiny_model, data=None, out=None)))
+    assert new_tokens[0] == free[0, : free[0].tolist().index(eos) + 1].tolist()  # it stopped at its end
+    assert max(len(tokens) for tokens in new_tokens) == 10
+    for tokens, row in zip(new_tokens, expected.tolist(), strict=True):
+        assert tokens == row[: len(tokens)] and all(t == smol_tokenizer.pad_token_id for t in row[len(tokens) :])
+
+
+def test_sampling_is_seeded_and_a_tiny_top_p_is_greedy(tiny_model, smol_tokenizer):
+    model = load_model(tiny_model, torch.float32, False, torch.device("cpu")).eval()
+    batch = left_padded_prompts(smol_tokenizer)
+
+    def sampled(**settings):
+        pick = token_picker(GenerateArgs(model=tiny_model, data=None, out=None, **settings))
+        with torch.inference_mode():
+            return decode(model, batch, 8, -1, pick)
+
+    assert sampled(temperature=1.0, seed=3) == sampled(temperature=1.0, seed=3)
+    assert sampled(temperature=1.0, seed=3) != sampled(temperature=1.0, seed=4)
+    assert sampled(temperature=1.0, top_p=1e-9) == sampled(temperature=0.0)  # only the top token is left
