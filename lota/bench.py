@@ -392,12 +392,14 @@ def train_peer(
     rows: list[dict[str, Any]],
     args: BenchArgs,
     on: torch.device,
+    warmup_steps: int,
     collator: Any = None,
     **settings: Any,
 ) -> tuple[transformers.Trainer, StepTimer]:
     """Train `model` on `rows` (batched by `collator`, default Trainer's) with Trainer's fast
-    settings and `settings`; return the trainer and its step timer."""
-    timer = StepTimer(0 if args.job else args.warmup_steps, on)
+    settings and `settings`; return the trainer and its step timer, which times the steps after
+    `warmup_steps`."""
+    timer = StepTimer(warmup_steps, on)
     with tempfile.TemporaryDirectory(prefix="lota-bench-trainer-") as scratch:
         training_args = transformers.TrainingArguments(
             output_dir=scratch,
@@ -444,7 +446,7 @@ def measure_peer(run: str, args: BenchArgs, model_dir: Path) -> dict[str, Any]:
     batch = synthetic_batch(model.config.vocab_size, args)
     rows = [{key: values[row] for key, values in batch.items()} for row in range(args.batch_size)]
     total_steps = args.warmup_steps + args.steps
-    trainer, timer = train_peer(model, rows * total_steps, args, on, max_steps=total_steps)
+    trainer, timer = train_peer(model, rows * total_steps, args, on, args.warmup_steps, max_steps=total_steps)
     step_s = statistics.median(timer.times)
     return {
         **identity,
@@ -468,7 +470,14 @@ def measure_peer_job(run: str, args: BenchArgs, model_dir: Path) -> dict[str, An
     model = peer_model(run, args, model_dir, on)
     rows = [{"input_ids": ids, "labels": labels} for ids, labels in examples]
     trainer, timer = train_peer(
-        model, rows, args, on, collator, num_train_epochs=1, train_sampling_strategy="group_by_length"
+        model,
+        rows,
+        args,
+        on,
+        warmup_steps=0,  # the whole epoch is timed
+        collator=collator,
+        num_train_epochs=1,
+        train_sampling_strategy="group_by_length",
     )
     job_s = sum(timer.times)
     tokens = sum(len(ids) for ids, _ in examples)
