@@ -1,12 +1,19 @@
-"""Checking a workflow config against its JSON schema, with one-line messages naming the key."""
+"""Checking a workflow config against its JSON schema, with one-line messages naming the key;
+and the protocol a folder's outputs were built under, so that two protocols never share one."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+from lota.errors import UserError
+
+PROTOCOL_RECORD = Path("work/protocol.json")
 
 
 def load_schema(path: Path) -> dict[str, Any]:
@@ -24,3 +31,24 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
             message = "; or ".join(dict.fromkeys(part.message for part in error.context))
         messages.append(f"config key {key}: {message}")
     return messages
+
+
+def check_protocol(protocol: str, record: Path = PROTOCOL_RECORD) -> None:
+    """UserError when this folder's outputs were built under another protocol (config key
+    protocol): reusing them would mix, and rebuilding them would overwrite, the other's runs."""
+    if not record.exists():
+        return
+    built_under = json.loads(record.read_text())["protocol"]
+    if built_under != protocol:
+        raise UserError(
+            f"config key protocol is {protocol!r}, but this folder's outputs were built under {built_under!r} "
+            f"({record}): run it in a folder of its own, e.g. snakemake --directory runs/{protocol} ..."
+        )
+
+
+def record_protocol(protocol: str, record: Path = PROTOCOL_RECORD) -> None:
+    """Write the protocol this folder's outputs are built under (atomically)."""
+    record.parent.mkdir(parents=True, exist_ok=True)
+    partial = record.with_name(f".{record.name}.partial")
+    partial.write_text(json.dumps({"protocol": protocol}) + "\n")
+    os.replace(partial, record)

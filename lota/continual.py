@@ -30,6 +30,7 @@ from lota.errors import UserError
 from lota.evaluate import (
     Z95,
     item_verdicts,
+    official_scoring_arg,
     package_versions,
     parse_config_json,
     score_samples,
@@ -63,6 +64,7 @@ class ContinualArgs:
     )
     base_model: str = arg("", "the base model's source")
     config_json: str = arg("{}", "the config values used, as JSON")
+    official_scoring: list[str] = official_scoring_arg()
 
 
 Samples = list[dict[str, Any]]
@@ -164,7 +166,7 @@ def continual_result(args: ContinualArgs) -> dict[str, Any]:
     for (stage, task_name), path in sorted(paths.items()):
         task = get_task(task_name)
         samples = read_jsonl(path, "samples")
-        scored[stage, task_name] = samples, score_samples(task, samples, path)
+        scored[stage, task_name] = samples, score_samples(task, samples, path, task_name in args.official_scoring)
         first_path = paths[0, task_name]
         check_same_items(scored[0, task_name][0], samples, first_path, path)
 

@@ -40,6 +40,10 @@ VERSIONED_PACKAGES = [
 ]
 
 
+def official_scoring_arg() -> list[str]:
+    return arg([], "tasks scored by the official LoTA code's scorer (it reads the prompt and the completion)")
+
+
 @dataclass
 class EvaluateArgs:
     samples: Path = arg(help="samples JSONL from the generate stage")
@@ -55,6 +59,7 @@ class EvaluateArgs:
     benchmark: list[str] = arg([], "STAGE=PATH of a benchmark TSV per stage, for wall time and memory")
     config_json: str = arg("{}", "the config values used, as JSON")
     lr_choice: Path | None = arg(None, "the learning-rate choice the run trained at (results/lr/<run>.json), if any")
+    official_scoring: list[str] = official_scoring_arg()
 
 
 Z95 = 1.959963984540054  # the standard normal quantile of a two-sided 95% interval
@@ -104,14 +109,23 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def score_samples(task: Task, samples: list[dict[str, Any]], source: Path) -> list[bool]:
+def score_samples(task: Task, samples: list[dict[str, Any]], source: Path, official: bool = False) -> list[bool]:
+    """Each sample's verdict by lota's scorer of the task, or by the official code's, which reads
+    the prompt followed by the completion (it decodes the whole generated sequence)."""
     if task.score is None:
         raise UserError(f"task {task.name} has no built-in scorer: judge its samples ({source}) with AlpacaEval")
+    if official and task.official_score is None:
+        raise UserError(f"task {task.name} has no official scorer: score it with lota's")
     verdicts = []
     for number, sample in enumerate(samples, start=1):
         if not isinstance(sample.get("completion"), str) or "gold" not in sample:
             raise UserError(f"{source}: sample {number} needs a string 'completion' and a 'gold'")
-        verdicts.append(task.score(sample["completion"], str(sample["gold"])))
+        if official:
+            if not isinstance(sample.get("prompt"), str):
+                raise UserError(f"{source}: sample {number} needs a string 'prompt' for the official scorer")
+            verdicts.append(task.official_score(sample["prompt"] + sample["completion"], str(sample["gold"])))
+        else:
+            verdicts.append(task.score(sample["completion"], str(sample["gold"])))
     return verdicts
 
 
@@ -202,7 +216,7 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
     task = get_task(args.task)
     config = parse_config_json(args.config_json)
     samples = read_jsonl(args.samples, "samples")
-    verdicts = score_samples(task, samples, args.samples)
+    verdicts = score_samples(task, samples, args.samples, args.task in args.official_scoring)
     summary = read_json(args.train_summary, "training summary") if args.train_summary else None
     overall, subtasks = task_accuracy(task, samples, verdicts, args.samples)
     result = {

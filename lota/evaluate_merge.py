@@ -17,7 +17,15 @@ from typing import Any
 
 from lota.cli import arg, run_main
 from lota.errors import UserError
-from lota.evaluate import item_verdicts, package_versions, parse_config_json, score_samples, stage_costs, task_accuracy
+from lota.evaluate import (
+    item_verdicts,
+    official_scoring_arg,
+    package_versions,
+    parse_config_json,
+    score_samples,
+    stage_costs,
+    task_accuracy,
+)
 from lota.io import read_json, read_jsonl, write_json
 from lota.names import MERGE_METHODS
 from lota.tasks import get_task
@@ -38,6 +46,7 @@ class EvaluateMergeArgs:
     benchmark: list[str] = arg([], "STAGE=PATH of a benchmark TSV (e.g. merge=...), for wall time and memory")
     base_model: str = arg("", "the base model's source")
     config_json: str = arg("{}", "the config values used, as JSON")
+    official_scoring: list[str] = official_scoring_arg()
 
 
 def parse_task_paths(entries: list[str]) -> dict[str, Path]:
@@ -77,7 +86,7 @@ def evaluate_merge(args: EvaluateMergeArgs) -> dict[str, Any]:
     for task_name, path in paths.items():
         task = get_task(task_name)
         samples = read_jsonl(path, "samples")
-        verdicts = score_samples(task, samples, path)
+        verdicts = score_samples(task, samples, path, task_name in args.official_scoring)
         overall, subtasks = task_accuracy(task, samples, verdicts, path)
         items = item_verdicts(samples, verdicts, path)
         accuracy[task_name] = overall | ({"subtasks": subtasks} if subtasks else {}) | {"items": items}

@@ -6,6 +6,11 @@ Fisher, or the mean gradient), or seeded random scores (a uniformly random mask 
 Every strategy has the same sparsity semantics and the same output: a mask file (lota.masks,
 which holds the selection, its tie-breaking and the file format).
 
+`--rule official` sizes the mask as the official LoTA code does: the threshold is the
+int((1 - s) * N)-th largest score and every entry at or above it trains, ties included, so the
+mask may be larger than that count (the log says by how much); the default, exact, trains exactly
+round((1 - s) * N).
+
 For a later task in a sequence (LoTTO), `--exclude` names the earlier tasks' masks: their
 trainable entries are never chosen, so every task's sparse delta is disjoint from the others.
 """
@@ -22,8 +27,8 @@ import torch
 from lota.cli import arg, check_range, existing_file, run_main
 from lota.errors import UserError
 from lota.io import FISHER_FORMAT, TASK_VECTOR_FORMAT, TensorReader, checkpoint_files
-from lota.masks import DEFAULT_SCOPE, excluded_entries, in_scope, save_mask, select_mask
-from lota.names import RANKINGS
+from lota.masks import DEFAULT_SCOPE, excluded_entries, in_scope, save_mask, select_mask, trainable_count
+from lota.names import MASK_RULES, RANKINGS
 
 log = logging.getLogger("lota.extract_mask")
 
@@ -41,6 +46,11 @@ class ExtractMaskArgs:
     seed: int = arg(0, "seed of strategy random")
     granularity: Literal["global", "per_tensor"] = arg(
         "global", "one threshold for all covered tensors, or one per tensor"
+    )
+    rule: Literal[MASK_RULES] = arg(
+        "exact",
+        "exactly round((1 - s) * N) entries, or the official code's: every entry at or above the"
+        " int((1 - s) * N)-th largest score, ties included",
     )
     scope: list[str] = arg(DEFAULT_SCOPE, "module names whose .weight tensors the mask covers")
     exclude: list[Path] = arg(
@@ -84,7 +94,7 @@ def run(args: ExtractMaskArgs) -> None:
     check_range("sparsity", args.sparsity, 0.0, 1.0, high_open=True)
     scores, what = entry_scores(args)
     excluded = excluded_entries(args.exclude, scores, against=f"the {what} in scope")
-    masks = select_mask(scores, args.sparsity, args.granularity, excluded)
+    masks = select_mask(scores, args.sparsity, args.granularity, excluded, args.rule)
     trainable = sum(int(m.sum()) for m in masks.values())
     if trainable == 0:
         raise UserError(f"sparsity {args.sparsity} leaves no trainable entry among {len(scores)} tensors")
@@ -93,16 +103,25 @@ def run(args: ExtractMaskArgs) -> None:
         **({"seed": args.seed} if args.strategy == "random" else {}),
         "sparsity": args.sparsity,
         "granularity": args.granularity,
+        "rule": args.rule,
         "scope": sorted(args.scope),
         "excluded": [str(path) for path in args.exclude],
     }
     save_mask(args.out, masks, info)
     total = sum(m.numel() for m in masks.values())
+    tie_note = ""
+    if args.rule == "official":
+        per_tensor = args.granularity == "per_tensor"
+        group_sizes = [m.numel() for m in masks.values()] if per_tensor else [total]
+        counted = sum(trainable_count(args.sparsity, size, "official") for size in group_sizes)
+        where = " per tensor" if per_tensor else ""
+        tie_note = f", {trainable - counted} of them beyond int((1 - s) * N){where}: ties at the threshold"
     log.info(
-        "%d of %d entries trainable (%.4f) in %d tensors -> %s",
+        "%d of %d entries trainable (%.4f%s) in %d tensors -> %s",
         trainable,
         total,
         trainable / total,
+        tie_note,
         len(masks),
         args.out,
     )

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
-from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from lota.cli import arg, check_minimums, check_range, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
@@ -41,6 +41,7 @@ class GenerateArgs:
     max_new_tokens: int = arg(256, "tokens generated at most per prompt")
     temperature: float = arg(0.0, "0 is greedy; above 0 samples")
     top_p: float = arg(1.0, "nucleus sampling threshold when sampling")
+    top_k: int = arg(0, "sampling keeps the k most likely tokens (0: all)")
     seed: int = arg(0, "sampling seed")
     threads: int = threads_arg()
     trust_remote_code: bool = trust_remote_code_arg()
@@ -59,10 +60,11 @@ def choose_backend(requested: str) -> str:
 
 def token_picker(args: GenerateArgs) -> Callable[[torch.Tensor], torch.Tensor]:
     """The next token of each row from its last logits: the argmax, or a seeded sample after
-    transformers' own temperature and top-p warpers."""
+    transformers' own temperature, top-k and top-p warpers, in generate's order."""
     if args.temperature == 0:
         return lambda logits: logits.argmax(-1)
-    warpers = LogitsProcessorList([TemperatureLogitsWarper(args.temperature), TopPLogitsWarper(args.top_p)])
+    top_k = [TopKLogitsWarper(args.top_k)] if args.top_k else []
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(args.temperature), *top_k, TopPLogitsWarper(args.top_p)])
     generator = torch.Generator().manual_seed(args.seed)
 
     def sample(logits: torch.Tensor) -> torch.Tensor:
@@ -143,6 +145,7 @@ def generate_vllm(args: GenerateArgs, prompts: list[str]) -> list[str]:
     params = SamplingParams(
         temperature=args.temperature,
         top_p=args.top_p if args.temperature > 0 else 1.0,
+        **({"top_k": args.top_k} if args.top_k and args.temperature > 0 else {}),
         max_tokens=args.max_new_tokens,
         seed=args.seed,
     )
@@ -154,7 +157,7 @@ def generate_vllm(args: GenerateArgs, prompts: list[str]) -> list[str]:
 def generate(args: GenerateArgs) -> list[dict[str, Any]]:
     check_range("temperature", args.temperature, 0.0, 100.0)
     check_range("top_p", args.top_p, 0.0, 1.0)
-    check_minimums(args, {"batch_size": 1, "max_new_tokens": 1})
+    check_minimums(args, {"batch_size": 1, "max_new_tokens": 1, "top_k": 0})
     records = read_jsonl(args.data, "evaluation data")
     for number, record in enumerate(records, start=1):
         if not isinstance(record.get("prompt"), str) or "gold" not in record:

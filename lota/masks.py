@@ -1,18 +1,23 @@
 """Masks: which entries of a model's weights train, how they are chosen, and their file format.
 
 A mask covers the weights in its scope (by default the attention and MLP projections, see
-DEFAULT_SCOPE) and marks each entry trainable or frozen. Sparsity s is the fraction FROZEN. With
-the global threshold (the paper's), exactly round((1 - s) * N) of the N covered entries are
-trainable; per tensor, each tensor keeps round((1 - s) * n_t) of its own n_t. Ties at the
-threshold go to the earliest entries in a fixed order (tensors by name, entries in row-major
-order), so a mask is reproducible.
+DEFAULT_SCOPE) and marks each entry trainable or frozen. Sparsity s is the fraction FROZEN. Under
+the exact rule (the default), with the global threshold (the paper's), exactly round((1 - s) * N)
+of the N covered entries are trainable; per tensor, each tensor keeps round((1 - s) * n_t) of its
+own n_t. Ties at the threshold go to the earliest entries in a fixed order (tensors by name,
+entries in row-major order), so a mask is reproducible.
+
+The official rule (rule "official", the official LoTA code's) floors the count, k = int((1 - s) * n)
+of a threshold group's n entries, and trains every entry whose score is at least the k-th largest:
+ties at that threshold (zeros too, when it is 0) all train, so a mask may exceed k.
 
 The mask file is safetensors: per covered tensor a uint8 vector of bits packed 8 per byte,
 most significant bit first (numpy.packbits order), and metadata with the sparsity, scope,
-granularity, counts, each tensor's shape, and the masks it excludes.
+granularity, rule, counts, each tensor's shape, and the masks it excludes.
 
 For a later task in a sequence (LoTTO), the earlier tasks' masks are excluded: their trainable
-entries are never chosen, so every task's sparse delta is disjoint from the others.
+entries are never chosen, so every task's sparse delta is disjoint from the others. Either rule
+still counts all covered entries and chooses among the free ones.
 
 The extract_mask stage writes masks; train, fisher, merge, continual and bench read or select them.
 """
@@ -29,6 +34,7 @@ import torch
 from lota.cli import existing_file
 from lota.errors import UserError
 from lota.io import MASK_FORMAT, TensorReader, save_tensors
+from lota.names import MASK_RULES
 
 DEFAULT_SCOPE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
@@ -40,8 +46,11 @@ def in_scope(name: str, scope: Iterable[str]) -> bool:
     return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in set(scope)
 
 
-def trainable_count(sparsity: float, total: int) -> int:
-    return round((1.0 - sparsity) * total)
+def trainable_count(sparsity: float, total: int, rule: str = "exact") -> int:
+    """The count a rule sets among `total` entries: round((1 - s) * total), or (official) the
+    official code's int() of the same float product, which its threshold's ties may exceed."""
+    share = (1.0 - sparsity) * total
+    return int(share) if rule == "official" else round(share)
 
 
 def top_k_mask(scores: torch.Tensor, k: int, threshold: float | None = None) -> torch.Tensor:
@@ -68,27 +77,30 @@ def select_mask(
     sparsity: float,
     granularity: str,
     excluded: Mapping[str, torch.Tensor] | None = None,
+    rule: str = "exact",
 ) -> dict[str, torch.Tensor]:
     """Boolean masks (shaped like each delta) of the largest-|delta| entries at `sparsity`.
 
+    `rule`: exactly round((1 - s) * N) entries, or (official) every entry scoring at least the
+    int((1 - s) * N)-th largest score, ties included.
     `excluded` (LoTTO, for a later task in a sequence): entries earlier masks made trainable,
-    which this mask never takes, so the tasks' sparse deltas stay disjoint. The trainable count
-    is still round((1 - s) * N) of all N covered entries, chosen among the free ones.
+    which this mask never takes, so the tasks' sparse deltas stay disjoint. The count is still
+    that of all N covered entries; the entries (and the official rule's threshold) come from the
+    free ones.
     """
+    if rule not in MASK_RULES:
+        raise UserError(f"mask rule must be one of {', '.join(MASK_RULES)}, got {rule!r}")
     excluded = excluded or {}
     names = sorted(deltas)
     scores = {name: _free_scores(deltas[name], excluded.get(name)) for name in names}
     if granularity == "per_tensor":
         return {
-            name: _top_free(scores[name].flatten(), trainable_count(sparsity, scores[name].numel()), name).view(
-                deltas[name].shape
-            )
-            for name in names
+            name: _top_free(scores[name].flatten(), sparsity, rule, name).view(deltas[name].shape) for name in names
         }
     if granularity != "global":
         raise UserError(f"mask granularity must be 'global' or 'per_tensor', got {granularity!r}")
     flat = torch.cat([scores[name].flatten() for name in names])
-    keep = _top_free(flat, trainable_count(sparsity, flat.numel()), "the covered tensors")
+    keep = _top_free(flat, sparsity, rule, "the covered tensors")
     masks, offset = {}, 0
     for name in names:
         size = deltas[name].numel()
@@ -102,11 +114,18 @@ def _free_scores(delta: torch.Tensor, excluded: torch.Tensor | None) -> torch.Te
     return delta.abs() if excluded is None else delta.abs().masked_fill(excluded, -math.inf)
 
 
-def _top_free(scores: torch.Tensor, k: int, where: str) -> torch.Tensor:
+def _top_free(scores: torch.Tensor, sparsity: float, rule: str, where: str) -> torch.Tensor:
+    """The trainable entries of one threshold group's 1-D scores (-inf where excluded) under `rule`."""
+    k = trainable_count(sparsity, scores.numel(), rule)
     free = int(torch.isfinite(scores).sum())
     if k > free:
         raise UserError(f"{where}: the sparsity needs {k} trainable entries but earlier masks leave only {free} free")
-    return top_k_mask(scores, k)
+    if rule == "exact":
+        return top_k_mask(scores, k)
+    if k == 0:
+        return torch.zeros(scores.numel(), dtype=torch.bool)
+    # With k <= free, the k-th largest score is the k-th largest free one: finite, so no -inf reaches it.
+    return scores >= scores.kthvalue(scores.numel() - k + 1).values
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:

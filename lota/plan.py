@@ -14,7 +14,7 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,9 @@ class Plan:
         unknown = sorted(set(config["tasks"]) - set(task_names()))
         if unknown:
             raise UserError(f"config key tasks: unknown task {unknown[0]!r}; known tasks: {', '.join(task_names())}")
+        for task, settings in config["tasks"].items():
+            if settings.get("scorer") == "official" and get_task(task).official_score is None:
+                raise UserError(f"config key tasks.{task}.scorer: the official code has no scorer of task {task!r}")
         self.config = config
         self.calibration_overrides = dict(calibration_overrides)
         self.later_stage_overrides = {kind: dict(settings) for kind, settings in later_stage_overrides.items()}
@@ -154,7 +157,8 @@ class Plan:
 
     def task_setting(self, task: str, key: str) -> Any:
         """A task's config value, else the task's own default (max_length, max_new_tokens)."""
-        return self.config["tasks"][task].get(key) or getattr(get_task(task), key)
+        value = self.config["tasks"][task].get(key)
+        return getattr(get_task(task), key) if value is None else value
 
     # --- paths ----------------------------------------------------------------------------
 
@@ -249,11 +253,17 @@ class Plan:
         return cli_options(self.config["generate"] | {"seed": self.seed(model)})
 
     def prepare_data_options(self, key: str) -> str:
-        """A replicate's (key <task>[_seed<N>]) data: the subsets' sizes, the base seed's evaluation
-        and validation records, and the replicate's training subset."""
+        """A replicate's (key <task>[_seed<N>]) data: the subsets' sizes and formats, the base seed's
+        evaluation and validation records, and the replicate's training subset."""
         task, seed = self.replicate(key)
-        sizes = {size: self.config["tasks"][task][size] for size in ("train_size", "eval_size", "valid_size")}
-        return cli_options(sizes | {"seed": self.config["seed"], "train_seed": seed})
+        keys = ("train_size", "eval_size", "valid_size", "eval_subset", "prompt_format", "target_format")
+        settings = {key: self.config["tasks"][task][key] for key in keys}
+        return cli_options(settings | {"seed": self.config["seed"], "train_seed": seed})
+
+    def scoring_options(self, tasks: Iterable[str]) -> str:
+        """The evaluation stages' option naming the tasks scored by the official code's scorer."""
+        official = [task for task in tasks if self.config["tasks"][task].get("scorer") == "official"]
+        return cli_options({"official_scoring": official}) if official else ""
 
     # --- training -------------------------------------------------------------------------
 
@@ -322,7 +332,8 @@ class Plan:
             settings["lr_from"] = lr_from
         elif isinstance(settings["lr"], list):
             raise UserError(f"{method} on {task} trains at one learning rate, but its settings list {settings['lr']}")
-        settings |= {"max_length": self.task_setting(task, "max_length"), "seed": seed}
+        lengths = {key: self.task_setting(task, key) for key in ("max_length", "max_prompt_length")}
+        settings |= lengths | {"seed": seed}
         if method in names.ADAPTER_METHODS:
             adapters = self.config["lora"]
             settings |= {
@@ -437,7 +448,7 @@ class Plan:
     # --- masks ----------------------------------------------------------------------------
 
     def mask_options(self) -> str:
-        return cli_options({key: self.config["mask"][key] for key in ("granularity", "scope")})
+        return cli_options({key: self.config["mask"][key] for key in ("granularity", "scope", "rule")})
 
     def fisher_options(self, key: str) -> str:
         """Gradient scores on a replicate's (key <task>[_seed<N>]) training batches."""
@@ -527,6 +538,7 @@ class Plan:
         too); `seed` is the replicate's."""
         config = self.config
         used = {
+            "protocol": config["protocol"],
             "seed": seed,
             "data_dir": self.data_dir,
             "base_model": config["base_model"],

@@ -36,7 +36,8 @@ from lota.errors import UserError
 from lota.generate import GenerateArgs, generate_transformers
 from lota.io import read_jsonl, write_jsonl
 from lota.modeling import load_tokenizer, set_threads
-from lota.prepare_data import format_prompt, seeded_subset
+from lota.prepare_data import seeded_subset
+from lota.tasks.formats import format_prompt
 
 log = logging.getLogger("lota.preference_data")
 
@@ -155,7 +156,7 @@ def hub_pair(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, where: str
         if not isinstance(row.get("prompt"), str):
             raise UserError(f"{where}: a row with string 'chosen' and 'rejected' needs a string 'prompt'")
         return {
-            "prompt": format_prompt(row["prompt"], tokenizer, False),
+            "prompt": format_prompt(row["prompt"], tokenizer),
             "chosen": chosen + eos,
             "rejected": rejected + eos,
         }
@@ -172,7 +173,7 @@ def hub_pair(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, where: str
             raise UserError(
                 f"{where}: the tokenizer of {tokenizer.name_or_path} has no chat template for a conversation"
             )
-        prompt = format_prompt(context[0]["content"], tokenizer, False)
+        prompt = format_prompt(context[0]["content"], tokenizer)
     else:
         prompt = tokenizer.apply_chat_template(context, tokenize=False, add_generation_prompt=True)
     return {"prompt": prompt, "chosen": chosen_text + eos, "rejected": rejected_text + eos}

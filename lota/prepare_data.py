@@ -20,7 +20,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
@@ -29,9 +29,11 @@ from lota.errors import UserError
 from lota.io import atomic_path, write_jsonl
 from lota.modeling import load_tokenizer
 from lota.tasks import Example, Task, get_task
+from lota.tasks.formats import PROMPT_FORMATS, TARGET_FORMATS, format_prompt, format_target
 
 log = logging.getLogger("lota.prepare_data")
 DATA_DIR_ENV = "LOTA_DATA_DIR"
+EVAL_SUBSETS = ("random", "first")
 
 
 @dataclass
@@ -49,7 +51,16 @@ class PrepareDataArgs:
     )
     seed: int = arg(0, "seed of the evaluation and validation subsets")
     train_seed: int | None = arg(None, "seed of the training subset and its order (a replicate's); default --seed")
-    require_chat_template: bool = arg(False, "fail if the tokenizer has no chat template")
+    eval_subset: Literal[EVAL_SUBSETS] = arg(
+        "random", "which eval_size evaluation records: a seeded random subset, or the first ones (the official code's)"
+    )
+    prompt_format: Literal[PROMPT_FORMATS] = arg(
+        "chat", "the chat template, or the official code's plain-text (GSM8K) or Alpaca format"
+    )
+    target_format: Literal[TARGET_FORMATS] = arg(
+        "lota", "the data's response, or the official code's (GSM8K's '####' becomes 'The final answer is: ')"
+    )
+    require_chat_template: bool = arg(False, "fail if the tokenizer has no chat template (prompt format chat)")
     trust_remote_code: bool = trust_remote_code_arg()
 
 
@@ -70,23 +81,20 @@ def seeded_subset(items: list[Any], size: int, seed: int) -> list[Any]:
     return [items[i] for i in order[: size or len(items)]]
 
 
-def format_prompt(question: str, tokenizer: PreTrainedTokenizerBase, require_chat_template: bool) -> str:
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-        )
-    if require_chat_template:
-        raise UserError(
-            f"the tokenizer of {tokenizer.name_or_path} has no chat template (require_chat_template is set)"
-        )
-    return f"{tokenizer.bos_token or ''}Question: {question}\nAnswer: "
+@dataclass(frozen=True)
+class TextFormat:
+    """How examples become records: the prompt and target formats (lota.tasks.formats)."""
+
+    prompt: str = "chat"
+    target: str = "lota"
+    require_chat_template: bool = False
 
 
-def to_record(index: int, example: Example, tokenizer: PreTrainedTokenizerBase, require_chat: bool) -> dict:
+def to_record(index: int, example: Example, tokenizer: PreTrainedTokenizerBase, text: TextFormat) -> dict:
     return {
         "id": index,
-        "prompt": format_prompt(example.question, tokenizer, require_chat),
-        "response": example.response + tokenizer.eos_token,
+        "prompt": format_prompt(example.question, tokenizer, text.prompt, text.require_chat_template),
+        "response": format_target(example.response, text.target) + tokenizer.eos_token,
         "gold": example.gold,
         "subtask": example.subtask,
     }
@@ -99,10 +107,12 @@ def prepare_split(
     tokenizer: PreTrainedTokenizerBase,
     size: int,
     seed: int,
-    require_chat_template: bool = False,
+    text: TextFormat = TextFormat(),
+    subset: str = "random",
 ) -> list[dict[str, Any]]:
-    """A split's records; none for a split the task lacks. A combined task's test split takes
-    `size` records from each of its subtasks, so each subtask's accuracy rests on as many."""
+    """A split's records; none for a split the task lacks. `size` records are a seeded random
+    subset, or the first ones (`subset` first); a combined task's test split takes `size` records
+    from each of its subtasks, so each subtask's accuracy rests on as many."""
     task = get_task(task_name)
     if split not in task.splits:
         return []
@@ -111,8 +121,11 @@ def prepare_split(
         groups = [[item for item in examples if item[1].subtask == subtask] for subtask in task.subtasks]
     else:
         groups = [examples]
-    chosen = [item for group in groups for item in seeded_subset(group, size, seed)]
-    return [to_record(index, example, tokenizer, require_chat_template) for index, example in chosen]
+    if subset == "first":
+        chosen = [item for group in groups for item in group[: size or len(group)]]
+    else:
+        chosen = [item for group in groups for item in seeded_subset(group, size, seed)]
+    return [to_record(index, example, tokenizer, text) for index, example in chosen]
 
 
 def training_splits(
@@ -151,16 +164,17 @@ def run(args: PrepareDataArgs) -> None:
     if tokenizer.eos_token is None:
         raise UserError(f"the tokenizer in {args.tokenizer} has no end-of-sequence token to end responses with")
     train_seed = args.seed if args.train_seed is None else args.train_seed
+    text = TextFormat(args.prompt_format, args.target_format, args.require_chat_template)
     # Every split is built before any is written, so bad data leaves no output at all; and all
     # are published together, so an output that cannot be written leaves none.
     chosen: dict[str, list[dict[str, Any]]] = {}
     if args.train_out or args.valid_out:
         splits = training_splits(args.task, data_dir, args.train_size, args.valid_size, args.seed, train_seed)
         for split, examples in zip(("train", "valid"), splits, strict=True):
-            chosen[split] = [to_record(i, example, tokenizer, args.require_chat_template) for i, example in examples]
+            chosen[split] = [to_record(i, example, tokenizer, text) for i, example in examples]
     if args.eval_out:
         chosen["test"] = prepare_split(
-            args.task, "test", data_dir, tokenizer, args.eval_size, args.seed, args.require_chat_template
+            args.task, "test", data_dir, tokenizer, args.eval_size, args.seed, text, args.eval_subset
         )
     prepared = [(split, outputs[split], records) for split, records in chosen.items() if outputs[split]]
     with contextlib.ExitStack() as outputs:

@@ -107,5 +107,5 @@ def test_the_gpu_preset_plans_gsm8k_then_commonsense(tmp_path):
     output = plan_preset(tmp_path, "continual", "gsm8k-commonsense-gpu.yaml")
     jobs = planned_jobs(output)
     assert jobs["evaluate_sequence"] == 5 and jobs["train_stage"] == 5 and jobs["calibrate_stage"] == 2
-    assert "results/cl/lottoflip_gsm8k-commonsense_s90.json" in output
+    assert "results/cl/lottoflip_gsm8k-commonsense_s99.json" in output
     assert "results/plots/forgetting_gsm8k-commonsense.png" in output

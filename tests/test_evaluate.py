@@ -143,3 +143,15 @@ def test_tasks_without_a_scorer_say_how_they_are_judged(tmp_path):
     with pytest.raises(UserError, match="task alpaca has no built-in scorer: judge its samples .* with AlpacaEval"):
         evaluate(EvaluateArgs(samples=samples, task="alpaca", out=tmp_path / "r.json"))
     assert not (tmp_path / "r.json").exists()
+
+
+def test_the_official_scorer_reads_the_prompt_and_the_completion(tmp_path):
+    samples = [
+        {"id": 0, "prompt": "Tom has 3 apples.\n", "completion": "The final answer is:  12", "gold": "12"},
+        {"id": 1, "prompt": "Tom has 12 apples.\n", "completion": "No idea.", "gold": "12"},  # the question's number
+        {"id": 2, "prompt": "Tom has 3 apples.\n", "completion": "#### 12 then 5", "gold": "12"},  # '####': nothing
+    ]
+    path = write_records(tmp_path / "samples.jsonl", samples)
+    official = evaluate(EvaluateArgs(samples=path, task="gsm8k", out=tmp_path / "o.json", official_scoring=["gsm8k"]))
+    lota = evaluate(EvaluateArgs(samples=path, task="gsm8k", out=tmp_path / "l.json"))
+    assert official["items"] == {"0": 1, "1": 1, "2": 0} and lota["items"] == {"0": 1, "1": 0, "2": 1}

@@ -1,10 +1,12 @@
 import json
+import logging
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from lota.cli import run_main
 from lota.errors import UserError
 from lota.extract_mask import ExtractMaskArgs, run
 from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, checkpoint_files
@@ -217,3 +219,88 @@ def test_a_strategy_without_its_source_is_named(tmp_path, settings, message):
     with pytest.raises(UserError, match=message):
         run(ExtractMaskArgs(out=tmp_path / "mask.safetensors", sparsity=0.5, **settings))
     assert not (tmp_path / "mask.safetensors").exists()
+
+
+# --- the official code's threshold rule (rule "official") --------------------------------
+# k = int((1 - s) * n); every free entry with |delta| >= the k-th largest free |delta| trains.
+
+
+def one_tensor(*values: float) -> dict[str, torch.Tensor]:
+    return {"m.q_proj.weight": torch.tensor(values)}
+
+
+def trained(masks: dict[str, torch.Tensor]) -> list[bool]:
+    return masks["m.q_proj.weight"].tolist()
+
+
+def test_official_rule_trains_every_entry_tied_at_the_threshold():
+    deltas = one_tensor(3.0, 2.0, -2.0, 2.0, 1.0, 0.0, 0.0, 0.0)
+    # k = int(0.25 * 8) = 2: the threshold is |2|, and all three entries tied at it train.
+    assert trained(select_mask(deltas, 0.75, "global", rule="official")) == [True] * 4 + [False] * 4
+    # The exact rule on the same input: exactly 2, the tie going to the lowest index.
+    assert trained(select_mask(deltas, 0.75, "global")) == [True] * 2 + [False] * 6
+
+
+def test_official_rule_at_a_zero_threshold_trains_every_zero():
+    deltas = one_tensor(3.0, -2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    # k = 4, and the 4th largest |delta| is 0: every entry is at or above it.
+    assert trained(select_mask(deltas, 0.5, "global", rule="official")) == [True] * 8
+    assert trained(select_mask(deltas, 0.5, "global")) == [True] * 4 + [False] * 4
+
+
+def test_official_rule_floors_the_count_as_int_of_the_float_product():
+    deltas = one_tensor(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0)
+    # 0.5 * 7 = 3.5: int() keeps 3, round() 4.
+    assert trainable_count(0.5, 7, "official") == 3 and trainable_count(0.5, 7) == 4
+    assert trained(select_mask(deltas, 0.5, "global", rule="official")) == [False] * 4 + [True] * 3
+    assert trained(select_mask(deltas, 0.5, "global")) == [False] * 3 + [True] * 4
+    # (1 - 0.9) * 10 is 0.9999999999999998 in floats, so the official count is 0: no entry trains.
+    assert trainable_count(0.9, 10, "official") == 0 and trainable_count(0.9, 10) == 1
+    assert not any(trained(select_mask(one_tensor(*range(10)), 0.9, "global", rule="official")))
+
+
+def test_official_rule_per_tensor_sets_one_threshold_per_tensor():
+    deltas = {
+        "a.q_proj.weight": torch.tensor([[4.0, 1.0], [-1.0, 0.0]]),
+        "b.v_proj.weight": torch.tensor([9.0] * 4 + [0.0] * 2),
+    }
+    per_tensor = select_mask(deltas, 0.5, "per_tensor", rule="official")
+    # a: k = 2, threshold 1 (tied twice); b: k = 3, threshold 9 (tied four times).
+    assert per_tensor["a.q_proj.weight"].tolist() == [[True, True], [True, False]]
+    assert per_tensor["b.v_proj.weight"].tolist() == [True] * 4 + [False] * 2
+    # Globally k = 5 of 10, and the 5th largest is 4.
+    together = select_mask(deltas, 0.5, "global", rule="official")
+    assert together["a.q_proj.weight"].tolist() == [[True, False], [False, False]]
+    assert together["b.v_proj.weight"].tolist() == [True] * 4 + [False] * 2
+
+
+def test_official_rule_never_takes_excluded_entries_and_thresholds_the_free_ones():
+    deltas = one_tensor(5.0, 4.0, 3.0, 3.0, 3.0, 1.0, 0.0, 0.0)
+    earlier = {"m.q_proj.weight": torch.tensor([True] + [False] * 7)}
+    # k = 2 of all 8; the 2nd largest free |delta| is 3 (with the excluded 5 it would be 4).
+    masks = select_mask(deltas, 0.75, "global", excluded=earlier, rule="official")
+    assert trained(masks) == [False] + [True] * 4 + [False] * 3
+    # At a zero threshold the free zeros train, the excluded zero does not.
+    zeros = one_tensor(2.0, 0.0, 0.0, 0.0)
+    earlier = {"m.q_proj.weight": torch.tensor([False, True, False, False])}
+    assert trained(select_mask(zeros, 0.5, "global", excluded=earlier, rule="official")) == [True, False, True, True]
+    earlier = {"m.q_proj.weight": torch.tensor([True, True, True, False])}
+    with pytest.raises(UserError, match="needs 3 trainable entries but earlier masks leave only 1 free"):
+        select_mask(zeros, 0.25, "global", excluded=earlier, rule="official")
+
+
+def test_an_unknown_rule_is_named_with_the_choices():
+    with pytest.raises(UserError, match="mask rule must be one of exact, official, got 'closest'"):
+        select_mask(one_tensor(1.0, 2.0), 0.5, "global", rule="closest")
+
+
+def test_the_command_line_records_the_rule_and_logs_the_ties(tmp_path, caplog):
+    vector = write_task_vector(tmp_path / "tv.safetensors", one_tensor(3.0, 2.0, -2.0, 2.0, 1.0, 0.0, 0.0, 0.0))
+    argv = ["--task-vector", str(vector), "--sparsity", "0.75"]
+    with caplog.at_level(logging.INFO, logger="lota.extract_mask"):
+        run_main(ExtractMaskArgs, run, [*argv, "--out", str(tmp_path / "official.safetensors"), "--rule", "official"])
+    assert "4 of 8 entries trainable (0.5000, 2 of them beyond int((1 - s) * N): ties" in caplog.text
+    run_main(ExtractMaskArgs, run, [*argv, "--out", str(tmp_path / "exact.safetensors")])
+    for rule, count in (("official", "4"), ("exact", "2")):
+        with TensorReader([tmp_path / f"{rule}.safetensors"]) as reader:
+            assert json.loads(reader.metadata["rule"]) == rule and reader.metadata["trainable"] == count

@@ -87,3 +87,5 @@ def test_sampling_is_seeded_and_a_tiny_top_p_is_greedy(tiny_model, smol_tokenize
     assert sampled(temperature=1.0, seed=3) == sampled(temperature=1.0, seed=3)
     assert sampled(temperature=1.0, seed=3) != sampled(temperature=1.0, seed=4)
     assert sampled(temperature=1.0, top_p=1e-9) == sampled(temperature=0.0)  # only the top token is left
+    assert sampled(temperature=1.0, top_k=1, seed=5) == sampled(temperature=0.0)  # top-k too
+    assert sampled(temperature=1.0, top_k=50, seed=3) != sampled(temperature=1.0, seed=3)  # the cut changes draws

@@ -23,9 +23,9 @@ ALLOWED = {
     # generate's backend choice and generation
     ("lota.lmeval", "lota.generate"): "choose_backend",
     ("lota.preference_data", "lota.generate"): "GenerateArgs, generate_transformers",
-    # prepare_data's prompt format and seeded subsets
-    ("lota.alpaca_eval", "lota.prepare_data"): "format_prompt",
-    ("lota.preference_data", "lota.prepare_data"): "format_prompt, seeded_subset",
+    # prepare_data's data folder and seeded subsets
+    ("lota.alpaca_eval", "lota.prepare_data"): "resolve_data_dir",
+    ("lota.preference_data", "lota.prepare_data"): "seeded_subset",
     # lmeval_tasks' offline dataset table (the workflow reads it too)
     ("lota.lmeval", "lota.lmeval_tasks"): "builtin_definition, builtin_tasks",
     # the benchmark prepares its model as the base_model stage does

@@ -71,6 +71,7 @@ def test_the_gpu_preset_plans_merges_of_gsm8k_and_commonsense(tmp_path):
     output = plan_preset(tmp_path, "merge", "gsm8k-commonsense-gpu.yaml")
     jobs = planned_jobs(output)
     assert jobs["merge_models"] == jobs["evaluate_merge"] == 8 and jobs["generate_merged"] == 16
-    assert jobs["train_dense"] == 2 and jobs["train_lota"] == 2
+    # LoTA at the merge's 90% on each task, and GSM8K's at the sequences' 99% (the report's continual part).
+    assert jobs["train_dense"] == 2 and jobs["train_lota"] == 3
     assert "results/merge/ties_gsm8k+commonsense.json" in output
     assert "results/merge/lotasum_gsm8k+commonsense_s90_l0.5.json" in output

@@ -10,7 +10,8 @@ from lota.errors import UserError
 from lota.generate import GenerateArgs, generate_transformers
 from lota.io import read_jsonl
 from lota.preference_data import PreferenceDataArgs, build_pairs, hub_pair, load_hub_rows, run
-from lota.prepare_data import format_prompt, seeded_subset
+from lota.prepare_data import seeded_subset
+from lota.tasks.formats import format_prompt
 from tests.conftest import build_tiny_llama, write_records
 
 EOS = "<|im_end|>"
@@ -28,7 +29,7 @@ def prepared(tmp_path_factory, smol_tokenizer):
     records = [
         {
             "id": index,
-            "prompt": format_prompt(question, smol_tokenizer, True),
+            "prompt": format_prompt(question, smol_tokenizer, require_chat_template=True),
             "response": answer + EOS,
             "gold": answer.rsplit("#### ", 1)[1],
             "subtask": "gsm8k",
@@ -125,7 +126,7 @@ def test_hub_conversations_become_a_templated_prompt_and_the_last_answers(smol_t
         [{"role": "user", "content": "Name a colour."}], tokenize=False, add_generation_prompt=True
     )
     assert pair == {"prompt": expected_prompt, "chosen": "Blue." + EOS, "rejected": "Seven." + EOS}
-    assert pair["prompt"] == format_prompt("Name a colour.", smol_tokenizer, True)
+    assert pair["prompt"] == format_prompt("Name a colour.", smol_tokenizer, require_chat_template=True)
 
     history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
     pair = hub_pair(ultrafeedback_row("And a fruit?", "Apple.", "Blue.", history), smol_tokenizer, "row 1")
@@ -138,7 +139,8 @@ def test_hub_conversations_become_a_templated_prompt_and_the_last_answers(smol_t
 
 def test_hub_rows_with_plain_strings_and_without_a_chat_template(smol_tokenizer):
     pair = hub_pair({"prompt": "2+2?", "chosen": "4", "rejected": "5"}, smol_tokenizer, "row 0")
-    assert pair == {"prompt": format_prompt("2+2?", smol_tokenizer, True), "chosen": "4" + EOS, "rejected": "5" + EOS}
+    prompt = format_prompt("2+2?", smol_tokenizer, require_chat_template=True)
+    assert pair == {"prompt": prompt, "chosen": "4" + EOS, "rejected": "5" + EOS}
     plain = copy.deepcopy(smol_tokenizer)
     plain.chat_template = None
     pair = hub_pair(ultrafeedback_row("2+2?", "4", "5"), plain, "row 0")

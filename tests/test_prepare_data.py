@@ -6,7 +6,8 @@ import huggingface_hub
 import pytest
 
 from lota.errors import UserError
-from lota.prepare_data import PrepareDataArgs, format_prompt, prepare_split, resolve_data_dir, run, seeded_subset
+from lota.prepare_data import PrepareDataArgs, prepare_split, resolve_data_dir, run, seeded_subset
+from lota.tasks.formats import format_prompt
 
 
 def test_seeded_subset_is_deterministic_and_bounded():
@@ -29,9 +30,9 @@ def test_records_use_the_chat_template(gsm8k_dir, smol_tokenizer):
 def test_plain_prompt_without_chat_template(smol_tokenizer):
     plain = copy.deepcopy(smol_tokenizer)
     plain.chat_template = None
-    assert format_prompt("What is 2+2?", plain, False) == f"{plain.bos_token}Question: What is 2+2?\nAnswer: "
+    assert format_prompt("What is 2+2?", plain) == f"{plain.bos_token}Question: What is 2+2?\nAnswer: "
     with pytest.raises(UserError, match="no chat template"):
-        format_prompt("What is 2+2?", plain, True)
+        format_prompt("What is 2+2?", plain, require_chat_template=True)
 
 
 def test_run_writes_both_splits(tmp_path, gsm8k_dir, tiny_model):

@@ -13,7 +13,7 @@ from lota.masks import load_mask, save_mask
 from lota.modeling import load_model, load_tokenizer
 from lota.prepare_data import prepare_split
 from lota.sparse_delta import is_sparse_delta, read_sparse_delta
-from lota.training.args import TrainArgs
+from lota.training.args import TrainArgs, validate
 from lota.training.data import (
     IGNORE_INDEX,
     collate,
@@ -22,8 +22,9 @@ from lota.training.data import (
     tokenize_example,
     tokenize_records,
 )
-from lota.training.loop import train
+from lota.training.loop import train, train_step
 from lota.training.losses import response_loss
+from lota.training.trainable import make_updater
 from tests.conftest import write_records
 
 
@@ -497,3 +498,59 @@ def test_a_padded_batch_has_the_loss_and_gradients_of_its_sequences_alone(tiny_m
     assert padded.item() == pytest.approx(alone.item(), rel=1e-5)
     for name, gradient in alone_gradients.items():
         assert torch.allclose(padded_gradients[name], gradient, atol=1e-6, rtol=1e-4), name
+
+
+def test_official_truncation_keeps_the_prompt_start_then_the_response_start(smol_tokenizer):
+    prompt, response = "one two three four five six seven eight", " alpha beta gamma delta epsilon zeta"
+    prompt_ids = smol_tokenizer(prompt, add_special_tokens=False).input_ids
+    response_ids = smol_tokenizer(response, add_special_tokens=False).input_ids
+    assert len(prompt_ids) == 8 and len(response_ids) == 7
+    # Over max_length 12: the prompt keeps its first 4 tokens; 4 + 7 fits, so the response is whole.
+    ids, labels = tokenize_example(prompt, response, smol_tokenizer, max_length=12, max_prompt_length=4)
+    assert ids == prompt_ids[:4] + response_ids and labels == [IGNORE_INDEX] * 4 + response_ids
+    # Over max_length 10 even then: the response keeps max_length - max_prompt_length = 6 tokens.
+    ids, _ = tokenize_example(prompt, response, smol_tokenizer, max_length=10, max_prompt_length=4)
+    assert ids == prompt_ids[:4] + response_ids[:6]
+    # A short prompt is not cut, and the response still keeps only max_length - max_prompt_length (as there).
+    ids, _ = tokenize_example("one", response, smol_tokenizer, max_length=5, max_prompt_length=3)
+    assert ids == prompt_ids[:1] + response_ids[:2]
+    # Within max_length nothing is cut; without max_prompt_length the end is.
+    assert tokenize_example(prompt, response, smol_tokenizer, 15, 4)[0] == prompt_ids + response_ids
+    assert tokenize_example(prompt, response, smol_tokenizer, 10)[0] == prompt_ids + response_ids[:2]
+
+
+def test_sequence_sum_divides_by_sequences_and_token_mean_by_tokens(tiny_model, smol_tokenizer):
+    short = tokenize_example("Q: 1+1?", " 2<|im_end|>", smol_tokenizer, max_length=256)
+    long = tokenize_example("Q: what is three plus four, in words?", " seven, of course<|im_end|>", smol_tokenizer, 256)
+    batch = collate([short, long], smol_tokenizer.pad_token_id)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, torch_dtype=torch.float32)
+    # By hand: each sequence's summed negative log-likelihood of its response tokens.
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        targets = batch["labels"][:, 1:]
+        log_probs = logits.log_softmax(-1).gather(2, targets.clamp(min=0)[..., None]).squeeze(2)
+        sums = -(log_probs * (targets != IGNORE_INDEX)).sum(1)
+    tokens = int((targets != IGNORE_INDEX).sum())
+
+    def gradient_norm(loss_reduction):
+        args = TrainArgs(model=tiny_model, data=tiny_model, out=tiny_model, clip="none", optimizer_in_backward=False)
+        updater = make_updater(model, args)
+        result = train_step(model, updater, [batch], "fp32", torch.device("cpu"), True, loss_reduction)
+        assert result.loss == pytest.approx(float(sums.sum()) / tokens, rel=1e-5)  # reported per token either way
+        return result.grad_norm, updater
+
+    token_mean, _ = gradient_norm("token_mean")
+    # lr 1e-5 moved the model: measure the other reduction's gradient on the same weights.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, torch_dtype=torch.float32)
+    sequence_sum, _ = gradient_norm("sequence_sum")
+    # The same summed loss, divided by 2 sequences instead of `tokens` tokens.
+    assert sequence_sum == pytest.approx(token_mean * tokens / 2, rel=1e-4)
+
+
+def test_dpo_and_a_prompt_longer_than_the_sequence_are_refused(tmp_path, train_records):
+    with pytest.raises(UserError, match="loss dpo averages over its pairs: --loss-reduction is for loss sft"):
+        validate(
+            TrainArgs(model=tmp_path, data=train_records, out=tmp_path / "r", loss="dpo", loss_reduction="sequence_sum")
+        )
+    with pytest.raises(UserError, match="max_prompt_length 512 leaves no response token within max_length 512"):
+        validate(TrainArgs(model=tmp_path, data=train_records, out=tmp_path / "r", max_prompt_length=512))

@@ -48,6 +48,10 @@ class Task:
     """Parts of a combined task; evaluation samples `eval_size` records from each."""
     folders: tuple[str, ...] = ()
     """Its folders within a local data folder, when not just the task's name."""
+    official_score: Callable[[str, str], bool] | None = None
+    """The official LoTA code's scorer (rlaif/eval_model_all.py), given the text the official code
+    scores, which is the prompt followed by the completion (it decodes the whole generated
+    sequence, prompt included), and the gold answer; None where the official code has none."""
 
     def data_folders(self) -> tuple[str, ...]:
         return self.folders or (self.name,)

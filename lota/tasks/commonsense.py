@@ -2,10 +2,14 @@
 dataset, plus `commonsense`: their training sets mixed, and every test set evaluated.
 
 Records use the paper's format: an instruction that lists the choices and the answer format,
-the target "the correct answer is answer2", and the gold label. A completion is scored by the
-first label of the dataset's kind it names (answerN, solutionN, optionN, or true/false),
-compared exactly with the gold one. Hub records are converted
-into the same format, so local and hub data give identical prompts.
+the target "the correct answer is answer2", and the gold label. Hub records are converted into
+the same format, so local and hub data give identical prompts.
+
+lota scores a completion by the first label of the dataset's kind it names (answerN, solutionN,
+optionN, or true/false), read as a whole word with case ignored, compared exactly with the gold
+one: lota's own, lenient reading. `official_score` is the official LoTA code's reading instead:
+the first such label found case-sensitively as a substring ("untrue" names true) in the text
+after the last "### Response:".
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ from lota.errors import UserError
 from lota.tasks import Example, Task, read_json_records, require_fields, with_input
 
 LABEL = re.compile(r"(?:answer[1-5]|solution[12]|option[12]|true|false)")
+# The official code's label families (extract_answer_commonsense), chosen there by dataset name
+# and here, without one, by the gold label's kind: its label without the number.
+_OFFICIAL_LABELS = {
+    "true": "true|false",
+    "false": "true|false",
+    "solution": "solution1|solution2",
+    "answer": "answer1|answer2|answer3|answer4|answer5",
+    "ending": "ending1|ending2|ending3|ending4",
+    "option": "option1|option2",
+}
+# The end of the official Alpaca prompt: the official code reads only the text after it.
+OFFICIAL_RESPONSE_MARKER = "### Response:"
 MAX_LENGTH, MAX_NEW_TOKENS = 320, 16
 
 
@@ -30,14 +46,30 @@ def label_pattern(gold: str) -> re.Pattern[str]:
 
 
 def extract_label(completion: str, gold: str) -> str | None:
-    """The first label of the gold label's kind the completion names, lower-cased
-    ('The correct answer is Answer2.' -> answer2), as the paper's evaluation reads it."""
+    """The first label of the gold label's kind the completion names as a whole word, case ignored
+    ('The correct answer is Answer2.' -> answer2): lota's own reading. The official code's
+    (`official_label`) is case-sensitive and finds labels within words."""
     found = label_pattern(gold).search(completion.lower())
     return found.group() if found else None
 
 
 def score(completion: str, gold: str) -> bool:
     return extract_label(completion, gold) == gold
+
+
+def official_label(text: str, gold: str) -> str:
+    """The official code's reading (extract_answer_commonsense): with commas removed, the first
+    label of the gold label's family found case-sensitively, within words too, after the last
+    OFFICIAL_RESPONSE_MARKER (in the whole text, prompt included, when there is none); "" if none."""
+    response = text.replace(",", "").split(OFFICIAL_RESPONSE_MARKER)[-1]
+    found = re.search(_OFFICIAL_LABELS[gold.rstrip("0123456789")], response)
+    return found.group() if found else ""
+
+
+def official_score(text: str, gold: str) -> bool:
+    """The official accuracy: the label read equals the gold one (the official code reads its
+    target, "the correct answer is answer2", the same way, which gives the gold label)."""
+    return official_label(text, gold) == gold
 
 
 def choice_record(instruction: str, label: str) -> dict[str, str]:
@@ -178,6 +210,7 @@ def _single(source: Source) -> Task:
         max_length=MAX_LENGTH,
         max_new_tokens=MAX_NEW_TOKENS,
         splits=tuple(source.hub_splits),
+        official_score=official_score,
     )
 
 
@@ -192,5 +225,6 @@ TASKS = (
         max_new_tokens=MAX_NEW_TOKENS,
         subtasks=tuple(source.name for source in SOURCES),
         folders=tuple(source.name for source in SOURCES),
+        official_score=official_score,
     ),
 )

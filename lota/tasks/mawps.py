@@ -10,7 +10,7 @@ from typing import Any
 
 from lota.errors import UserError
 from lota.tasks import Example, Task, read_json_records, require_fields
-from lota.tasks.gsm8k import extract_answer
+from lota.tasks.gsm8k import extract_answer, official_score
 
 # The LoTA paper's copy ships train/valid/test files; there is no hub copy in this format.
 SPLIT_FILES = {"train": "trainset.json", "valid": "validset.json", "test": "testset.json"}
@@ -60,4 +60,15 @@ def score(completion: str, gold: str) -> bool:
         return False
 
 
-TASK = Task("mawps", load, to_example, score, max_length=256, max_new_tokens=64, splits=tuple(SPLIT_FILES))
+TASK = Task(
+    "mawps",
+    load,
+    to_example,
+    score,
+    max_length=256,
+    max_new_tokens=64,
+    splits=tuple(SPLIT_FILES),
+    # The official code has no MAWPS evaluation; under its protocol a numeric-answer task like
+    # MAWPS is scored by its GSM8K rule.
+    official_score=official_score,
+)

@@ -24,6 +24,8 @@ from lota.lora import LoraSettings
 from lota.masks import DEFAULT_SCOPE
 from lota.names import ADAPTER_METHODS, SCORE_KINDS, TRAINED_METHODS
 
+LOSS_REDUCTIONS = ("token_mean", "sequence_sum")
+
 
 @dataclass(kw_only=True)
 class RunArgs:
@@ -89,6 +91,12 @@ class RecipeArgs:
     batch_size: int = arg(8, "sequences per micro-batch", minimum=1)
     grad_accum: int = arg(1, "micro-batches per optimizer step", minimum=1)
     max_length: int = arg(512, "tokens per sequence; longer ones are truncated at the end", minimum=2)
+    max_prompt_length: int = arg(
+        0,
+        "a sequence over max_length keeps this many prompt tokens, then max_length minus this many response tokens "
+        "(the official code's truncation); 0: the sequence's end is cut",
+        minimum=0,
+    )
     group_by_length: bool = arg(
         True, "draw each micro-batch from sequences of similar length (little padding); off: a plain shuffle"
     )
@@ -97,6 +105,11 @@ class RecipeArgs:
     )
     max_grad_norm: float = arg(1.0, "clipping threshold", minimum=1e-12)
     warmup_steps: int = arg(0, "linear warm-up steps, then a constant learning rate", minimum=0)
+    loss_reduction: Literal[LOSS_REDUCTIONS] = arg(
+        "token_mean",
+        "sft: the mean over the step's response tokens, or each sequence's summed loss averaged over the step's "
+        "sequences (the official code's)",
+    )
 
 
 @dataclass(kw_only=True)
@@ -152,10 +165,10 @@ class TrainArgs(ProcessArgs, LossArgs, EngineArgs, RecipeArgs, LoraArgs, WarmupM
     """Every option of the train stage (the groups' fields, RunArgs' first)."""
 
 
-# The groups the workflow config sets per method (train.fft, train.lota, ...), but max_length,
-# which is the task's (tasks.<task>.max_length).
+# The groups the workflow config sets per method (train.fft, train.lota, ...), but the lengths,
+# which are the task's (tasks.<task>.max_length, tasks.<task>.max_prompt_length).
 CONFIG_GROUPS = (RecipeArgs, EngineArgs)
-TASK_SETTINGS = ("max_length",)
+TASK_SETTINGS = ("max_length", "max_prompt_length")
 
 
 def config_train_settings() -> dict[str, dict[str, Any]]:
@@ -183,6 +196,12 @@ def validate(args: TrainArgs) -> None:
             raise UserError("loss dpo runs in one process: use --processes 1")
         if args.mask_warmup_steps:
             raise UserError("rosa's warm-up mask ranks cross-entropy gradients: give loss dpo a --mask")
+        if args.loss_reduction != "token_mean":
+            raise UserError("loss dpo averages over its pairs: --loss-reduction is for loss sft")
+    if args.max_prompt_length and args.max_prompt_length >= args.max_length:
+        raise UserError(
+            f"max_prompt_length {args.max_prompt_length} leaves no response token within max_length {args.max_length}"
+        )
     if args.method == "lota" and args.mask is None:
         raise UserError("method lota needs --mask")
     if args.method == "rosa" and (args.mask is None) == (args.mask_warmup_steps == 0):

@@ -25,11 +25,18 @@ LENGTH_GROUP = 50  # micro-batches sorted by length together (transformers' Leng
 
 
 def tokenize_example(
-    prompt: str, response: str, tokenizer: PreTrainedTokenizerBase, max_length: int
+    prompt: str, response: str, tokenizer: PreTrainedTokenizerBase, max_length: int, max_prompt_length: int = 0
 ) -> tuple[list[int], list[int]]:
-    """(input ids, labels) with the prompt's labels ignored, truncated to max_length."""
+    """(input ids, labels) with the prompt's labels ignored, truncated to max_length: at the end,
+    or with `max_prompt_length` as the official code truncates (its tokenize_batch_element): a
+    sequence over max_length keeps the prompt's first max_prompt_length tokens, and if it is
+    still too long, the response's first max_length - max_prompt_length."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
     response_ids = tokenizer(response, add_special_tokens=False).input_ids
+    if max_prompt_length and len(prompt_ids) + len(response_ids) > max_length:
+        prompt_ids = prompt_ids[:max_prompt_length]
+        if len(prompt_ids) + len(response_ids) > max_length:
+            response_ids = response_ids[: max_length - max_prompt_length]
     input_ids = (prompt_ids + response_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]
     return input_ids, labels
@@ -46,6 +53,7 @@ def tokenize_responses(
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     source: Path,
+    max_prompt_length: int = 0,
 ) -> list[tuple[Example, ...]]:
     """Per record, one example per response key (its prompt, then that response). A record any
     of whose responses keeps no token within max_length is dropped: it would teach, or compare,
@@ -58,7 +66,8 @@ def tokenize_responses(
         if not all(isinstance(record.get(key), str) for key in keys):
             raise UserError(f"{source}: record {number} needs string fields {fields}")
         examples = tuple(
-            tokenize_example(record["prompt"], record[key], tokenizer, max_length) for key in response_keys
+            tokenize_example(record["prompt"], record[key], tokenizer, max_length, max_prompt_length)
+            for key in response_keys
         )
         if all(has_target(labels) for _, labels in examples):
             kept.append(examples)
@@ -76,10 +85,15 @@ def tokenize_responses(
 
 
 def tokenize_records(
-    records: Sequence[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, source: Path
+    records: Sequence[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    source: Path,
+    max_prompt_length: int = 0,
 ) -> list[Example]:
-    """SFT's (prompt, response) records as examples."""
-    return [example for (example,) in tokenize_responses(records, ("response",), tokenizer, max_length, source)]
+    """SFT's (prompt, response) records as examples (truncated as tokenize_example says)."""
+    chosen = tokenize_responses(records, ("response",), tokenizer, max_length, source, max_prompt_length)
+    return [example for (example,) in chosen]
 
 
 def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -152,6 +166,11 @@ def process_share(examples: Sequence[Example], chunk: list[int]) -> list[Example
 def response_token_count(labels: torch.Tensor) -> int:
     """The response tokens a batch's loss is over (a sequence's first token is predicted by nothing)."""
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def response_sequence_count(labels: torch.Tensor) -> int:
+    """The sequences of a batch that hold a response token (a stand-in example holds none)."""
+    return int((labels[:, 1:] != IGNORE_INDEX).any(1).sum())
 
 
 def first_target_column(labels: torch.Tensor) -> int:

@@ -31,6 +31,7 @@ from lota.training.data import (
     collate,
     optimizer_steps,
     process_share,
+    response_sequence_count,
     response_token_count,
     tokenize_records,
 )
@@ -59,17 +60,22 @@ def train_step(
     precision: str,
     on: torch.device,
     trim_logits: bool,
+    loss_reduction: str = "token_mean",
 ) -> StepResult:
-    """One optimizer step over the micro-batches `batches`."""
-    # Every micro-batch's loss is divided by the step's response tokens (on every process), so
-    # that accumulation and sharding give the same mean as one large batch.
+    """One optimizer step over the micro-batches `batches`, whose summed loss is divided by the
+    step's response tokens (token_mean) or by its sequences (sequence_sum: each sequence's sum,
+    averaged); the loss reported is the mean per response token either way."""
+    # Every micro-batch's loss is divided by the step's count (on every process), so that
+    # accumulation and sharding give the same mean as one large batch.
     target_tokens = int(distributed.total(sum(response_token_count(batch["labels"]) for batch in batches)))
+    counted = response_token_count if loss_reduction == "token_mean" else response_sequence_count
+    divisor = int(distributed.total(sum(counted(batch["labels"]) for batch in batches)))
     loss_sum, tokens = 0.0, 0
     for batch in batches:
         batch = {key: value.to(on) for key, value in batch.items()}
         with torch.autocast(on.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = response_loss(model, batch, trim_logits)
-        (loss / target_tokens).backward()
+        (loss / divisor).backward()
         loss_sum += loss.item()
         # A process's stand-in example (no targets, see process_share) is not counted.
         tokens += int(batch["attention_mask"][(batch["labels"] != IGNORE_INDEX).any(1)].sum())
@@ -163,7 +169,7 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
         examples = dpo.tokenize_preferences(records, tokenizer, args.max_length, args.data)
         lengths = [max(len(chosen[0]), len(rejected[0])) for chosen, rejected in examples]
     else:
-        examples = tokenize_records(records, tokenizer, args.max_length, args.data)
+        examples = tokenize_records(records, tokenizer, args.max_length, args.data, args.max_prompt_length)
         lengths = [len(ids) for ids, _ in examples]
     model = load_for_training(args, on)
     updater = make_updater(model, args)
@@ -220,7 +226,7 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
                 updater.set_lr(lr)
                 if references is None:
                     batches = [collate(process_share(examples, chunk), tokenizer.pad_token_id) for _, chunk in micro]
-                    result = train_step(model, updater, batches, args.precision, on, trim_logits)
+                    result = train_step(model, updater, batches, args.precision, on, trim_logits, args.loss_reduction)
                 else:
                     groups = micro_batch_pairs(examples, micro)
                     batches = [dpo.pair_batch(group, tokenizer.pad_token_id) for group in groups]

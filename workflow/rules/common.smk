@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from lota import names
-from lota.config import config_errors, load_schema
+from lota.config import check_protocol, config_errors, load_schema, record_protocol
 from lota.errors import UserError
 from lota.plan import BASE_MODEL, LMEVAL_TASKS, PLOTS, Plan, cli_options, key_paths, model_path, shape_options
 
@@ -21,11 +21,18 @@ calibration_overrides = config["train"].get("calibration") or {}
 later_stage_overrides = (config.get("continual") or {}).get("later_stages") or {}
 validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 try:
+    check_protocol(config["protocol"])
     PLAN = Plan(
         config, calibration_overrides, later_stage_overrides, config["data_dir"] or os.environ.get("LOTA_DATA_DIR")
     )
 except UserError as error:
     raise WorkflowError(str(error)) from None
+
+
+# A folder records the protocol its outputs are built under when a run starts (not on a dry run).
+onstart:
+    record_protocol(config["protocol"])
+
 
 ENV = "../../envs/lota.yaml"
 # The stages that generate (and lm-eval) run in vLLM's environment when the config asks for vLLM.

@@ -127,6 +127,7 @@ rule evaluate_sequence:
         base_model=config["base_model"]["source"],
         config_json=lambda wc: PLAN.sequence_provenance(wc.seq),
         benchmarks=lambda wc: PLAN.sequence_benchmarks(wc.seq),
+        scoring=lambda wc: PLAN.scoring_options(PLAN.sequence(wc.seq).tasks),
     resources:
         **PLAN.resources("light"),
     conda:
@@ -135,4 +136,4 @@ rule evaluate_sequence:
         "python -m lota.continual --out {output:q} --run {wildcards.seq:q} --method {params.method}"
         " --tasks {params.tasks} --samples {params.samples} --train-summary {input.summaries:q}"
         " --mask {input.masks:q} {params.shape} --base-model {params.base_model:q}"
-        " --config-json {params.config_json:q} --benchmark {params.benchmarks} > {log:q} 2>&1"
+        " --config-json {params.config_json:q} --benchmark {params.benchmarks} {params.scoring} > {log:q} 2>&1"

@@ -67,6 +67,7 @@ rule evaluate:
         benchmarks=lambda wc: PLAN.stage_benchmarks(wc.run),
         base_model=config["base_model"]["source"],
         config_json=lambda wc: PLAN.provenance(wc.run),
+        scoring=lambda wc: PLAN.scoring_options([PLAN.run(wc.run).task]),
     resources:
         **PLAN.resources("light"),
     conda:
@@ -75,4 +76,4 @@ rule evaluate:
         "python -m lota.evaluate --samples {input.samples:q} --task {params.task} --out {output:q}"
         " --run {wildcards.run:q} --method {params.method} {params.shape} {params.summary} {params.lr_choice}"
         " --base-model {params.base_model:q} --config-json {params.config_json:q}"
-        " --benchmark {params.benchmarks} > {log:q} 2>&1"
+        " --benchmark {params.benchmarks} {params.scoring} > {log:q} 2>&1"

@@ -56,6 +56,7 @@ rule evaluate_merge:
         method=lambda wc: PLAN.merge(wc.merge).method,
         base_model=config["base_model"]["source"],
         config_json=lambda wc: PLAN.merge_provenance(wc.merge),
+        scoring=lambda wc: PLAN.scoring_options(PLAN.merge(wc.merge).tasks),
     resources:
         **PLAN.resources("light"),
     conda:
@@ -65,4 +66,4 @@ rule evaluate_merge:
         " --samples {params.samples} --merge-summary {input.model:q}/merge.json"
         " --single-task {input.single_task:q} --base-results {input.base_results:q}"
         " --base-model {params.base_model:q} --config-json {params.config_json:q}"
-        " --benchmark merge=benchmarks/merge/{wildcards.merge:q}.tsv > {log:q} 2>&1"
+        " --benchmark merge=benchmarks/merge/{wildcards.merge:q}.tsv {params.scoring} > {log:q} 2>&1"
