@@ -4,7 +4,6 @@ and the protocol a folder's outputs were built under, so that two protocols neve
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ def check_protocol(protocol: str, record: Path = PROTOCOL_RECORD) -> None:
 
 def record_protocol(protocol: str, record: Path = PROTOCOL_RECORD) -> None:
     """Write the protocol this folder's outputs are built under (atomically)."""
-    record.parent.mkdir(parents=True, exist_ok=True)
-    partial = record.with_name(f".{record.name}.partial")
-    partial.write_text(json.dumps({"protocol": protocol}) + "\n")
-    os.replace(partial, record)
+    # Imported here: lota.io imports torch, which planning (every import of this module) does not need.
+    from lota.io import write_json
+
+    write_json(record, {"protocol": protocol})

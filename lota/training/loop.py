@@ -68,8 +68,9 @@ def train_step(
     # Every micro-batch's loss is divided by the step's count (on every process), so that
     # accumulation and sharding give the same mean as one large batch.
     target_tokens = int(distributed.total(sum(response_token_count(batch["labels"]) for batch in batches)))
-    counted = response_token_count if loss_reduction == "token_mean" else response_sequence_count
-    divisor = int(distributed.total(sum(counted(batch["labels"]) for batch in batches)))
+    divisor = target_tokens
+    if loss_reduction == "sequence_sum":
+        divisor = int(distributed.total(sum(response_sequence_count(batch["labels"]) for batch in batches)))
     loss_sum, tokens = 0.0, 0
     for batch in batches:
         batch = {key: value.to(on) for key, value in batch.items()}
