@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import pytest
 
+from lota.config import PROTOCOL_RECORD
 from tests.conftest import REPO, planned_jobs, snakemake, snakemake_command, tiny_workdir
 from tests.test_atomic_outputs import JOB_FINISHED, JOB_LISTING, Job, assert_same_outputs, listed_jobs
 
@@ -146,7 +147,9 @@ def run_sweep(root: Path, tiny_model: Path, gsm8k_dir: Path, cores: int) -> Swee
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     created = {path for path in files_in(workdir) - before if not within(path, ".snakemake")}
-    return SweepRun(workdir, done.stdout + done.stderr, created, files_in(outside))
+    # The protocol record is the workflow's own (written when the run starts), not a job's output.
+    assert str(PROTOCOL_RECORD) in created, sorted(created)
+    return SweepRun(workdir, done.stdout + done.stderr, created - {str(PROTOCOL_RECORD)}, files_in(outside))
 
 
 def most_at_once(output: str) -> int:
