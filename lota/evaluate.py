@@ -208,8 +208,11 @@ TRAINING_FIGURES = (
 
 
 def training_figures(summary: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The figures of a training summary that results report (None for an untrained model)."""
-    return {key: summary.get(key) for key in TRAINING_FIGURES} if summary else None
+    """The figures of a training summary that results report, with the rate it trained at (None for
+    an untrained model)."""
+    if not summary:
+        return None
+    return {key: summary.get(key) for key in TRAINING_FIGURES} | {"lr": summary.get("args", {}).get("lr")}
 
 
 def evaluate(args: EvaluateArgs) -> dict[str, Any]:

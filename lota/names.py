@@ -342,13 +342,15 @@ class Sequence:
         """Where a later stage's mask comes from: a dense run, or (lottoflip) a run on the complement."""
         return CALIBRATION_KINDS[self.method == "lottoflip"]
 
+    def single_task_run(self, task: str) -> str:
+        """The single-task run of its training method and shape on `task` (LoTTO's is plain LoTA's)."""
+        return f"{self.training_method}_{task}{self.suffix}"
+
     @property
     def stage_models(self) -> list[str]:
-        """The model after each stage: stage 1 is a single-task run (LoTTO's first mask is plain
-        LoTA's), stage k the sequence of the first k tasks."""
-        method = "lota" if self.method in MASKED_SEQUENCE_METHODS else self.method
-        first = f"{method}_{self.tasks[0]}{self.suffix}"
-        return [first] + [
+        """The model after each stage: stage 1 is the single-task run, stage k the sequence of the
+        first k tasks."""
+        return [self.single_task_run(self.tasks[0])] + [
             f"{self.method}_{'-'.join(self.tasks[:k])}{self.suffix}" for k in range(2, len(self.tasks) + 1)
         ]
 

@@ -279,14 +279,29 @@ class Plan:
 
     def later_stage_settings(self, kind: str) -> dict[str, Any]:
         """The training settings of a sequence's stages 2 and on: kind's, with continual.later_stages's
-        overrides; they train at one learning rate, which no validation run chooses."""
-        settings = self.train_settings(kind) | self.later_stage_overrides.get(kind, {})
-        if isinstance(settings["lr"], list):
-            raise UserError(
-                f"config key continual.later_stages.{kind}.lr: a sequence's later stages train at one rate, "
-                f"but train.{'fft' if kind == 'calibration' else kind}.lr lists {settings['lr']}: give them one"
+        overrides. Where the rate is still a list, a stage trains at the one its method chose on its
+        own task's validation split (later_stage_choice)."""
+        return self.train_settings(kind) | self.later_stage_overrides.get(kind, {})
+
+    def later_stage_choice(self, kind: str, run: str) -> dict[str, str]:
+        """{"lr_choice": PATH} where a later stage's settings list rates: the choice of `run`, the
+        single-task run of its method on its task (fft_<task> for a calibration run), among the same
+        rates; else {}."""
+        rates = self.later_stage_settings(kind)["lr"]
+        if not isinstance(rates, list):
+            return {}
+        method = "fft" if kind == "calibration" else kind
+        if rates != self.config["train"][method]["lr"]:
+            key = (
+                f"continual.later_stages.{kind}"
+                if "lr" in self.later_stage_overrides.get(kind, {})
+                else "train.calibration"
             )
-        return settings
+            raise UserError(
+                f"config key {key}.lr: a later stage trains at one rate, or at the one {run} chose among "
+                f"train.{method}.lr, not among {rates}"
+            )
+        return {"lr_choice": self.lr_choice(run)}
 
     def dense_training_inputs(self, dense: str, key: str) -> dict[str, str]:
         """A dense run's base model and replicate data, and the FFT's learning-rate choice where
@@ -654,14 +669,16 @@ class Plan:
         inputs = {"model": model_path(sequence.stage_models[-2]), "data": data}
         if sequence.method in MASKED_SEQUENCE_METHODS:
             inputs["mask"] = f"work/cl/masks/{name}.safetensors"
-        return inputs
+        return inputs | self.later_stage_choice(sequence.training_method, sequence.single_task_run(sequence.tasks[-1]))
 
     def sequence_stage_options(self, name: str) -> str:
         sequence = self.sequence(name)
         kind = sequence.training_method
         settings = self.later_stage_settings(kind)
-        options = self.train_options(kind, sequence.replicate(sequence.tasks[-1]), sequence.rank, settings)
-        return f"{mask_option(self.sequence_stage_inputs(name))}{options}"
+        inputs = self.sequence_stage_inputs(name)
+        replicate = sequence.replicate(sequence.tasks[-1])
+        options = self.train_options(kind, replicate, sequence.rank, settings, lr_from=inputs.get("lr_choice"))
+        return f"{mask_option(inputs)}{options}"
 
     def model_replicate(self, model: str, task: str) -> str:
         """The replicate key of `task` in a model's replicate: <task>[_seed<N>]."""
@@ -673,12 +690,14 @@ class Plan:
         inputs = {"model": model_path(model), "data": self.replicate_train_data(self.model_replicate(model, task))}
         if kind == "flip":
             inputs["mask"] = f"work/cl/complement_masks/{model}.safetensors"
-        return inputs
+        return inputs | self.later_stage_choice("calibration", f"fft_{self.check_task(task)}")
 
     def calibration_options(self, kind: str, model: str, task: str) -> str:
         settings = self.later_stage_settings("calibration")
-        options = self.train_options("calibration", self.model_replicate(model, task), settings=settings)
-        return f"{mask_option(self.calibration_inputs(kind, model, task))}{options}"
+        inputs = self.calibration_inputs(kind, model, task)
+        replicate = self.model_replicate(model, task)
+        options = self.train_options("calibration", replicate, settings=settings, lr_from=inputs.get("lr_choice"))
+        return f"{mask_option(inputs)}{options}"
 
     def sequence_mask_inputs(self, name: str) -> dict[str, Any]:
         """The task vector of the last stage's calibration and, for lotto and lottoflip, the earlier

@@ -365,8 +365,38 @@ def test_listed_rates_are_tried_on_validation_and_every_seed_trains_at_the_choic
         plan.lr_candidates("fft_gsm8k")
     with pytest.raises(UserError, match="config key tasks.mawps.valid_size: train.lota.lr lists rates"):
         plan.lr_candidates("lota_mawps_s90")
-    with pytest.raises(UserError, match=r"continual.later_stages.lota.lr: a sequence's later stages train at one"):
-        plan.sequence_stage_options("lotto_gsm8k-mawps_s90")
+
+
+def test_a_later_stage_trains_at_the_rate_its_method_chose_on_its_own_task():
+    plan = plan_with_rates("lota", [1.0e-4, 3.0e-4])
+    stage = plan.sequence_stage_inputs("lotto_gsm8k-mawps_s90_seed1")
+    assert stage["lr_choice"] == "results/lr/lota_mawps_s90.json"  # the base seed's choice, on mawps
+    chosen = options(plan.sequence_stage_options("lotto_gsm8k-mawps_s90_seed1"))
+    assert chosen["--lr-from"] == "results/lr/lota_mawps_s90.json" and "--lr" not in chosen
+    assert chosen["--mask"] == "work/cl/masks/lotto_gsm8k-mawps_s90_seed1.safetensors"
+    calibration = plan.calibration_inputs("dense", "lota_gsm8k_s90_seed1", "mawps")
+    assert "lr_choice" not in calibration  # fft has one rate
+    assert options(plan.calibration_options("dense", "lota_gsm8k_s90_seed1", "mawps"))["--lr"] == "1e-05"
+    dense = plan_with_rates("fft", [1.0e-5, 3.0e-5])
+    calibration = dense.calibration_inputs("flip", "lota_gsm8k_s90", "mawps")
+    assert calibration["lr_choice"] == "results/lr/fft_mawps.json"
+    assert (
+        options(dense.calibration_options("flip", "lota_gsm8k_s90", "mawps"))["--lr-from"] == calibration["lr_choice"]
+    )
+    assert dense.sequence_stage_inputs("fft_gsm8k-mawps")["lr_choice"] == "results/lr/fft_mawps.json"
+    assert "lr_choice" not in dense.sequence_stage_inputs("lota_gsm8k-mawps_s90")
+
+
+def test_a_later_stage_given_a_rate_trains_at_it_and_a_list_of_other_rates_is_refused():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["train"]["lota"]["lr"] = [1.0e-4, 3.0e-4]
+    validate(config, str(SCHEMA))
+    plan = Plan(config, {}, {"lota": {"lr": 1.0e-6}}, "/data")
+    assert "lr_choice" not in plan.sequence_stage_inputs("lota_gsm8k-mawps_s90")
+    assert options(plan.sequence_stage_options("lota_gsm8k-mawps_s90"))["--lr"] == "1e-06"
+    plan = Plan(config, {}, {"lota": {"lr": [1.0e-6, 1.0e-5]}}, "/data")
+    with pytest.raises(UserError, match=r"continual.later_stages.lota.lr: a later stage trains at one rate, or at "):
+        plan.sequence_stage_options("lota_gsm8k-mawps_s90")
 
 
 def test_the_dense_run_trains_at_the_fft_choice_unless_calibration_has_a_rate_of_its_own():

@@ -1,5 +1,6 @@
 """Replicates and a learning rate chosen on validation, through the real DAG, on a tiny random Llama
-and a few GSM8K records: two seeds of FFT and LoTA, LoTA's rate chosen among two."""
+and a few GSM8K records: two seeds of FFT and LoTA, LoTA's rate chosen among two; then a LoTTO
+sequence whose ARC-Easy stage trains at the rate LoTA chose on ARC-Easy."""
 
 import json
 
@@ -19,9 +20,11 @@ def workdir(tmp_path_factory, tiny_model, gsm8k_dir):
         gsm8k_dir,
         seeds=[0, 1],
         sweep={"tasks": ["gsm8k"], "sparsities": [90], "methods": ["fft", "lota"]},
+        continual={"sequences": [["gsm8k", "arc_easy"]], "methods": ["lotto"], "sparsity": 90},
     )
     config = yaml.safe_load((root / "config.yaml").read_text())
     config["tasks"]["gsm8k"] |= {"train_size": 6, "valid_size": 4}
+    config["tasks"]["arc_easy"] |= {"train_size": 4, "valid_size": 2}
     config["train"]["lota"]["lr"] = RATES
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     return root
@@ -61,3 +64,15 @@ def test_seeds_and_a_rate_chosen_on_validation_run_into_the_report(workdir):
     assert "#### Comparisons over seeds" in report and "| lota_gsm8k_s90 | fft_gsm8k | 0, 1 | 4 |" in report
     assert "#### Mask stability over seeds" in report
     print(report)  # the closing note's example: pytest -s shows it
+
+
+def test_a_later_stage_trains_at_the_rate_its_method_chose_on_that_task(workdir):
+    sequence = "lotto_gsm8k-arc_easy_s90_seed1"
+    done = snakemake(workdir, "--cores", "2", f"results/cl/{sequence}.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    choice = read(workdir / "results" / "lr" / "lota_arc_easy_s90.json")
+    assert [row["lr"] for row in choice["candidates"]] == RATES and all(row["n"] == 2 for row in choice["candidates"])
+    assert read(workdir / "work" / "cl" / "runs" / sequence / "summary.json")["args"]["lr"] == choice["lr"]
+    result = read(workdir / "results" / "cl" / f"{sequence}.json")
+    first = read(workdir / "results" / "lr" / "lota_gsm8k_s90.json")["lr"]
+    assert [stage["train"]["lr"] for stage in result["stages"][1:]] == [first, choice["lr"]]

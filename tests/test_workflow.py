@@ -105,6 +105,20 @@ def test_the_mawps_preset_plans_the_whole_sweep(tmp_path):
     assert "results/plots/mawps.png" in output
 
 
+def test_the_claims_preset_chooses_every_rate_on_validation_and_replicates_every_comparison(tmp_path):
+    output = plan_preset(tmp_path, "sweep continual merge", "mawps-cpu.yaml", "claims-cpu.yaml")
+    jobs = planned_jobs(output)
+    assert jobs["select_lr"] == 6 and jobs["train_candidate"] == 18  # fft, lora, lota s90, s99 (mawps); fft, lota s90
+    assert jobs["evaluate"] == 24 and jobs["evaluate_sequence"] == 9 and jobs["evaluate_merge"] == 9
+    assert jobs["train_stage"] == 9 and jobs["calibrate_stage"] == 3  # lota and lotto share a calibration run
+    commands = {line.split("--out ")[1].split()[0]: line for line in output.splitlines() if "lota.train" in line}
+    # The ARC-Easy stage trains at the rate its method chose on ARC-Easy, and the calibration before a
+    # LoTA method's mask at FFT's.
+    assert "--lr-from results/lr/lota_arc_easy_s90.json" in commands["work/cl/runs/lotto_mawps-arc_easy_s90_seed1"]
+    assert "--lr-from results/lr/fft_arc_easy.json" in commands["work/cl/runs/fft_mawps-arc_easy_seed2"]
+    assert "--lr-from results/lr/fft_arc_easy.json" in commands["work/cl/calibration/dense/lota_mawps_s90/arc_easy"]
+
+
 @pytest.mark.slow  # about 2 min
 def test_mask_strategies_and_rosa_run_and_the_report_compares_them(workdir):
     strategies = ["task_vector", "random", "fisher"]
