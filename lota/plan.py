@@ -617,13 +617,11 @@ class Plan:
     # --- the report -----------------------------------------------------------------------
 
     def report_masks(self) -> list[str]:
-        """The single-task masks of the sweep's runs (every seed's), whose agreement the report gives."""
-        masks = {
-            self.run_mask(name)
-            for name in (Path(path).stem for path in self.sweep_results())
-            if "mask" in self.run_training_inputs(name)
-        }
-        return sorted(masks)
+        """The single-task masks of the sweep's and the merges' runs (every seed's), whose agreement the
+        report gives."""
+        merged = [run for path in self.merge_results() for run in self.merge(Path(path).stem).runs]
+        runs = [Path(path).stem for path in self.sweep_results()] + merged
+        return sorted({self.run_mask(name) for name in runs if "mask" in self.run_training_inputs(name)})
 
     def report_pairs(self) -> list[str]:
         """A:B of each pair config key report.pairs names: two methods scored on the same items."""

@@ -26,6 +26,12 @@ and the paired forgetting difference of every two methods, item by item; per mer
 method's mean accuracy and share kept over seeds and every two methods' paired difference on all tasks'
 items. Every plot draws the mean over seeds with a marker at each seed's value.
 
+The paper's claims (lota.claims), first, where results hold their items' verdicts: LoTA against FFT on
+the target task, on forgetting, and the sparse sum against TIES and task arithmetic, each comparison with
+both sides over seeds, the paired difference in LoTA's favour, a permutation p with Holm's adjustment over
+all of them, the verdict and each claim's answer; the masks' overlap across seeds; and, with
+--benchmarks, the whole set's job time.
+
 Harnesses: a table of every lm-evaluation-harness result (model, task, metric with its standard
 error, items, shots, backend) and one of every AlpacaEval result (win rate with its standard
 error, length-controlled win rate, judge).
@@ -48,6 +54,7 @@ import numpy as np
 matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lota.claims import CLAIMS, ClaimComparison, answer, benchmark_wall_time, claim_comparisons, mask_overlap  # noqa: E402
 from lota.cli import arg, run_main  # noqa: E402
 from lota.comparison import (  # noqa: E402
     MaskStability,
@@ -137,6 +144,14 @@ MERGE_COMPARISONS_NOTE = (
     "are paired on all its tasks' items pooled, with the sweep's difference, McNemar and Holm p (one family "
     "per task set) and MDD."
 )
+CLAIMS_NOTE = (
+    "The LoTA paper's claims, each comparison read in LoTA's favour: A better by is A − B on accuracy, B − A "
+    "on forgetting, over the items both scored, each item averaged over the seeds both ran, with a 95% "
+    "bootstrap interval; p is a paired sign-flip permutation test of those items, Holm p its adjustment over "
+    "every row here; MDD the smallest difference the items would show (5% two-sided, 80% power). holds / "
+    "does not hold: Holm p < 0.05 with the difference for / against LoTA; cannot tell: otherwise, the "
+    "interval saying how far apart the two could still be."
+)
 STABILITY_NOTE = (
     "Mask stability: for two seeds' masks of one sparsity and strategy, the Jaccard index of their trainable "
     "entries (trainable in both over trainable in either) and the share of covered entries on which they agree "
@@ -160,11 +175,14 @@ class ReportArgs:
     alpaca_eval: list[Path] = arg([], "results/alpaca_eval/<model>.json files of AlpacaEval")
     masks: list[Path] = arg(
         [],
-        "single-task mask files of the sweep, <task>[_seed<N>]_s<percent>[_<strategy>].safetensors, whose seeds' "
-        "masks are compared (mask stability)",
+        "single-task mask files of the sweep's and the merges' runs, <task>[_seed<N>]_s<percent>[_<strategy>]"
+        ".safetensors, whose seeds' masks are compared (mask stability)",
     )
     pairs: list[str] = arg(
         [], "extra pairs A:B of name stems (names without _seed<N>) to compare, A - B, beside the standard ones"
+    )
+    benchmarks: Path | None = arg(
+        None, "the folder of the jobs' benchmark files, whose wall times the claims section sums (the whole set)"
     )
 
 
@@ -785,6 +803,46 @@ def compared(groups: Iterable[list[dict[str, Any]]]) -> bool:
     return any(holds_items(result) for results in groups for result in results)
 
 
+def claims_section(
+    rows: list[ClaimComparison], stability: Mapping[str, list[MaskStability]], whole_set: str
+) -> list[str]:
+    """The paper's claims: a row per comparison with each side's figure over seeds, the difference in the
+    claim's favour, its p-values, MDD and verdict; each claim's answer; the masks' overlap across seeds;
+    and what the whole set of jobs cost."""
+    if not rows:
+        return []
+    header = ["claim", "where", "A (LoTA)", "B", "figure", "A: mean ± std (each seed)", "B: mean ± std (each seed)"]
+    header += ["items", "A better by [95% CI]", "p", "Holm p", "MDD", "verdict"]
+    lines = [
+        "",
+        "## The paper's claims",
+        "",
+        CLAIMS_NOTE,
+        "",
+        table_row(header),
+        "|---:|---|---|---|---|" + "---:|" * 7 + "---|",
+    ]
+    for row in rows:
+        change = row.better_by
+        cells = [str(row.claim), row.where, row.a, row.b, row.figure, spread(row.a_values), spread(row.b_values)]
+        cells += [str(row.items), signed_interval(change.mean, change.low, change.high), p_value(row.p)]
+        lines.append(table_row(cells + [p_value(row.holm), f"{row.detectable:.3f}", row.verdict]))
+    lines.append("")
+    for claim, text in CLAIMS.items():
+        found = [row for row in rows if row.claim == claim]
+        lines.append(f"- Claim {claim}, {text}: " + (f"**{answer(found)}**." if found else "not measured here."))
+    overlap = mask_overlap(row for rows in stability.values() for row in rows)
+    if overlap:
+        means = [f"{task} s{percent} {np.mean(values):.3f}" for (task, percent), values in sorted(overlap.items())]
+        lines += [
+            "",
+            "Masks across seeds (LoTA's, Jaccard index of two seeds' trainable entries, mean over pairs): "
+            + "; ".join(means)
+            + ".",
+        ]
+    return lines + (["", whole_set] if whole_set else [])
+
+
 def render(
     by_task: dict[str, list[dict[str, Any]]],
     by_sequence: dict[tuple[str, ...], list[dict[str, Any]]],
@@ -794,11 +852,15 @@ def render(
     alpaca_eval: list[dict[str, Any]] | None = None,
     pairs: Mapping[Hashable, list[Pair]] | None = None,
     stability: Mapping[str, list[MaskStability]] | None = None,
+    whole_set: str = "",
 ) -> str:
     """The report's Markdown; `pairs` are the extra pairs of each group (keyed as place_pairs keys them:
-    ('sweep', task), ('sequence', tasks), ('merge', tasks)), `stability` the mask comparisons per task."""
+    ('sweep', task), ('sequence', tasks), ('merge', tasks)), `stability` the mask comparisons per task,
+    `whole_set` a line on the cost of every job behind the results."""
     pairs, stability = pairs or {}, stability or {}
     lines = ["# LoTA report"]
+    if any(compared(groups.values()) for groups in (by_task, by_sequence, by_merge)):
+        lines += claims_section(claim_comparisons(*with_items(by_task, by_sequence, by_merge)), stability, whole_set)
     if by_task:
         lines += ["", "## Sweep", ""]
         lines.append(
@@ -865,11 +927,25 @@ def stems(results: list[dict[str, Any]]) -> set[str]:
     return {split_seed(result["run"])[0] for result in results}
 
 
+def with_items(*groups: Mapping[Any, list[dict[str, Any]]]) -> list[dict[Any, list[dict[str, Any]]]]:
+    """Each grouping with only the groups whose results all hold their items' verdicts."""
+    return [{key: results for key, results in group.items() if all(map(holds_items, results))} for group in groups]
+
+
+def whole_set_line(folder: Path | None) -> str:
+    """The whole set's cost from its jobs' benchmark files (nothing where no folder is given)."""
+    if folder is None:
+        return ""
+    jobs, seconds = benchmark_wall_time(folder)
+    return f"The whole set: {jobs} jobs, {seconds / 3600:.1f} hours of job wall time summed (every job once)."
+
+
 def stability_by_task(paths: list[Path], tasks: Iterable[str]) -> dict[str, list[MaskStability]]:
-    """The mask comparisons of each task; masks of a task without results in the sweep are refused."""
+    """The mask comparisons of each task; masks of a task without results in the sweep or a merge are
+    refused."""
     unknown = sorted({parse_mask_file(path).task for path in paths} - set(tasks))
     if unknown:
-        raise UserError(f"--masks: task {unknown[0]!r} has masks but no results among --results")
+        raise UserError(f"--masks: task {unknown[0]!r} has masks but no results among --results or --merges")
     by_task: dict[str, list[MaskStability]] = defaultdict(list)
     for row in mask_stability(paths):
         by_task[row.task].append(row)
@@ -889,10 +965,13 @@ def run(args: ReportArgs) -> None:
     groups |= {("sequence", tasks): stems(results) for tasks, results in by_sequence.items()}
     groups |= {("merge", tasks): stems(results) for tasks, results in by_merge.items()}
     pairs = place_pairs(map(parse_pair, args.pairs), groups)
-    stability = stability_by_task(args.masks, by_task)
+    stability = stability_by_task(args.masks, [*by_task, *(task for tasks in by_merge for task in tasks)])
     relative = os.path.relpath(Path(args.plots).resolve(), Path(args.out).resolve().parent)
     # The text first: what it refuses stops the report before any plot is written.
-    text = render(by_task, by_sequence, by_merge, Path(relative).as_posix(), lmeval, alpaca_eval, pairs, stability)
+    whole_set = whole_set_line(args.benchmarks)
+    text = render(
+        by_task, by_sequence, by_merge, Path(relative).as_posix(), lmeval, alpaca_eval, pairs, stability, whole_set
+    )
     for task, results in by_task.items():
         plot_task(task, results, args.plots / f"{task}.png")
     for tasks, results in by_sequence.items():

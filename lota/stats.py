@@ -7,6 +7,8 @@ seed, as an array of shape (items, seeds), the same items in the same order for 
 - paired_bootstrap: the mean difference of two methods with a percentile interval from
   resampling items, each item's score first averaged over the seeds;
 - mcnemar_exact: the exact McNemar p-value of one seed's two methods (statsmodels);
+- paired_permutation: the p-value of a sign-flip permutation test of the items' differences (scipy),
+  one test over all seeds whatever the items' scores are;
 - holm: Holm's step-down adjustment of a table's p-values (statsmodels);
 - minimum_detectable_difference: the smallest mean difference the items could detect;
 - mask_agreement: how far two masks (e.g. of two seeds) pick the same entries.
@@ -95,6 +97,24 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
     if table[0][1] + table[1][0] == 0:
         return 1.0  # no item tells the methods apart
     return float(mcnemar(table, exact=True).pvalue)
+
+
+def paired_permutation(a: np.ndarray, b: np.ndarray, resamples: int = 9_999, seed: int = 0) -> float:
+    """Two-sided p-value of a paired permutation test of the mean item difference a - b (each item
+    averaged over its seeds): under the null each item's difference is as likely with either sign.
+    Exact where 2^items <= resamples, else `resamples` random sign flips."""
+    differences = item_differences(a, b)
+    if not differences.any():
+        return 1.0  # no item tells the methods apart
+    result = stats.permutation_test(
+        (differences,),
+        np.mean,
+        permutation_type="samples",
+        n_resamples=resamples,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.pvalue)
 
 
 def holm(pvalues: list[float]) -> list[float]:

@@ -615,3 +615,24 @@ def test_the_learning_rates_chosen_on_validation_are_listed_with_their_candidate
     note = lr_choice_note([{"lr_choice": choice}, {"lr_choice": choice}, {"lr_choice": None}])
     assert note[2:] == ["- lota_mawps_s90 and its seeds: 0.0003, of 0.0001 (1/4), 0.0003 (3/4)"]
     assert lr_choice_note([{"lr_choice": None}]) == []
+
+
+def test_the_claims_come_first_with_each_answer_and_the_masks_across_seeds(seeded_report, tmp_path):
+    text = seeded_report.out.read_text()
+    assert text.index("## The paper's claims") < text.index("## Sweep")
+    assert (
+        "| 1 | mawps | lota_mawps_s90 | fft_mawps | accuracy | 0.750 ± 0.118 (0.833, 0.667)"
+        " | 0.417 ± 0.118 (0.500, 0.333) | 6 | +0.333 [" in text
+    )
+    assert "| 0.250 | 0.750 | 0.467 | cannot tell |" in text  # p, Holm p, MDD (the pair table's), verdict
+    assert "| 2 | mawps → arc_easy: mawps | lotto_mawps-arc_easy_s90 | fft_mawps-arc_easy | forgetting mawps |" in text
+    assert "- Claim 1, LoTA matches or beats FFT on the target task: **cannot tell**." in text
+    assert (
+        "Masks across seeds (LoTA's, Jaccard index of two seeds' trainable entries, mean over pairs): mawps s90 0.333."
+        in text
+    )
+    assert "The whole set:" not in text  # no benchmarks folder given
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "report.tsv").write_text("s\th:m:s\n5400.0\t1:30:00\n")
+    run(ReportArgs(**{**vars(seeded_report), "benchmarks": tmp_path / "benchmarks"}))
+    assert "The whole set: 1 jobs, 1.5 hours of job wall time summed (every job once)." in seeded_report.out.read_text()

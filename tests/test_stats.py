@@ -12,6 +12,7 @@ from lota.stats import (
     mcnemar_exact,
     minimum_detectable_difference,
     paired_bootstrap,
+    paired_permutation,
     summary,
 )
 
@@ -95,3 +96,15 @@ def test_mask_agreement():
         mask_agreement(a, {"w": b["w"]})
     with pytest.raises(UserError, match=r"w: mask shapes \(1, 4\) and \(4,\) differ"):
         mask_agreement(a, {"w": b["w"].view(-1), "v": b["v"]})
+
+
+def test_the_permutation_p_counts_the_sign_flips_as_extreme_as_the_items_differences():
+    # Five items all better: of the 32 sign flips, all + and all - reach |mean| 1: p = 2/32.
+    assert paired_permutation(np.ones((5, 2)), np.zeros((5, 2))) == pytest.approx(0.0625)
+    # Differences 1, 0, -1, 1 (zeros flip to themselves): every flip of the three nonzero ones has an odd sum,
+    # so |mean| >= 0.25 always: p = 1.
+    a, b = np.array([[1], [1], [0], [1]]), np.array([[0], [1], [1], [0]])
+    assert paired_permutation(a, b) == pytest.approx(1.0)
+    # Seed means first: 0.5, 0.5, 0 against 0: flips of two halves, 2 of 4 reach |mean| 1/3.
+    assert paired_permutation(np.array([[1, 0], [0, 1], [0, 0]]), np.zeros((3, 2))) == pytest.approx(0.5)
+    assert paired_permutation(np.ones((3, 1)), np.ones((3, 1))) == 1.0  # no item differs
