@@ -14,7 +14,8 @@ config["seed"] is the seed it ran with. From lists of result dicts this module b
 - the items a pair reads: a single-task run's verdicts, a merge's pooled over its tasks (keyed
   task/id), or a sequence's per-item forgetting of one task;
 - mask stability: the Jaccard index and per-tensor agreement of masks of the same task,
-  sparsity and strategy from different seeds (mask_stability).
+  sparsity and strategy from different seeds (mask_stability), and the Jaccard index of different
+  seeds' masks of a sequence's last stage (sequence_mask_stability).
 
 The statistics are lota.stats'; this module picks the items and seeds they are given.
 """
@@ -317,6 +318,20 @@ def mask_stability(paths: Iterable[Path]) -> list[MaskStability]:
             agreement = float(np.mean(list(found.agreement.values())))
             rows.append(MaskStability(task, percent, strategy, (first.seed, second.seed), found.jaccard, agreement))
     return rows
+
+
+def sequence_mask_stability(paths: Iterable[Path]) -> dict[str, list[float]]:
+    """Per sequence stem, the Jaccard index of every two seeds' masks of its last stage (mask files
+    work/cl/masks/<sequence>[_seed<N>].safetensors)."""
+    by_stem: dict[str, dict[int | None, Path]] = defaultdict(dict)
+    for path in paths:
+        stem, seed = split_seed(Path(path).stem)
+        by_stem[stem][seed] = Path(path)
+    overlap = {}
+    for stem, seeds in sorted(by_stem.items()):
+        masks = load_masks_alike([seeds[seed] for seed in sorted(seeds, key=lambda seed: -1 if seed is None else seed)])
+        overlap[stem] = [stats.mask_agreement(a, b).jaccard for a, b in itertools.combinations(masks, 2)]
+    return overlap
 
 
 def variant_key(item: tuple[tuple[str, str, str], Any]) -> tuple[str, float, int]:

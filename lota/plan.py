@@ -623,6 +623,11 @@ class Plan:
         runs = [Path(path).stem for path in self.sweep_results()] + merged
         return sorted({self.run_mask(name) for name in runs if "mask" in self.run_training_inputs(name)})
 
+    def report_sequence_masks(self) -> list[str]:
+        """The masks of the sequences' later stages (every seed's), whose overlap across seeds the report gives."""
+        sequences = [Path(path).stem for path in self.continual_results()]
+        return sorted({mask for name in sequences for mask in self.sequence_masks(name)[1:]})
+
     def report_pairs(self) -> list[str]:
         """A:B of each pair config key report.pairs names: two methods scored on the same items."""
         pairs = []

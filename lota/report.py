@@ -74,6 +74,7 @@ from lota.comparison import (  # noqa: E402
     place_pairs,
     retained_share,
     run_items,
+    sequence_mask_stability,
     summarize,
     sweep_pairs,
     whole_cost,
@@ -177,6 +178,10 @@ class ReportArgs:
         [],
         "single-task mask files of the sweep's and the merges' runs, <task>[_seed<N>]_s<percent>[_<strategy>]"
         ".safetensors, whose seeds' masks are compared (mask stability)",
+    )
+    sequence_masks: list[Path] = arg(
+        [],
+        "masks of the sequences' later stages, work/cl/masks/<sequence>[_seed<N>].safetensors (overlap across seeds)",
     )
     pairs: list[str] = arg(
         [], "extra pairs A:B of name stems (names without _seed<N>) to compare, A - B, beside the standard ones"
@@ -804,7 +809,10 @@ def compared(groups: Iterable[list[dict[str, Any]]]) -> bool:
 
 
 def claims_section(
-    rows: list[ClaimComparison], stability: Mapping[str, list[MaskStability]], whole_set: str
+    rows: list[ClaimComparison],
+    stability: Mapping[str, list[MaskStability]],
+    sequence_overlap: Mapping[str, list[float]],
+    whole_set: str,
 ) -> list[str]:
     """The paper's claims: a row per comparison with each side's figure over seeds, the difference in the
     claim's favour, its p-values, MDD and verdict; each claim's answer; the masks' overlap across seeds;
@@ -832,8 +840,9 @@ def claims_section(
         found = [row for row in rows if row.claim == claim]
         lines.append(f"- Claim {claim}, {text}: " + (f"**{answer(found)}**." if found else "not measured here."))
     overlap = mask_overlap(row for rows in stability.values() for row in rows)
-    if overlap:
-        means = [f"{task} s{percent} {np.mean(values):.3f}" for (task, percent), values in sorted(overlap.items())]
+    means = [f"{task} s{percent} {np.mean(values):.3f}" for (task, percent), values in sorted(overlap.items())]
+    means += [f"{stem}'s last stage {np.mean(values):.3f}" for stem, values in sequence_overlap.items() if values]
+    if means:
         lines += [
             "",
             "Masks across seeds (LoTA's, Jaccard index of two seeds' trainable entries, mean over pairs): "
@@ -852,15 +861,13 @@ def render(
     alpaca_eval: list[dict[str, Any]] | None = None,
     pairs: Mapping[Hashable, list[Pair]] | None = None,
     stability: Mapping[str, list[MaskStability]] | None = None,
-    whole_set: str = "",
+    claims: list[str] | None = None,
 ) -> str:
     """The report's Markdown; `pairs` are the extra pairs of each group (keyed as place_pairs keys them:
     ('sweep', task), ('sequence', tasks), ('merge', tasks)), `stability` the mask comparisons per task,
-    `whole_set` a line on the cost of every job behind the results."""
+    `claims` the claims section (claims_section)."""
     pairs, stability = pairs or {}, stability or {}
-    lines = ["# LoTA report"]
-    if any(compared(groups.values()) for groups in (by_task, by_sequence, by_merge)):
-        lines += claims_section(claim_comparisons(*with_items(by_task, by_sequence, by_merge)), stability, whole_set)
+    lines = ["# LoTA report", *(claims or [])]
     if by_task:
         lines += ["", "## Sweep", ""]
         lines.append(
@@ -968,9 +975,11 @@ def run(args: ReportArgs) -> None:
     stability = stability_by_task(args.masks, [*by_task, *(task for tasks in by_merge for task in tasks)])
     relative = os.path.relpath(Path(args.plots).resolve(), Path(args.out).resolve().parent)
     # The text first: what it refuses stops the report before any plot is written.
-    whole_set = whole_set_line(args.benchmarks)
+    rows = claim_comparisons(*with_items(by_task, by_sequence, by_merge))
+    overlap = sequence_mask_stability(args.sequence_masks)
+    claims = claims_section(rows, stability, overlap, whole_set_line(args.benchmarks))
     text = render(
-        by_task, by_sequence, by_merge, Path(relative).as_posix(), lmeval, alpaca_eval, pairs, stability, whole_set
+        by_task, by_sequence, by_merge, Path(relative).as_posix(), lmeval, alpaca_eval, pairs, stability, claims
     )
     for task, results in by_task.items():
         plot_task(task, results, args.plots / f"{task}.png")

@@ -387,6 +387,25 @@ def test_a_later_stage_trains_at_the_rate_its_method_chose_on_its_own_task():
     assert "lr_choice" not in dense.sequence_stage_inputs("lota_gsm8k-mawps_s90")
 
 
+def test_the_report_compares_the_masks_of_the_sweep_the_merges_and_the_later_stages_across_seeds():
+    plan = make_plan(
+        seeds=[0, 1],
+        sweep={"tasks": ["gsm8k"], "sparsities": [90], "methods": ["fft", "lota"]},
+        continual={"sequences": [["gsm8k", "arc_easy"]], "methods": ["fft", "lotto"]},
+        merge={"tasks": [["gsm8k", "arc_easy"]], "methods": ["ties", "lotasum"]},
+    )
+    assert plan.report_masks() == [
+        "work/masks/arc_easy_s90.safetensors",
+        "work/masks/arc_easy_seed1_s90.safetensors",
+        "work/masks/gsm8k_s90.safetensors",
+        "work/masks/gsm8k_seed1_s90.safetensors",
+    ]
+    assert plan.report_sequence_masks() == [
+        "work/cl/masks/lotto_gsm8k-arc_easy_s90.safetensors",
+        "work/cl/masks/lotto_gsm8k-arc_easy_s90_seed1.safetensors",
+    ]
+
+
 def test_a_later_stage_given_a_rate_trains_at_it_and_a_list_of_other_rates_is_refused():
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["train"]["lota"]["lr"] = [1.0e-4, 3.0e-4]

@@ -485,7 +485,8 @@ def seeded_report(tmp_path):
     from lota.masks import save_mask
 
     masks = []
-    for name, entries in (("mawps_s90", [1, 1, 0, 0]), ("mawps_seed1_s90", [1, 0, 1, 0])):
+    stages = ("lotto_mawps-arc_easy_s90", [0, 0, 1, 1]), ("lotto_mawps-arc_easy_s90_seed1", [0, 0, 0, 1])
+    for name, entries in (("mawps_s90", [1, 1, 0, 0]), ("mawps_seed1_s90", [1, 0, 1, 0]), *stages):
         masks.append(tmp_path / f"{name}.safetensors")
         save_mask(masks[-1], {"w": torch.tensor(entries, dtype=torch.bool)}, {"sparsity": 0.5})
     (tmp_path / "cl").mkdir()
@@ -495,7 +496,8 @@ def seeded_report(tmp_path):
         results=write_results(tmp_path, SEEDED_RUNS),
         sequences=write_results(tmp_path / "cl", SEEDED_SEQUENCES),
         merges=write_results(tmp_path / "merge", SEEDED_MERGES),
-        masks=masks,
+        masks=masks[:2],
+        sequence_masks=masks[2:],
         out=out,
         plots=tmp_path / "results" / "plots",
     )
@@ -627,10 +629,9 @@ def test_the_claims_come_first_with_each_answer_and_the_masks_across_seeds(seede
     assert "| 0.250 | 0.750 | 0.467 | cannot tell |" in text  # p, Holm p, MDD (the pair table's), verdict
     assert "| 2 | mawps → arc_easy: mawps | lotto_mawps-arc_easy_s90 | fft_mawps-arc_easy | forgetting mawps |" in text
     assert "- Claim 1, LoTA matches or beats FFT on the target task: **cannot tell**." in text
-    assert (
-        "Masks across seeds (LoTA's, Jaccard index of two seeds' trainable entries, mean over pairs): mawps s90 0.333."
-        in text
-    )
+    # The ARC stage's masks: entries 2, 3 against 3, Jaccard 1/2.
+    masks = "Masks across seeds (LoTA's, Jaccard index of two seeds' trainable entries, mean over pairs): mawps s90"
+    assert masks + " 0.333; lotto_mawps-arc_easy_s90's last stage 0.500." in text
     assert "The whole set:" not in text  # no benchmarks folder given
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "report.tsv").write_text("s\th:m:s\n5400.0\t1:30:00\n")

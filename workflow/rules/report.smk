@@ -13,6 +13,7 @@ rule report:
         lmeval=lmeval_results,
         alpaca_eval=alpaca_eval_results,
         masks=lambda wc: PLAN.report_masks(),
+        sequence_masks=lambda wc: PLAN.report_sequence_masks(),
     output:
         table=report("results/report.md", category="Report", caption="../report/table.rst"),
         plots=report(
@@ -39,5 +40,6 @@ rule report:
         ENV
     shell:
         "python -m lota.report --results {input.results:q} --sequences {input.sequences:q} --merges {input.merges:q}"
-        " --lmeval {input.lmeval:q} --alpaca-eval {input.alpaca_eval:q} --masks {input.masks:q} {params.pairs}"
+        " --lmeval {input.lmeval:q} --alpaca-eval {input.alpaca_eval:q} --masks {input.masks:q}"
+        " --sequence-masks {input.sequence_masks:q} {params.pairs}"
         " --benchmarks {params.benchmarks:q} --out {output.table:q} --plots {params.plots:q} > {log:q} 2>&1"
