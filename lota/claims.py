@@ -45,7 +45,6 @@ CLAIMS = {
     2: "LoTA forgets less than FFT when a second task is trained",
     3: "LoTA's sparse sum merges better than TIES (or task arithmetic) merges the FFT task vectors",
 }
-SIDES = {"target": "accuracy", "forgetting": "forgetting", "merging": "mean accuracy"}
 
 
 @dataclass(frozen=True)
