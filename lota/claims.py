@@ -32,7 +32,7 @@ from lota.comparison import (
     Result,
     forgetting_items,
     group_methods,
-    item_tables,
+    item_difference,
     merge_items,
     run_items,
     summarize,
@@ -85,27 +85,26 @@ def compare(
 ) -> ClaimComparison | None:
     """The claim's side against the baseline on the items every replicate of the seeds both ran
     scored (None where they share no seed or fewer than two items)."""
-    a, b = sides
-    seeds, table_a, table_b = item_tables(a, b, items_of)
-    if not seeds or len(table_a) < 2:
+    better, worse = sides if higher_is_better else sides[::-1]
+    found = item_difference(better, worse, items_of)
+    if isinstance(found, str):
         return None
-    better, worse = (table_a, table_b) if higher_is_better else (table_b, table_a)
     name, read = figure
     a_values, b_values = (summarize(method, read) for method in sides)
     assert a_values is not None and b_values is not None  # every result holds the figure
     return ClaimComparison(
         claim,
         where,
-        a.stem,
-        b.stem,
+        sides[0].stem,
+        sides[1].stem,
         name,
         a_values,
         b_values,
-        seeds,
-        len(table_a),
-        stats.paired_bootstrap(better, worse),
-        stats.minimum_detectable_difference(better, worse),
-        stats.paired_permutation(better, worse),
+        found.seeds,
+        len(found.table_a),
+        found.difference,
+        found.detectable,
+        stats.paired_permutation(found.table_a, found.table_b),
     )
 
 

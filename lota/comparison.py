@@ -10,7 +10,8 @@ config["seed"] is the seed it ran with. From lists of result dicts this module b
 - pairs: the mean item difference A - B with its bootstrap interval, on the seeds both ran and
   the items every one of those replicates scored (each item averaged over the seeds), an exact
   McNemar p per shared seed where the items are 0/1 verdicts, Holm's adjustment over every
-  (pair, seed) p-value of one table, and the minimum detectable difference (compare_pairs);
+  (pair, seed) p-value of one table, and the minimum detectable difference (compare_pairs, over
+  item_difference, which lota.claims shares);
 - the items a pair reads: a single-task run's verdicts, a merge's pooled over its tasks (keyed
   task/id), or a sequence's per-item forgetting of one task;
 - mask stability: the Jaccard index and per-tensor agreement of masks of the same task,
@@ -243,21 +244,45 @@ def item_tables(a: Method, b: Method, items_of: ItemsOf) -> tuple[tuple[int, ...
     return seeds, table[:, : len(seeds)], table[:, len(seeds) :]
 
 
+@dataclass(frozen=True)
+class ItemDifference:
+    """Method A against B on the seeds both ran and the items every one of those replicates scored:
+    each side's (items, seeds) table of scores, the mean item difference A - B with its bootstrap
+    interval, and the minimum detectable difference."""
+
+    seeds: tuple[int, ...]
+    table_a: np.ndarray
+    table_b: np.ndarray
+    difference: stats.Difference
+    detectable: float
+
+
+def item_difference(a: Method, b: Method, items_of: ItemsOf) -> ItemDifference | str:
+    """A - B on their shared seeds and items, or why there is none to measure."""
+    seeds, table_a, table_b = item_tables(a, b, items_of)
+    if not seeds or len(table_a) < 2:
+        return f"{'no seed' if not seeds else 'fewer than two items'} in common"
+    return ItemDifference(
+        seeds,
+        table_a,
+        table_b,
+        stats.paired_bootstrap(table_a, table_b),
+        stats.minimum_detectable_difference(table_a, table_b),
+    )
+
+
 def compare_pairs(methods: Mapping[str, Method], pairs: Iterable[Pair], items_of: ItemsOf, verdicts: bool) -> PairTable:
     """The pairs' comparisons; `verdicts`: the items are 0/1 verdicts, so each seed gets a McNemar test,
     and Holm's adjustment runs over every (pair, seed) p-value of the table."""
     rows, skipped = [], []
     for a, b in dict.fromkeys(pairs):
-        seeds, table_a, table_b = item_tables(methods[a], methods[b], items_of)
-        if not seeds or len(table_a) < 2:
-            skipped.append(f"{a} vs {b}: {'no seed' if not seeds else 'fewer than two items'} in common")
+        found = item_difference(methods[a], methods[b], items_of)
+        if isinstance(found, str):
+            skipped.append(f"{a} vs {b}: {found}")
             continue
-        mcnemar = (
-            tuple(stats.mcnemar_exact(table_a[:, k], table_b[:, k]) for k in range(len(seeds))) if verdicts else ()
-        )
-        difference = stats.paired_bootstrap(table_a, table_b)
-        detectable = stats.minimum_detectable_difference(table_a, table_b)
-        rows.append(PairComparison(a, b, seeds, len(table_a), difference, detectable, mcnemar))
+        columns = range(len(found.seeds)) if verdicts else ()
+        mcnemar = tuple(stats.mcnemar_exact(found.table_a[:, k], found.table_b[:, k]) for k in columns)
+        rows.append(PairComparison(a, b, found.seeds, len(found.table_a), found.difference, found.detectable, mcnemar))
     adjusted = iter(stats.holm([p for row in rows for p in row.mcnemar]))
     rows = [replace(row, holm=tuple(itertools.islice(adjusted, len(row.mcnemar)))) for row in rows]
     return PairTable(rows, skipped)
@@ -311,12 +336,9 @@ def mask_stability(paths: Iterable[Path]) -> list[MaskStability]:
         seeds[mask.seed] = mask
     rows = []
     for (task, percent, strategy), seeds in sorted(variants.items(), key=variant_key):
-        files = [seeds[seed] for seed in sorted(seeds, key=lambda seed: -1 if seed is None else seed)]
-        masks = load_masks_alike([file.path for file in files])
-        for (first, a), (second, b) in itertools.combinations(zip(files, masks, strict=True), 2):
-            found = stats.mask_agreement(a, b)
+        for pair, found in seed_pair_agreements({seed: mask.path for seed, mask in seeds.items()}):
             agreement = float(np.mean(list(found.agreement.values())))
-            rows.append(MaskStability(task, percent, strategy, (first.seed, second.seed), found.jaccard, agreement))
+            rows.append(MaskStability(task, percent, strategy, pair, found.jaccard, agreement))
     return rows
 
 
@@ -327,11 +349,22 @@ def sequence_mask_stability(paths: Iterable[Path]) -> dict[str, list[float]]:
     for path in paths:
         stem, seed = split_seed(Path(path).stem)
         by_stem[stem][seed] = Path(path)
-    overlap = {}
-    for stem, seeds in sorted(by_stem.items()):
-        masks = load_masks_alike([seeds[seed] for seed in sorted(seeds, key=lambda seed: -1 if seed is None else seed)])
-        overlap[stem] = [stats.mask_agreement(a, b).jaccard for a, b in itertools.combinations(masks, 2)]
-    return overlap
+    return {
+        stem: [agreement.jaccard for _, agreement in seed_pair_agreements(seeds)]
+        for stem, seeds in sorted(by_stem.items())
+    }
+
+
+def seed_pair_agreements(
+    paths: Mapping[int | None, Path],
+) -> list[tuple[tuple[int | None, int | None], stats.MaskAgreement]]:
+    """Every two seeds' masks compared, in seed order (the base seed, None, first)."""
+    seeds = sorted(paths, key=lambda seed: -1 if seed is None else seed)
+    masks = load_masks_alike([paths[seed] for seed in seeds])
+    return [
+        ((first, second), stats.mask_agreement(a, b))
+        for (first, a), (second, b) in itertools.combinations(zip(seeds, masks, strict=True), 2)
+    ]
 
 
 def variant_key(item: tuple[tuple[str, str, str], Any]) -> tuple[str, float, int]:
