@@ -54,9 +54,18 @@ import transformers
 from lota.base_model import prepare_base_model
 from lota.cli import arg, check_minimums, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
-from lota.io import TensorReader, checkpoint_files, read_jsonl, write_json
-from lota.masks import DEFAULT_SCOPE, in_scope, save_mask, select_mask, trainable_count
-from lota.modeling import device, load_model, load_tokenizer, peak_memory_mb, reset_peak_memory, set_threads
+from lota.io import TensorReader, read_jsonl, write_json
+from lota.lora import lora_targets
+from lota.masks import DEFAULT_SCOPE, in_scope, resolve_scope, save_mask, select_mask, trainable_count
+from lota.modeling import (
+    device,
+    load_model,
+    load_tokenizer,
+    open_checkpoint,
+    peak_memory_mb,
+    reset_peak_memory,
+    set_threads,
+)
 from lota.names import MASKED_METHODS, parse_engine_run
 from lota.training.args import EngineArgs, TrainArgs
 from lota.training.data import IGNORE_INDEX, tokenize_records
@@ -136,15 +145,13 @@ def synthetic_batch(vocab_size: int, args: BenchArgs) -> dict[str, torch.Tensor]
 def write_masks(model_dir: Path, runs: list[str], mask_from: Path | None, seed: int, folder: Path) -> dict[str, Path]:
     """A mask file per LoTA and RoSA run: top |task vector| entries, or seeded random scores, at its sparsity."""
     generator = torch.Generator().manual_seed(seed)
-    source = [mask_from] if mask_from else checkpoint_files(model_dir)
-    with TensorReader(source) as reader:
-        covered = [name for name in reader.names() if in_scope(name, DEFAULT_SCOPE)]
+    with TensorReader([mask_from]) if mask_from else open_checkpoint(model_dir) as reader:
+        scope = resolve_scope(DEFAULT_SCOPE, reader.shapes())
+        covered = [name for name in reader.names() if in_scope(name, scope)]
         if mask_from:
             scores = {name: reader.get(name).float() for name in covered}
         else:
             scores = {name: torch.rand(reader.get(name).shape, generator=generator) for name in covered}
-    if not scores:
-        raise UserError(f"no tensor of {source[0]} is in the mask scope {DEFAULT_SCOPE}")
     paths = {}
     for run in (run for run in runs if run not in PEER_RUNS):
         sparsity = parse_engine_run(run).sparsity
@@ -194,8 +201,10 @@ def random_masks(
         return None
     generator = torch.Generator(on).manual_seed(seed)
     masks = {}
-    for name, parameter in base_parameters(model).items():
-        if in_scope(name, DEFAULT_SCOPE):
+    parameters = base_parameters(model)
+    scope = resolve_scope(DEFAULT_SCOPE, {name: parameter.shape for name, parameter in parameters.items()})
+    for name, parameter in parameters.items():
+        if in_scope(name, scope):
             chosen = torch.randperm(parameter.numel(), generator=generator, device=on)
             mask = torch.zeros(parameter.numel(), dtype=torch.bool, device=on)
             mask[chosen[: trainable_count(sparsity, parameter.numel())]] = True
@@ -381,7 +390,7 @@ def peer_model(run: str, args: BenchArgs, model_dir: Path, on: torch.device) -> 
         r=args.lora_rank,
         lora_alpha=args.lora_alpha,
         lora_dropout=0.0,
-        target_modules=list(DEFAULT_SCOPE),
+        target_modules=lora_targets(model, DEFAULT_SCOPE),
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, adapter)

@@ -26,8 +26,17 @@ import torch
 
 from lota.cli import arg, check_range, existing_file, run_main
 from lota.errors import UserError
-from lota.io import FISHER_FORMAT, TASK_VECTOR_FORMAT, TensorReader, checkpoint_files
-from lota.masks import DEFAULT_SCOPE, excluded_entries, in_scope, save_mask, select_mask, trainable_count
+from lota.io import FISHER_FORMAT, TASK_VECTOR_FORMAT, TensorReader
+from lota.masks import (
+    DEFAULT_SCOPE,
+    excluded_entries,
+    in_scope,
+    resolve_scope,
+    save_mask,
+    select_mask,
+    trainable_count,
+)
+from lota.modeling import open_checkpoint
 from lota.names import MASK_RULES, RANKINGS
 
 log = logging.getLogger("lota.extract_mask")
@@ -52,14 +61,15 @@ class ExtractMaskArgs:
         "exactly round((1 - s) * N) entries, or the official code's: every entry at or above the"
         " int((1 - s) * N)-th largest score, ties included",
     )
-    scope: list[str] = arg(DEFAULT_SCOPE, "module names whose .weight tensors the mask covers")
+    scope: list[str] = arg(DEFAULT_SCOPE, "module names whose .weight tensors the mask covers; auto: every projection")
     exclude: list[Path] = arg(
         [], "masks of earlier tasks in a sequence (LoTTO): entries they make trainable are never chosen"
     )
 
 
-def entry_scores(args: ExtractMaskArgs) -> tuple[dict[str, torch.Tensor], str]:
-    """Per covered tensor, the scores whose largest magnitudes become trainable, and what they are of."""
+def entry_scores(args: ExtractMaskArgs) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """Per covered tensor, the scores whose largest magnitudes become trainable, what they are of, and
+    the scope's module names ('auto' resolved to the model's projections)."""
     files = {"task_vector": (args.task_vector, "--task-vector", TASK_VECTOR_FORMAT, "task vector")}
     files["fisher"] = (args.scores, "--scores", FISHER_FORMAT, "gradient scores file")
     if args.strategy in files:
@@ -69,30 +79,30 @@ def entry_scores(args: ExtractMaskArgs) -> tuple[dict[str, torch.Tensor], str]:
         existing_file(source, what)
         with TensorReader([source]) as reader:
             reader.require_format(file_format, source, what)
-            scores = {name: reader.get(name) for name in reader.names() if in_scope(name, args.scope)}
+            scope = resolve_scope(args.scope, reader.shapes())
+            scores = {name: reader.get(name) for name in reader.names() if in_scope(name, scope)}
     else:
         if args.base is None:
             raise UserError(f"strategy {args.strategy} needs --base (the base model directory)")
-        with TensorReader(checkpoint_files(args.base)) as reader:
-            names = [name for name in reader.names() if in_scope(name, args.scope)]
+        with open_checkpoint(args.base) as reader:
+            scope = resolve_scope(args.scope, reader.shapes())
+            names = [name for name in reader.names() if in_scope(name, scope)]
             if args.strategy == "base_magnitude":
                 scores = {name: reader.get(name).float() for name in names}
             else:
                 generator = torch.Generator().manual_seed(args.seed)
                 scores = {name: torch.rand(reader.layout(name)[1], generator=generator) for name in names}
         source, what = args.base, "base model"
-    if not scores:
-        raise UserError(f"no tensor of {source} is in the mask scope {args.scope}")
     for name, score in scores.items():
         if not torch.isfinite(score).all():
             raise UserError(f"{what} {source}: {name} has non-finite entries")
-    return scores, what
+    return scores, what, scope
 
 
 def run(args: ExtractMaskArgs) -> None:
     """Write the mask of the top-scoring entries (by default, the top-|delta|) at the given sparsity."""
     check_range("sparsity", args.sparsity, 0.0, 1.0, high_open=True)
-    scores, what = entry_scores(args)
+    scores, what, scope = entry_scores(args)
     excluded = excluded_entries(args.exclude, scores, against=f"the {what} in scope")
     masks = select_mask(scores, args.sparsity, args.granularity, excluded, args.rule)
     trainable = sum(int(m.sum()) for m in masks.values())
@@ -104,7 +114,7 @@ def run(args: ExtractMaskArgs) -> None:
         "sparsity": args.sparsity,
         "granularity": args.granularity,
         "rule": args.rule,
-        "scope": sorted(args.scope),
+        "scope": scope,
         "excluded": [str(path) for path in args.exclude],
     }
     save_mask(args.out, masks, info)

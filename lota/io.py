@@ -140,11 +140,15 @@ class TensorReader(contextlib.AbstractContextManager):
 
     Each tensor is read from its offset into a buffer of its own rather than through a memory
     map, so a stage's resident memory is what it holds, not every page of the files it read.
+    `renames` (stored name -> name) gives tensors the names a model's parameters have where the
+    checkpoint stores them otherwise (lota.modeling.open_checkpoint); every method takes those names.
     """
 
-    def __init__(self, files: Iterable[Path]):
+    def __init__(self, files: Iterable[Path], renames: Mapping[str, str] | None = None):
         self._stack = contextlib.ExitStack()
         self._entries: dict[str, tuple[BinaryIO, torch.dtype, torch.Size, int, int]] = {}
+        self._renames = dict(renames or {})
+        self._stored = {name: stored for stored, name in self._renames.items()}
         self.metadata: dict[str, str] = {}
         for number, file in enumerate(files):
             try:
@@ -168,7 +172,7 @@ class TensorReader(contextlib.AbstractContextManager):
             start, end = (8 + length + int(offset) for offset in entry["data_offsets"])
             if end - start != shape.numel() * dtype.itemsize or end > size:
                 raise ValueError(f"tensor {name} has bad data offsets")
-            self._entries[name] = (handle, dtype, shape, start, end)
+            self._entries[self._renames.get(name, name)] = (handle, dtype, shape, start, end)
         return metadata
 
     def require_format(self, expected: str, source: Path, what: str) -> None:
@@ -179,6 +183,10 @@ class TensorReader(contextlib.AbstractContextManager):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def stored_name(self, name: str) -> str:
+        """The name the file stores a tensor under (its own unless renamed)."""
+        return self._stored.get(name, name)
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries
@@ -191,6 +199,10 @@ class TensorReader(contextlib.AbstractContextManager):
         handle.seek(start)
         handle.readinto(buffer)
         return torch.frombuffer(buffer, dtype=dtype).view(shape)
+
+    def shapes(self) -> dict[str, torch.Size]:
+        """Every tensor's shape, from the header."""
+        return {name: shape for name, (_, _, shape, _, _) in sorted(self._entries.items())}
 
     def layout(self, name: str) -> tuple[torch.dtype, torch.Size]:
         """A tensor's dtype and shape, from the header."""

@@ -8,6 +8,7 @@ base, loads the adapter and merges it (W += alpha / rank * B @ A) with PEFT's ow
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from lota.distributed import whole
 from lota.errors import UserError
 from lota.io import LORA_ADAPTER_FORMAT, TensorReader, save_tensors
+from lota.masks import resolve_scope
+
+TARGETS_KEY = "lora.target_modules"
 
 
 @dataclass(frozen=True)
@@ -37,13 +41,18 @@ class LoraSettings:
             raise UserError("lora_targets must name at least one module")
 
 
+def lora_targets(model: torch.nn.Module, targets: Iterable[str]) -> list[str]:
+    """The module names adapters go on: `targets`, 'auto' standing for every projection of the model."""
+    return resolve_scope(targets, {name: parameter.shape for name, parameter in model.named_parameters()}, TARGETS_KEY)
+
+
 def add_lora(model: torch.nn.Module, settings: LoraSettings) -> PeftModel:
     """Wrap `model` with fresh adapters (B = 0, so the output starts as the base's); only they train."""
     config = LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=list(settings.targets),
+        target_modules=lora_targets(model, settings.targets),
         bias="none",
         task_type="CAUSAL_LM",
     )

@@ -52,10 +52,10 @@ from lota.io import (
     SafetensorsStream,
     TensorReader,
     atomic_path,
-    checkpoint_files,
     write_json,
 )
 from lota.masks import top_k_mask
+from lota.modeling import open_checkpoint
 from lota.names import MERGE_METHODS
 from lota.sparse_delta import check_entries, is_sparse_delta, read_sparse_entries, sparse_delta_shapes
 
@@ -300,13 +300,13 @@ def merge(args: MergeArgs) -> dict:
     args = replace(args, weights=args.weights or [1.0] * len(args.runs))
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        base = stack.enter_context(TensorReader(checkpoint_files(args.base)))
+        base = stack.enter_context(open_checkpoint(args.base))
         runs = open_runs(args.runs, base, stack)
         dense = [run.path for run in runs if not run.sparse]
         if args.method == "sparse_sum" and dense:
             raise UserError(f"sparse_sum adds LoTA sparse deltas; {dense[0]} holds dense weights")
         names = base.names()
-        layout = {name: base.layout(name) for name in names}
+        layout = {base.stored_name(name): base.layout(name) for name in names}  # written as the base stores them
         entries = sum(shape.numel() for _, shape in layout.values())
         thresholds = thresholds_of(args, base, names, entries, runs)
         conflicts = changed = 0
@@ -319,7 +319,7 @@ def merge(args: MergeArgs) -> dict:
                 merged, tensor_conflicts = merge_tensor(args, name, original, runs, thresholds or [])
                 conflicts += tensor_conflicts
                 changed += int((merged != original).sum())
-                stream.write(name, merged)
+                stream.write(base.stored_name(name), merged)
             stream.close()
         summary = {
             "settings": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(args).items()}

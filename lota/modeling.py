@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import resource
 import sys
@@ -10,9 +12,15 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.conversion_mapping import get_model_conversion_mapping
+from transformers.core_model_loading import WeightRenaming, rename_source_key
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from lota.errors import UserError
+from lota.io import TensorReader, checkpoint_files
+
+log = logging.getLogger("lota.modeling")
 
 
 def set_threads(count: int) -> int:
@@ -50,9 +58,14 @@ def load_model(
     trust_remote_code: bool = False,
     on: torch.device | None = None,
     attention: str | None = None,
+    attention_setting: str = "attention",
 ) -> PreTrainedModel:
-    """A causal LM from a local directory; `attention` picks the kernel (sdpa, eager; None: the model's)."""
+    """A causal LM from a local directory; `attention` picks the kernel (sdpa, eager; None: the model's).
+    An architecture without sdpa (Gemma-2) runs eager, with a log line naming `attention_setting`."""
     check_model_dir(model_dir)
+    if attention == "sdpa" and not supports_sdpa(model_dir):
+        log.warning("%s: this architecture has no sdpa attention, so it runs eager (%s)", model_dir, attention_setting)
+        attention = "eager"
     try:
         model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation=attention
@@ -60,6 +73,57 @@ def load_model(
     except (OSError, ValueError, SafetensorError) as error:  # SafetensorError: a truncated or corrupt checkpoint
         raise UserError(f"cannot load a causal LM from {model_dir}: {str(error).splitlines()[0]}") from None
     return model.to(on or device())
+
+
+@functools.lru_cache(maxsize=8)  # stages read one checkpoint tensor by tensor (lota.training.trainable)
+def checkpoint_renames(model_dir: Path, stored: tuple[str, ...]) -> dict[str, str]:
+    """Stored name -> parameter name, for each stored tensor the model's parameters call otherwise.
+
+    These are transformers' own renames on load (GPT-NeoX stores its lm_head as embed_out), read off
+    the architecture built on the meta device. A model with custom code gets none, as transformers
+    gives it none; a checkpoint whose tensors transformers converts (fuses or splits) on load is
+    refused, since no tensor of it is a parameter.
+    """
+    try:
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    except ValueError:  # custom code (an unknown model_type): transformers renames nothing for it either
+        return {}
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    transforms = get_model_conversion_mapping(model)
+    renamings = [transform for transform in transforms if isinstance(transform, WeightRenaming)]
+    converters = [transform for transform in transforms if not isinstance(transform, WeightRenaming)]
+    parameters = model.state_dict()
+    renames = {}
+    for name in stored:
+        renamed, converted = rename_source_key(name, renamings, converters, model.base_model_prefix, parameters)
+        if converted is not None:
+            raise UserError(
+                f"{model_dir}: transformers converts the stored tensor {name} on load ({type(model).__name__}),"
+                " so its checkpoint cannot be read tensor by tensor"
+            )
+        if renamed != name:
+            renames[name] = renamed
+    return renames
+
+
+def open_checkpoint(model_dir: Path) -> TensorReader:
+    """A reader of an HF checkpoint's tensors under the names of the model's parameters."""
+    files = checkpoint_files(model_dir)
+    with TensorReader(files) as stored:
+        names = tuple(stored.names())
+    return TensorReader(files, checkpoint_renames(Path(model_dir), names))
+
+
+def supports_sdpa(model_dir: Path) -> bool:
+    """Whether transformers' class for the model's architecture runs sdpa attention (a model with
+    custom code is taken at its word)."""
+    try:
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    except ValueError:  # custom code: its own class decides when it loads
+        return True
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    return model_class is None or bool(model_class._supports_sdpa)
 
 
 def load_tokenizer(model_dir: Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

@@ -20,11 +20,13 @@ from typing import Any
 
 from lota import names
 from lota.errors import UserError
+from lota.model_source import resolve_source
 from lota.names import DEFAULT_STRATEGY, FISHER_KINDS, MASKED_SEQUENCE_METHODS, MERGE_METHODS, Merge, Run, Sequence
 from lota.tasks import get_task, task_names
 from lota.tasks.local_datasets import LOCAL_DATASETS
 
 BASE_MODEL = "work/base_model"
+MODEL_SCOPE = "work/model_scope.json"  # the scope and LoRA targets checked against the base model
 LMEVAL_TASKS = "work/lmeval/tasks"
 PLOTS = "results/plots"
 
@@ -94,7 +96,13 @@ class Plan:
         self.later_stage_overrides = {kind: dict(settings) for kind, settings in later_stage_overrides.items()}
         if data_dir and re.search("[{}]", data_dir):  # Snakemake would read the braces as wildcards
             raise UserError(f"config key data_dir (or $LOTA_DATA_DIR): braces are not allowed in {data_dir!r}")
+        if data_dir and not os.path.isdir(data_dir):  # checked even where every result is built
+            raise UserError(f"config key data_dir (or $LOTA_DATA_DIR): no folder {data_dir}")
         self.data_dir = data_dir or None
+        try:
+            resolve_source(config["base_model"]["source"])  # a missing folder, file or package: before any job
+        except UserError as error:
+            raise UserError(f"config key base_model.source: {error}") from None
 
     # --- names ----------------------------------------------------------------------------
 
@@ -461,6 +469,10 @@ class Plan:
         return json.dumps(json.loads(self.provenance(run)) | {"lr": float(lr), "split": "validation"}, sort_keys=True)
 
     # --- masks ----------------------------------------------------------------------------
+
+    def model_scope_options(self) -> str:
+        settings = {"mask_scope": self.config["mask"]["scope"], "lora_targets": self.config["lora"]["target_modules"]}
+        return cli_options(settings)
 
     def mask_options(self) -> str:
         return cli_options({key: self.config["mask"][key] for key in ("granularity", "scope", "rule")})

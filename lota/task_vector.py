@@ -17,7 +17,8 @@ import torch
 
 from lota.cli import arg, existing_file, run_main
 from lota.errors import UserError
-from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, checkpoint_files, save_tensors
+from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, save_tensors
+from lota.modeling import open_checkpoint
 from lota.sparse_delta import apply_sparse_delta, is_sparse_delta, read_sparse_delta
 
 log = logging.getLogger("lota.task_vector")
@@ -57,7 +58,7 @@ def dense_delta(base: TensorReader, finetuned: TensorReader, source: Path) -> di
 def run(args: TaskVectorArgs) -> None:
     """Write finetuned - base for every fine-tuned tensor."""
     existing_file(args.finetuned, "fine-tuned weights")
-    with TensorReader(checkpoint_files(args.base)) as base, TensorReader([args.finetuned]) as finetuned:
+    with open_checkpoint(args.base) as base, TensorReader([args.finetuned]) as finetuned:
         if is_sparse_delta(finetuned):
             deltas = dense_delta(base, finetuned, args.finetuned)
         else:

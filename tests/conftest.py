@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -39,6 +39,37 @@ def build_tiny_llama(out: Path, tokenizer, seed: int = 0, tie_word_embeddings: b
         pad_token_id=tokenizer.pad_token_id,
     )
     LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+# Tiny random models of every architecture lota is tested on (model_type: config sizes), as
+# tests/test_architectures.py runs them: Phi-3 fuses qkv_proj and gate_up_proj, GPT-NeoX stores its
+# lm_head as embed_out, GPT-2's projections are Conv1D, Gemma-2 has no sdpa attention.
+TINY_SIZES = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+TINY_ARCHITECTURES = {
+    "llama": TINY_SIZES | {"num_key_value_heads": 1},
+    "qwen2": TINY_SIZES | {"num_key_value_heads": 1},
+    "mistral": TINY_SIZES | {"num_key_value_heads": 1},
+    "gemma2": TINY_SIZES | {"num_key_value_heads": 1, "head_dim": 8},
+    "phi3": TINY_SIZES | {"num_key_value_heads": 1},
+    "gpt_neox": TINY_SIZES,
+    "gpt2": {"n_embd": 16, "n_layer": 2, "n_head": 2},
+}
+
+
+def build_tiny_model(out: Path, tokenizer, model_type: str, seed: int = 0) -> Path:
+    """A tiny random causal LM of `model_type` (a TINY_ARCHITECTURES key) with the given tokenizer."""
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY_ARCHITECTURES[model_type],
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 

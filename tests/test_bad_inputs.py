@@ -33,6 +33,7 @@ from lota import (
     generate,
     lmeval,
     merge,
+    model_scope,
     prepare_data,
     select_lr,
     task_vector,
@@ -321,6 +322,13 @@ STAGE_CASES = [
         "cannot create output folder {inputs}/file: File exists",
     ),
     case(
+        "model-scope-covers-no-weight",
+        model_scope,
+        "--model {model} --out {out}/scope.json --mask-scope c_attn",
+        "mask.scope ['c_attn'] covers no weight of the model; its projections are: down_proj, gate_proj, k_proj,"
+        " o_proj, q_proj, up_proj, v_proj",
+    ),
+    case(
         "task-vector-out-is-a-directory",
         task_vector,
         "--base {model} --finetuned {inputs}/weights.safetensors --out {inputs}/empty_dir",
@@ -334,6 +342,18 @@ CONFIG_CASES = [
         {"data_dir": "/data/{HOME}"},
         "config key data_dir (or $LOTA_DATA_DIR): braces are not allowed in '/data/{HOME}'",
         id="config-data-dir-with-braces",
+    ),
+    pytest.param(
+        "results/fft_gsm8k.json",
+        {"data_dir": "/no/such/folder"},
+        "config key data_dir (or $LOTA_DATA_DIR): no folder /no/such/folder",
+        id="config-data-dir-not-a-folder",
+    ),
+    pytest.param(
+        "results/fft_gsm8k.json",
+        {"base_model": {"source": "/no/such/model"}},
+        "config key base_model.source: base model not found: '/no/such/model' is neither a local path nor a hub id",
+        id="config-base-model-not-found",
     ),
     pytest.param(
         "results/fft_gsm8k.json",

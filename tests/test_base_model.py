@@ -1,8 +1,9 @@
 import pytest
 from transformers import AutoModelForCausalLM
 
-from lota.base_model import prepare_base_model, resolve_source
+from lota.base_model import prepare_base_model
 from lota.errors import UserError
+from lota.model_source import resolve_source
 from tests.conftest import GGUF_FILE
 
 

@@ -15,7 +15,11 @@ def run_stage(module, *arguments):
 
 
 def test_sparsity_out_of_range(tmp_path):
-    save_file({"m.q_proj.weight": torch.randn(4, 4)}, str(tmp_path / "tv.safetensors"), {"format": TASK_VECTOR_FORMAT})
+    save_file(
+        {"m.layers.0.q_proj.weight": torch.randn(4, 4)},
+        str(tmp_path / "tv.safetensors"),
+        {"format": TASK_VECTOR_FORMAT},
+    )
     done = run_stage(
         "lota.extract_mask",
         "--task-vector",

@@ -11,10 +11,11 @@ from lota.errors import UserError
 from lota.extract_mask import ExtractMaskArgs, run
 from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, checkpoint_files
 from lota.masks import (
-    DEFAULT_SCOPE,
     in_scope,
     load_mask,
     pack_bits,
+    projections,
+    resolve_scope,
     save_mask,
     select_mask,
     top_k_mask,
@@ -91,6 +92,29 @@ def test_in_scope_matches_module_names_of_weights():
     assert not in_scope("model.embed_tokens.weight", scope)
 
 
+def test_auto_scope_is_every_matrix_weight_inside_a_numbered_layer():
+    shapes = {
+        "transformer.wte.weight": (50, 8),  # outside the layers
+        "transformer.h.0.ln_1.weight": (8,),  # a vector
+        "transformer.h.0.attn.c_attn.weight": (8, 24),
+        "transformer.h.0.attn.c_attn.bias": (24,),
+        "transformer.h.1.mlp.c_fc.weight": (8, 32),
+        "lm_head.weight": (50, 8),
+    }
+    assert projections(shapes) == ["c_attn", "c_fc"]
+    assert resolve_scope(["auto"], shapes) == ["c_attn", "c_fc"]
+    assert resolve_scope(["auto", "c_fc", "wte"], shapes) == ["c_attn", "c_fc", "wte"]
+    assert resolve_scope(["c_fc"], shapes) == ["c_fc"]
+    with pytest.raises(
+        UserError, match=r"^mask.scope \['q_proj'\] covers no weight of the model; its projections are: c_attn, c_fc$"
+    ):
+        resolve_scope(["q_proj"], shapes)
+    with pytest.raises(
+        UserError, match=r"^lora.target_modules \['auto'\] covers no weight of the model; its projections are: none$"
+    ):
+        resolve_scope(["auto"], {"w.weight": (4, 4)}, "lora.target_modules")
+
+
 def write_task_vector(path, tensors):
     save_file(tensors, str(path), {"format": TASK_VECTOR_FORMAT})
     return path
@@ -119,25 +143,27 @@ def test_run_writes_packed_mask_with_metadata(tmp_path):
 
 
 def test_load_mask_rejects_other_models(tmp_path):
-    vector = write_task_vector(tmp_path / "tv.safetensors", {"m.q_proj.weight": torch.randn(4, 4)})
+    vector = write_task_vector(tmp_path / "tv.safetensors", {"m.layers.0.q_proj.weight": torch.randn(4, 4)})
     out = tmp_path / "mask.safetensors"
     run(ExtractMaskArgs(task_vector=vector, out=out, sparsity=0.5))
-    with pytest.raises(UserError, match="m.q_proj.weight has shape \\(4, 4\\), the model's is \\(4, 5\\)"):
-        load_mask(out, {"m.q_proj.weight": torch.Size([4, 5])})
-    with pytest.raises(UserError, match="covers m.q_proj.weight, which the model does not have"):
+    with pytest.raises(UserError, match="m.layers.0.q_proj.weight has shape \\(4, 4\\), the model's is \\(4, 5\\)"):
+        load_mask(out, {"m.layers.0.q_proj.weight": torch.Size([4, 5])})
+    with pytest.raises(UserError, match="covers m.layers.0.q_proj.weight, which the model does not have"):
         load_mask(out, {"other.weight": torch.Size([4, 4])})
 
 
 @pytest.mark.parametrize("sparsity", [1.0, -0.1, 1.5])
 def test_run_rejects_sparsity_out_of_range(tmp_path, sparsity):
-    vector = write_task_vector(tmp_path / "tv.safetensors", {"m.q_proj.weight": torch.randn(4, 4)})
+    vector = write_task_vector(tmp_path / "tv.safetensors", {"m.layers.0.q_proj.weight": torch.randn(4, 4)})
     with pytest.raises(UserError, match=r"sparsity must be in \[0.0, 1.0\)"):
         run(ExtractMaskArgs(task_vector=vector, out=tmp_path / "mask.safetensors", sparsity=sparsity))
     assert not (tmp_path / "mask.safetensors").exists()
 
 
 def test_run_refuses_weights_in_place_of_a_task_vector(tmp_path):
-    save_file({"m.q_proj.weight": torch.randn(4, 4)}, str(tmp_path / "w.safetensors"), {"format": WEIGHTS_FORMAT})
+    save_file(
+        {"m.layers.0.q_proj.weight": torch.randn(4, 4)}, str(tmp_path / "w.safetensors"), {"format": WEIGHTS_FORMAT}
+    )
     with pytest.raises(UserError, match="is not a task vector"):
         run(ExtractMaskArgs(task_vector=tmp_path / "w.safetensors", out=tmp_path / "mask.safetensors", sparsity=0.5))
     assert not (tmp_path / "mask.safetensors").exists()
@@ -162,7 +188,7 @@ def test_lotto_masks_take_the_largest_free_entries_and_stay_disjoint(granularity
 
 
 def test_exclude_files_are_unioned_and_checked(tmp_path):
-    deltas = {"m.q_proj.weight": torch.arange(8.0).view(2, 4)}
+    deltas = {"m.layers.0.q_proj.weight": torch.arange(8.0).view(2, 4)}
     path = tmp_path / "tv.safetensors"
     save_file(deltas, str(path), metadata={"format": TASK_VECTOR_FORMAT})
     masks = []
@@ -170,13 +196,13 @@ def test_exclude_files_are_unioned_and_checked(tmp_path):
         out = tmp_path / f"mask{number}.safetensors"
         run(ExtractMaskArgs(task_vector=path, out=out, sparsity=0.75, exclude=masks.copy()))
         masks.append(out)
-    first, second = (load_mask(mask)["m.q_proj.weight"].flatten().tolist() for mask in masks)
+    first, second = (load_mask(mask)["m.layers.0.q_proj.weight"].flatten().tolist() for mask in masks)
     assert first == [False] * 6 + [True] * 2 and second == [False] * 4 + [True] * 2 + [False] * 2
     wrong = tmp_path / "wrong.safetensors"
-    save_mask(wrong, {"m.q_proj.weight": torch.ones(4, 2, dtype=torch.bool)}, {})
+    save_mask(wrong, {"m.layers.0.q_proj.weight": torch.ones(4, 2, dtype=torch.bool)}, {})
     with pytest.raises(
         UserError,
-        match=r"wrong.safetensors: m.q_proj.weight has shape \(4, 2\), the task vector in scope's is \(2, 4\)",
+        match=r"wrong.safetensors: m.layers.0.q_proj.weight has shape \(4, 2\), the task vector in scope's is \(2, 4\)",
     ):
         run(ExtractMaskArgs(task_vector=path, out=tmp_path / "m.safetensors", sparsity=0.75, exclude=[wrong]))
     assert not (tmp_path / "m.safetensors").exists()
@@ -184,7 +210,7 @@ def test_exclude_files_are_unioned_and_checked(tmp_path):
 
 def test_other_strategies_rank_by_base_magnitude_or_seeded_random_scores(tmp_path, tiny_model):
     with TensorReader(checkpoint_files(tiny_model)) as reader:
-        weights = {name: reader.get(name) for name in reader.names() if in_scope(name, DEFAULT_SCOPE)}
+        weights = {name: reader.get(name) for name in reader.names() if name.endswith("proj.weight")}
     masks = {}
     for strategy, seed in (("base_magnitude", 0), ("random", 0), ("random", 0), ("random", 1)):
         out = tmp_path / f"{strategy}-{seed}-{len(masks)}.safetensors"
@@ -226,11 +252,11 @@ def test_a_strategy_without_its_source_is_named(tmp_path, settings, message):
 
 
 def one_tensor(*values: float) -> dict[str, torch.Tensor]:
-    return {"m.q_proj.weight": torch.tensor(values)}
+    return {"m.layers.0.q_proj.weight": torch.tensor(values)}
 
 
 def trained(masks: dict[str, torch.Tensor]) -> list[bool]:
-    return masks["m.q_proj.weight"].tolist()
+    return masks["m.layers.0.q_proj.weight"].tolist()
 
 
 def test_official_rule_trains_every_entry_tied_at_the_threshold():
@@ -276,15 +302,15 @@ def test_official_rule_per_tensor_sets_one_threshold_per_tensor():
 
 def test_official_rule_never_takes_excluded_entries_and_thresholds_the_free_ones():
     deltas = one_tensor(5.0, 4.0, 3.0, 3.0, 3.0, 1.0, 0.0, 0.0)
-    earlier = {"m.q_proj.weight": torch.tensor([True] + [False] * 7)}
+    earlier = {"m.layers.0.q_proj.weight": torch.tensor([True] + [False] * 7)}
     # k = 2 of all 8; the 2nd largest free |delta| is 3 (with the excluded 5 it would be 4).
     masks = select_mask(deltas, 0.75, "global", excluded=earlier, rule="official")
     assert trained(masks) == [False] + [True] * 4 + [False] * 3
     # At a zero threshold the free zeros train, the excluded zero does not.
     zeros = one_tensor(2.0, 0.0, 0.0, 0.0)
-    earlier = {"m.q_proj.weight": torch.tensor([False, True, False, False])}
+    earlier = {"m.layers.0.q_proj.weight": torch.tensor([False, True, False, False])}
     assert trained(select_mask(zeros, 0.5, "global", excluded=earlier, rule="official")) == [True, False, True, True]
-    earlier = {"m.q_proj.weight": torch.tensor([True, True, True, False])}
+    earlier = {"m.layers.0.q_proj.weight": torch.tensor([True, True, True, False])}
     with pytest.raises(UserError, match="needs 3 trainable entries but earlier masks leave only 1 free"):
         select_mask(zeros, 0.25, "global", excluded=earlier, rule="official")
 
@@ -296,7 +322,7 @@ def test_an_unknown_rule_is_named_with_the_choices():
 
 def test_the_command_line_records_the_rule_and_logs_the_ties(tmp_path, caplog):
     vector = write_task_vector(tmp_path / "tv.safetensors", one_tensor(3.0, 2.0, -2.0, 2.0, 1.0, 0.0, 0.0, 0.0))
-    argv = ["--task-vector", str(vector), "--sparsity", "0.75"]
+    argv = ["--task-vector", str(vector), "--sparsity", "0.75", "--scope", "q_proj"]  # a vector: auto skips it
     with caplog.at_level(logging.INFO, logger="lota.extract_mask"):
         run_main(ExtractMaskArgs, run, [*argv, "--out", str(tmp_path / "official.safetensors"), "--rule", "official"])
     assert "4 of 8 entries trainable (0.5000, 2 of them beyond int((1 - s) * N): ties" in caplog.text

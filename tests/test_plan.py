@@ -15,12 +15,14 @@ from snakemake.utils import validate
 from lota.config import config_errors, load_schema
 from lota.errors import UserError
 from lota.plan import Plan, cli_options, key_paths
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_DATA
+
+DATA = str(SHARED_DATA)  # the plan checks that data_dir is a folder
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
-def make_plan(data_dir: str | None = "/data", **sections) -> Plan:
+def make_plan(data_dir: str | None = DATA, **sections) -> Plan:
     """A plan of config.yaml with `sections` replacing its top-level keys, as the workflow builds it."""
     config = yaml.safe_load((REPO / "config.yaml").read_text()) | copy.deepcopy(sections)
     config["tasks"] |= {"arc_easy": {"train_size": 8, "eval_size": 4}, "piqa": {}}
@@ -75,14 +77,14 @@ def test_a_name_the_config_cannot_run_is_refused_in_one_line(plan, call, message
 @pytest.mark.parametrize(
     ("sections", "data_dir", "message"),
     [
-        ({"sweep": {"tasks": ["piqa"]}}, "/data", "task 'piqa' is evaluation-only"),
-        ({"sweep": {"tasks": ["boolq"]}}, "/data", "unknown task 'boolq'"),
-        ({"continual": {"sequences": [["gsm8k", "alpaca"]]}}, "/data", "so no forgetting can be measured"),
-        ({"merge": {"tasks": [["gsm8k", "piqa"]]}}, "/data", "task 'piqa' is evaluation-only"),
-        ({"lmeval": {"models": ["lota_gsm8k"]}}, "/data", "run name 'lota_gsm8k' is not"),
-        ({"alpaca_eval": {"models": ["ties_gsm8k+nope"]}}, "/data", "unknown task 'nope'"),
+        ({"sweep": {"tasks": ["piqa"]}}, DATA, "task 'piqa' is evaluation-only"),
+        ({"sweep": {"tasks": ["boolq"]}}, DATA, "unknown task 'boolq'"),
+        ({"continual": {"sequences": [["gsm8k", "alpaca"]]}}, DATA, "so no forgetting can be measured"),
+        ({"merge": {"tasks": [["gsm8k", "piqa"]]}}, DATA, "task 'piqa' is evaluation-only"),
+        ({"lmeval": {"models": ["lota_gsm8k"]}}, DATA, "run name 'lota_gsm8k' is not"),
+        ({"alpaca_eval": {"models": ["ties_gsm8k+nope"]}}, DATA, "unknown task 'nope'"),
         ({}, "/data/{x}", "config key data_dir (or $LOTA_DATA_DIR): braces are not allowed in '/data/{x}'"),
-        ({"tasks": {"mawps2": {}}}, "/data", "config key tasks: unknown task 'mawps2'; known tasks: "),
+        ({"tasks": {"mawps2": {}}}, DATA, "config key tasks: unknown task 'mawps2'; known tasks: "),
     ],
 )
 def test_a_config_whose_targets_cannot_run_stops_before_any_job(sections, data_dir, message):
@@ -332,7 +334,7 @@ def plan_with_rates(kind: str, rates: list[float], valid_size: int = 4, calibrat
     config["train"][kind]["lr"] = rates
     config["tasks"]["gsm8k"]["valid_size"] = valid_size
     validate(config, str(SCHEMA))
-    return Plan(config, calibration or {}, {}, "/data")
+    return Plan(config, calibration or {}, {}, DATA)
 
 
 def test_listed_rates_are_tried_on_validation_and_every_seed_trains_at_the_choice():
@@ -410,10 +412,10 @@ def test_a_later_stage_given_a_rate_trains_at_it_and_a_list_of_other_rates_is_re
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["train"]["lota"]["lr"] = [1.0e-4, 3.0e-4]
     validate(config, str(SCHEMA))
-    plan = Plan(config, {}, {"lota": {"lr": 1.0e-6}}, "/data")
+    plan = Plan(config, {}, {"lota": {"lr": 1.0e-6}}, DATA)
     assert "lr_choice" not in plan.sequence_stage_inputs("lota_gsm8k-mawps_s90")
     assert options(plan.sequence_stage_options("lota_gsm8k-mawps_s90"))["--lr"] == "1e-06"
-    plan = Plan(config, {}, {"lota": {"lr": [1.0e-6, 1.0e-5]}}, "/data")
+    plan = Plan(config, {}, {"lota": {"lr": [1.0e-6, 1.0e-5]}}, DATA)
     with pytest.raises(UserError, match=r"continual.later_stages.lota.lr: a later stage trains at one rate, or at "):
         plan.sequence_stage_options("lota_gsm8k-mawps_s90")
 

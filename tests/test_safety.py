@@ -162,10 +162,13 @@ def test_config_strings_reach_commands_quoted(tmp_path):
             (data_dir / task_data.name).symlink_to(task_data)
     judge = tmp_path / f"judge {HOSTILE}"
     judge.mkdir()
+    model = tmp_path / f"model {HOSTILE}"  # the plan checks that a local source exists
+    model.mkdir()
+    (model / "config.json").write_text("{}")
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config |= {
         "data_dir": str(data_dir),
-        "base_model": {"source": f"/models/{HOSTILE}", "trust_remote_code": True},
+        "base_model": {"source": str(model), "trust_remote_code": True},
         "sweep": {
             "tasks": ["gsm8k"],
             "sparsities": [90],

@@ -9,14 +9,13 @@ do not depend on how long the responses are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from lota.errors import UserError
-from lota.masks import in_scope, select_mask
+from lota.masks import in_scope, resolve_scope, select_mask
 from lota.names import FISHER_KINDS
 from lota.training.args import TrainArgs
 from lota.training.data import Example, collate, micro_batches, response_token_count
@@ -50,10 +49,8 @@ def gradient_scores(
 
 def covered_weights(named: dict[str, torch.nn.Parameter], scope: list[str]) -> dict[str, torch.nn.Parameter]:
     """The weights of `named` (by checkpoint name) in the mask scope; a UserError if none is."""
-    covered = {name: parameter for name, parameter in named.items() if in_scope(name, scope)}
-    if not covered:
-        raise UserError(f"no weight of the model is in the scope {scope}")
-    return covered
+    names = resolve_scope(scope, {name: parameter.shape for name, parameter in named.items()})
+    return {name: parameter for name, parameter in named.items() if in_scope(name, names)}
 
 
 def calibration_batches(
@@ -77,7 +74,7 @@ def warmup_mask(
     return select_mask(scores, args.mask_sparsity, args.mask_granularity)
 
 
-def warmup_mask_info(args: TrainArgs) -> dict[str, Any]:
+def warmup_mask_info(args: TrainArgs, masks: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """The warm-up mask's metadata, as extract_mask writes a mask's: its strategy is the gradient
     strategy of its score kind."""
     strategy = next(strategy for strategy, kind in FISHER_KINDS.items() if kind == args.mask_kind)
@@ -86,6 +83,6 @@ def warmup_mask_info(args: TrainArgs) -> dict[str, Any]:
         "after_step": args.mask_warmup_steps,
         "sparsity": args.mask_sparsity,
         "granularity": args.mask_granularity,
-        "scope": sorted(args.mask_scope),
+        "scope": sorted({name.split(".")[-2] for name in masks}),  # "auto" as the projections it stood for
         "excluded": [],
     }

@@ -263,7 +263,7 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
                 if step == args.mask_warmup_steps:
                     masks = warmup_mask(model, args, examples, tokenizer.pad_token_id, on)
                     if args.checkpoint_every:
-                        save_mask(saved_mask, masks, warmup_mask_info(args))
+                        save_mask(saved_mask, masks, warmup_mask_info(args, masks))
                     updater.add(slots_of(masked_entries(model, masks), args))
                     log.info("rosa: mask built after step %d, %d trainable parameters", step, updater.trainable_count)
                 if args.checkpoint_every and step % args.checkpoint_every == 0 and step < len(steps):
@@ -276,7 +276,7 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
         updater.remove_hooks()
         save_weights(tmp / "weights.safetensors", args, model, updater)
         if masks is not None:
-            save_mask(tmp / "mask.safetensors", masks, warmup_mask_info(args))
+            save_mask(tmp / "mask.safetensors", masks, warmup_mask_info(args, masks))
         summary = {
             "method": args.method,
             "trainable_params": int(distributed.total(updater.trainable_count)),

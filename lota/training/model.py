@@ -19,7 +19,8 @@ def weight_dtype(args: TrainArgs) -> torch.dtype:
 
 def load_for_training(args: TrainArgs, on: torch.device) -> torch.nn.Module:
     """The base model in the weight dtype, with activation checkpointing and LoRA adapters if asked."""
-    model = load_model(args.model, weight_dtype(args), args.trust_remote_code, on, args.attention)
+    setting = f"train.{args.method}.attention"
+    model = load_model(args.model, weight_dtype(args), args.trust_remote_code, on, args.attention, setting)
     return prepare_for_training(model, args, on)
 
 

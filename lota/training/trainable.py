@@ -13,8 +13,8 @@ from peft import PeftModel
 
 from lota import distributed
 from lota.errors import UserError
-from lota.io import TensorReader, checkpoint_files
 from lota.masks import load_mask
+from lota.modeling import open_checkpoint
 from lota.names import ADAPTER_METHODS
 from lota.optim import ParameterUpdater, Slot, make_slots
 from lota.training.args import TrainArgs
@@ -74,7 +74,7 @@ class CheckpointValues:
         self.model_dir = model_dir
 
     def __call__(self, name: str) -> torch.Tensor:
-        with TensorReader(checkpoint_files(self.model_dir)) as reader:
+        with open_checkpoint(self.model_dir) as reader:
             if name not in reader:
                 raise UserError(f"{name} is not in the checkpoint of {self.model_dir}; train with --weights fp32")
             return reader.get(name).float()

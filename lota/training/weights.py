@@ -10,8 +10,9 @@ from typing import Any
 import torch
 
 from lota import distributed
-from lota.io import WEIGHTS_FORMAT, TensorReader, checkpoint_files, save_tensors
+from lota.io import WEIGHTS_FORMAT, save_tensors
 from lota.lora import lora_adapter_tensors, save_lora_adapter
+from lota.modeling import open_checkpoint
 from lota.names import ADAPTER_METHODS, MASKED_METHODS
 from lota.optim import ParameterUpdater, Slot
 from lota.sparse_delta import save_sparse_delta
@@ -40,7 +41,7 @@ def save_weights(path: Path, args: TrainArgs, model: torch.nn.Module, updater: P
             save_tensors(path, tensors, {"format": WEIGHTS_FORMAT})
     if args.method in MASKED_METHODS:
         delta = {}
-        with TensorReader(checkpoint_files(args.model)) as base:
+        with open_checkpoint(args.model) as base:
             for slot in (slot for slot in updater.slots if slot.indices is not None):
                 indices, values = gather_trained_entries(slot)
                 if main:

@@ -8,7 +8,7 @@ from snakemake.utils import validate
 from lota import names
 from lota.config import check_protocol, config_errors, load_schema, record_protocol
 from lota.errors import UserError
-from lota.plan import BASE_MODEL, LMEVAL_TASKS, PLOTS, Plan, cli_options, key_paths, model_path, shape_options
+from lota.plan import BASE_MODEL, LMEVAL_TASKS, MODEL_SCOPE, PLOTS, Plan, cli_options, key_paths, model_path, shape_options
 
 
 CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")

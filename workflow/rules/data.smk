@@ -1,4 +1,4 @@
-# The base model as a local HF directory, and task data as normalized JSONL records: the base seed's
+# The base model as a local HF directory, its scope checked, and task data as normalized JSONL records: the base seed's
 # training, validation and evaluation records, and each other seed's own training subset.
 
 
@@ -18,6 +18,28 @@ rule base_model:
         ENV
     shell:
         "python -m lota.base_model --source {params.source:q} --out {output:q} {params.trust} > {log:q} 2>&1"
+
+
+# mask.scope and lora.target_modules against the base model, before any training: a setting that
+# covers no weight stops here. The first trainings take its output as an ancient() input, so that a
+# changed setting reruns this check, not them (the mask and LoRA jobs rerun on their own params).
+rule model_scope:
+    input:
+        model=BASE_MODEL,
+    output:
+        MODEL_SCOPE,
+    log:
+        "logs/model_scope.log",
+    benchmark:
+        "benchmarks/model_scope.tsv"
+    params:
+        options=PLAN.model_scope_options(),
+    resources:
+        **PLAN.resources("light"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.model_scope --model {input.model:q} {params.options} --out {output:q} > {log:q} 2>&1"
 
 
 rule prepare_data:
