@@ -170,7 +170,7 @@ def test_a_runs_options_carry_its_method_mask_task_length_and_adapters(plan):
     assert lota["--mask"] == "work/masks/gsm8k_s90_random.safetensors" and lota["--lr"] == "0.0001"
     assert lota["--max-length"] == "384" and lota["--seed"] == "0" and "--lora-rank" not in lota
     lora = options(plan.run_train_options("lora_gsm8k_r8"))
-    assert lora["--lora-rank"] == "8" and lora["--lora-targets"].split()[0] == "q_proj" and "--mask" not in lora
+    assert lora["--lora-rank"] == "8" and lora["--lora-targets"] == "auto" and "--mask" not in lora
     rosa = options(plan.rosa_options("rosa_gsm8k_s90"))
     assert rosa["--mask"] == "work/masks/gsm8k_s90_fisher.safetensors" and rosa["--lora-rank"] == "16"
     assert options(plan.run_shape_options("rosa_gsm8k_s90")) == {
