@@ -56,7 +56,7 @@ from lota.cli import arg, check_minimums, check_range, existing_file, run_main, 
 from lota.errors import UserError
 from lota.io import TensorReader, read_jsonl, write_json
 from lota.lora import lora_targets
-from lota.masks import DEFAULT_SCOPE, in_scope, resolve_scope, save_mask, select_mask, trainable_count
+from lota.masks import save_mask, select_mask, trainable_count
 from lota.modeling import (
     device,
     load_model,
@@ -67,6 +67,7 @@ from lota.modeling import (
     set_threads,
 )
 from lota.names import MASKED_METHODS, parse_engine_run
+from lota.scope import DEFAULT_SCOPE, in_scope, resolve_scope
 from lota.training.args import EngineArgs, TrainArgs
 from lota.training.data import IGNORE_INDEX, tokenize_records
 from lota.training.loop import train, train_step

@@ -27,17 +27,10 @@ import torch
 from lota.cli import arg, check_range, existing_file, run_main
 from lota.errors import UserError
 from lota.io import FISHER_FORMAT, TASK_VECTOR_FORMAT, TensorReader
-from lota.masks import (
-    DEFAULT_SCOPE,
-    excluded_entries,
-    in_scope,
-    resolve_scope,
-    save_mask,
-    select_mask,
-    trainable_count,
-)
+from lota.masks import excluded_entries, save_mask, select_mask, trainable_count
 from lota.modeling import open_checkpoint
 from lota.names import MASK_RULES, RANKINGS
+from lota.scope import DEFAULT_SCOPE, in_scope, resolve_scope
 
 log = logging.getLogger("lota.extract_mask")
 

@@ -18,9 +18,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from lota.distributed import whole
 from lota.errors import UserError
 from lota.io import LORA_ADAPTER_FORMAT, TensorReader, save_tensors
-from lota.masks import resolve_scope
-
-TARGETS_KEY = "lora.target_modules"
+from lota.scope import TARGETS_KEY, resolve_scope
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Masks: which entries of a model's weights train, how they are chosen, and their file format.
 
 A mask covers the weights in its scope (by default, "auto", the attention and MLP projections,
-whatever the architecture calls them: see projections) and marks each entry trainable or frozen.
+whatever the architecture calls them: see lota.scope) and marks each entry trainable or frozen.
 Sparsity s is the fraction FROZEN. Under the exact rule (the default), with the global threshold
 (the paper's), exactly round((1 - s) * N) of the N covered entries are trainable; per tensor,
 each tensor keeps round((1 - s) * n_t) of its own n_t. Ties at the threshold go to the earliest
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -37,43 +36,7 @@ from lota.errors import UserError
 from lota.io import MASK_FORMAT, TensorReader, save_tensors
 from lota.names import MASK_RULES
 
-AUTO_SCOPE = "auto"  # in a scope (or LoRA's targets): every projection of the model, see projections
-DEFAULT_SCOPE = [AUTO_SCOPE]
-SCOPE_KEY = "mask.scope"
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
-_NUMBERED_LAYER = re.compile(r"\.\d+\.")  # model.layers.3., transformer.h.3., gpt_neox.layers.3.
-
-
-def in_scope(name: str, scope: Iterable[str]) -> bool:
-    """Whether a tensor named like 'model.layers.0.self_attn.q_proj.weight' is covered."""
-    parts = name.split(".")
-    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in set(scope)
-
-
-def projections(shapes: Mapping[str, Sequence[int]]) -> list[str]:
-    """The module names of the matrix weights inside numbered decoder layers, by tensor name and shape:
-    the attention and MLP projections, whatever an architecture calls them (Llama's q_proj ... down_proj,
-    Phi-3's qkv_proj and gate_up_proj, GPT-NeoX's query_key_value ... dense_4h_to_h, GPT-2's Conv1D c_attn,
-    c_proj and c_fc). Norms (vectors) and the embeddings and head (outside the layers) are left out."""
-    return sorted(
-        {
-            name.split(".")[-2]
-            for name, shape in shapes.items()
-            if name.endswith(".weight") and len(shape) == 2 and _NUMBERED_LAYER.search(name)
-        }
-    )
-
-
-def resolve_scope(scope: Iterable[str], shapes: Mapping[str, Sequence[int]], key: str = SCOPE_KEY) -> list[str]:
-    """The scope's module names, 'auto' standing for the model's projections; a UserError naming `key`
-    and listing the projections where the scope covers no weight of the model (`shapes`)."""
-    scope = list(scope)
-    found = projections(shapes)
-    names = sorted({name for name in scope if name != AUTO_SCOPE} | (set(found) if AUTO_SCOPE in scope else set()))
-    if not any(in_scope(name, names) for name in shapes):
-        listed = ", ".join(found) if found else "none"
-        raise UserError(f"{key} {scope} covers no weight of the model; its projections are: {listed}")
-    return names
 
 
 def trainable_count(sparsity: float, total: int, rule: str = "exact") -> int:

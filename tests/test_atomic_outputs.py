@@ -36,9 +36,9 @@ OUTPUT_FOLDERS = ("work", "results")
 # them, the job's rerun removes them), and the timestamp snakemake puts in a directory output.
 ATOMIC_TEMPORARY = re.compile(r"^\..+\.tmp-\d+$")
 DIRECTORY_TIMESTAMP = ".snakemake_timestamp"
-# A job in snakemake's output: "rule NAME:" ("localrule" when run here), its fields indented,
+# A job in snakemake's output: "rule NAME:" ("localrule" when run here, "checkpoint" for one), its fields indented,
 # and with --printshellcmds its command; and the line that says it finished.
-JOB_STARTED = re.compile(r"^(?:local)?rule (?P<rule>\w+):$", re.M)
+JOB_STARTED = re.compile(r"^(?:local)?(?:rule|checkpoint) (?P<rule>\w+):$", re.M)
 JOB_LISTING = re.compile(JOB_STARTED.pattern + r"\n(?P<fields>(?: {4}.*\n)*)(?:Shell command: (?P<command>.*))?", re.M)
 JOB_FINISHED = re.compile(r"^Finished jobid: \d+ \(Rule: \w+\)$", re.M)
 RUN_TIMEOUT = 900

@@ -33,7 +33,6 @@ from lota import (
     generate,
     lmeval,
     merge,
-    model_scope,
     prepare_data,
     select_lr,
     task_vector,
@@ -42,7 +41,8 @@ from lota import (
 from lota.cli import run_main
 from lota.extract_mask import save_mask
 from lota.io import WEIGHTS_FORMAT, TensorReader, checkpoint_files
-from tests.conftest import SHARED_DATA, refused_plan, tiny_workdir, write_records
+from lota.plan import MODEL_SCOPE
+from tests.conftest import SHARED_DATA, refused_plan, snakemake, tiny_workdir, write_records
 from tests.test_cli import run_stage
 from tests.test_extract_mask import write_task_vector
 
@@ -322,13 +322,6 @@ STAGE_CASES = [
         "cannot create output folder {inputs}/file: File exists",
     ),
     case(
-        "model-scope-covers-no-weight",
-        model_scope,
-        "--model {model} --out {out}/scope.json --mask-scope c_attn",
-        "mask.scope ['c_attn'] covers no weight of the model; its projections are: down_proj, gate_proj, k_proj,"
-        " o_proj, q_proj, up_proj, v_proj",
-    ),
-    case(
         "task-vector-out-is-a-directory",
         task_vector,
         "--base {model} --finetuned {inputs}/weights.safetensors --out {inputs}/empty_dir",
@@ -499,3 +492,20 @@ def test_the_workflow_refuses_bad_config_and_targets_in_one_line(target, overrid
     workdir, output = config_plans[request.node.callspec.id]
     assert any(error in line for line in output.splitlines()), output[-2000:]
     assert not (workdir / "results").exists() and not (workdir / "work").exists()
+
+
+def test_a_scope_that_covers_no_weight_stops_before_any_training(tmp_path, tiny_model, gsm8k_dir):
+    """In a new folder the model_scope checkpoint records the base model's shapes and the run stops
+    there; once they are recorded, a dry run refuses such a setting before any job."""
+    workdir = tiny_workdir(tmp_path, tiny_model, gsm8k_dir)
+    expected = "covers no weight of the model; its projections are: down_proj, gate_proj, k_proj, o_proj, q_proj,"
+    stopped = snakemake(
+        workdir, "--cores", "1", "results/lora_gsm8k.json", overrides={"lora": {"target_modules": ["c_attn"]}}
+    )
+    assert stopped.returncode != 0
+    assert any(f"lora.target_modules ['c_attn'] {expected}" in line for line in stopped.stderr.splitlines()), (
+        stopped.stderr[-2000:]
+    )
+    assert (workdir / MODEL_SCOPE).exists() and not (workdir / "work" / "runs").exists()
+    output = refused_plan(workdir, "results/lota_gsm8k_s90.json", overrides={"mask": {"scope": ["c_attn"]}})
+    assert any(f"mask.scope ['c_attn'] {expected}" in line for line in output.splitlines()), output[-2000:]

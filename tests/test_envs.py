@@ -59,11 +59,11 @@ def test_every_rule_names_an_environment_that_exists():
     checked = defined = 0
     for smk in RULES.glob("*.smk"):
         text = smk.read_text()
-        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)+)", text, re.M):
+        for name, body in re.findall(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)+)", text, re.M):
             declared = re.search(r"^    conda:\n        (\w+)$", body, re.M)
             assert declared and declared[1] in names, f"rule {name} in {smk.name} names no known environment"
             checked += 1
-        defined += len(re.findall(r"^rule ", text, re.M))  # `use rule ... with:` inherits conda
+        defined += len(re.findall(r"^(?:rule|checkpoint) ", text, re.M))  # `use rule ... with:` inherits conda
     assert checked == defined > 0
 
 

@@ -21,8 +21,8 @@ from lota import distributed
 from lota.cli import arg, check_bounds, existing_file, schema_properties, threads_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.lora import LoraSettings
-from lota.masks import DEFAULT_SCOPE
 from lota.names import ADAPTER_METHODS, SCORE_KINDS, TRAINED_METHODS
+from lota.scope import DEFAULT_SCOPE
 
 LOSS_REDUCTIONS = ("token_mean", "sequence_sum")
 

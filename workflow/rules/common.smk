@@ -57,6 +57,12 @@ wildcard_constraints:
     lr=names.NUMBER,
 
 
+def model_scope_checked(wildcards=None):
+    """The base model's weight shapes, once the model_scope checkpoint has recorded them, with
+    mask.scope and lora.target_modules checked against them (lota.plan)."""
+    return PLAN.checked_model_scope(checkpoints.model_scope.get().output[0])
+
+
 def sweep_results(wildcards=None):
     return PLAN.sweep_results()
 

@@ -20,10 +20,11 @@ rule base_model:
         "python -m lota.base_model --source {params.source:q} --out {output:q} {params.trust} > {log:q} 2>&1"
 
 
-# mask.scope and lora.target_modules against the base model, before any training: a setting that
-# covers no weight stops here. The first trainings take its output as an ancient() input, so that a
-# changed setting reruns this check, not them (the mask and LoRA jobs rerun on their own params).
-rule model_scope:
+# The base model's weight shapes, which mask.scope and lora.target_modules are checked against: a
+# checkpoint, so that once it exists every training's input function checks them (model_scope_checked)
+# before any training, in the same run. Its output is the model's, not the settings': a changed
+# setting reruns the masks and LoRA runs, not this job or the dense runs.
+checkpoint model_scope:
     input:
         model=BASE_MODEL,
     output:
@@ -32,14 +33,12 @@ rule model_scope:
         "logs/model_scope.log",
     benchmark:
         "benchmarks/model_scope.tsv"
-    params:
-        options=PLAN.model_scope_options(),
     resources:
         **PLAN.resources("light"),
     conda:
         ENV
     shell:
-        "python -m lota.model_scope --model {input.model:q} {params.options} --out {output:q} > {log:q} 2>&1"
+        "python -m lota.model_scope --model {input.model:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule prepare_data:

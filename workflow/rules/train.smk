@@ -10,7 +10,7 @@
 rule train_dense:
     input:
         unpack(lambda wc: PLAN.dense_training_inputs(wc.dense, wc.task)),
-        scope_checked=ancient(MODEL_SCOPE),
+        model_scope=model_scope_checked,
     output:
         weights="work/runs/{dense}_{task}/weights.safetensors",
         summary="work/runs/{dense}_{task}/summary.json",
@@ -55,7 +55,7 @@ use rule train_dense as train_lota with:
 use rule train_dense as train_rosa with:
     input:
         unpack(lambda wc: PLAN.run_training_inputs(f"rosa_{wc.variant}")),
-        scope_checked=ancient(MODEL_SCOPE),
+        model_scope=model_scope_checked,
     output:
         weights="work/runs/rosa_{variant}/weights.safetensors",
         adapter="work/runs/rosa_{variant}/adapter.safetensors",
@@ -73,7 +73,7 @@ use rule train_dense as train_rosa with:
 use rule train_dense as train_lora with:
     input:
         unpack(lambda wc: PLAN.run_training_inputs(wc.lora_run)),
-        scope_checked=ancient(MODEL_SCOPE),
+        model_scope=model_scope_checked,
     output:
         weights="work/runs/{lora_run}/weights.safetensors",
         summary="work/runs/{lora_run}/summary.json",
@@ -134,7 +134,7 @@ rule fisher:
     input:
         model=BASE_MODEL,
         data=lambda wc: PLAN.replicate_train_data(wc.task),
-        scope_checked=ancient(MODEL_SCOPE),
+        model_scope=model_scope_checked,
     output:
         "work/fisher/{task}_{fisher_kind}.safetensors",
     log:

@@ -7,7 +7,7 @@
 use rule train_dense as train_candidate with:
     input:
         unpack(lambda wc: PLAN.candidate_inputs(wc.run)),
-        scope_checked=ancient(MODEL_SCOPE),
+        model_scope=model_scope_checked,
     output:
         weights="work/lr_search/runs/{run}/lr{lr}/weights.safetensors",
         summary="work/lr_search/runs/{run}/lr{lr}/summary.json",
