@@ -23,6 +23,7 @@ def tensors(path):
         return {name: handle.get_tensor(name) for name in handle.keys()}
 
 
+@pytest.mark.slow  # about 3 min: every merge method's DAG, for real
 def test_every_method_merges_the_single_task_runs_and_scores_each_task(workdir):
     done = snakemake(workdir, "--cores", "2", "merge")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -34,6 +34,7 @@ def read(path):
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow  # about 4 min: seeds and candidate rates trained for real
 def test_seeds_and_a_rate_chosen_on_validation_run_into_the_report(workdir):
     done = snakemake(workdir, "--cores", "2", "sweep")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -66,6 +67,7 @@ def test_seeds_and_a_rate_chosen_on_validation_run_into_the_report(workdir):
     print(report)  # the closing note's example: pytest -s shows it
 
 
+@pytest.mark.slow  # about 4 min: seeds and candidate rates trained for real
 def test_a_later_stage_trains_at_the_rate_its_method_chose_on_that_task(workdir):
     sequence = "lotto_gsm8k-arc_easy_s90_seed1"
     done = snakemake(workdir, "--cores", "2", f"results/cl/{sequence}.json")

@@ -23,7 +23,8 @@ from tests.test_atomic_outputs import listed_jobs
 LOTA_MODULES = sorted((REPO / "lota").rglob("*.py"))
 RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
 # A rule's name where it is defined: `rule NAME:`, or `use rule OTHER as NAME with:`.
-RULE_NAME = re.compile(r"^(?:rule|use rule \w+ as) (\w+)", re.M)
+RULE_NAME = re.compile(r"^(?:rule|checkpoint|use rule \w+ as) (\w+)", re.M)
+STAGE_RULE = re.compile(r"^(?:rule|checkpoint) (\w+):", re.M)  # a rule of its own, not a `use rule`
 PICKLING_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib", "shelve"}
 PICKLED_WEIGHTS_FILE = re.compile(r"[\w./{}-]*\.(?:bin|pt|pth|pkl|pickle|ckpt)")
 # Placeholders a rule's shell command may hold without :q, each safe for the reason above it.
@@ -122,9 +123,7 @@ def shell_commands():
 
 def test_every_placeholder_in_a_rule_command_is_quoted_or_built_quoted():
     commands = list(shell_commands())
-    stage_rules = {
-        rule for rule_file in RULE_FILES for rule in re.findall(r"^rule (\w+):", rule_file.read_text(), re.M)
-    }
+    stage_rules = {rule for rule_file in RULE_FILES for rule in STAGE_RULE.findall(rule_file.read_text())}
     assert {rule for _, rule, _ in commands} == stage_rules  # each found
     for rule_file, rule, command in commands:
         for placeholder in re.findall(r"(?<!\{)\{([^{}]+)\}(?!\})", command):
