@@ -9,6 +9,7 @@ top_p), seeded.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -74,6 +75,12 @@ def token_picker(args: GenerateArgs) -> Callable[[torch.Tensor], torch.Tensor]:
     return sample
 
 
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The name of the KV cache in the model's forward and output: transformers 5.2x renamed
+    `past_key_values` to `cache`, and vLLM's GPU extra holds transformers below 5.20."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def decode(
     model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
@@ -90,7 +97,8 @@ def decode(
     positions = (attention_mask.cumsum(1) - 1).clamp(min=0)  # left padding: each row's own positions
     keep_last = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     output = model(**batch, position_ids=positions, use_cache=True, **keep_last)
-    cache, position = output.cache, positions[:, -1:]
+    cache_name = cache_keyword(model)
+    cache, position = output[cache_name], positions[:, -1:]
     new_tokens: list[list[int]] = [[] for _ in range(len(attention_mask))]
     rows = list(range(len(attention_mask)))  # the batch's rows still generating
     while True:
@@ -111,8 +119,8 @@ def decode(
             input_ids=next_ids[:, None],
             attention_mask=attention_mask,
             position_ids=position,
-            cache=cache,
             use_cache=True,
+            **{cache_name: cache},
         )
 
 

@@ -1,7 +1,10 @@
 import json
+from dataclasses import dataclass
 
 import pytest
 import torch
+from transformers.cache_utils import Cache
+from transformers.utils import ModelOutput
 
 from lota.errors import UserError
 from lota.generate import GenerateArgs, choose_backend, decode, generate, run, token_picker
@@ -73,6 +76,40 @@ def test_decoding_drops_finished_rows_and_matches_transformers_generate(tiny_mod
     assert max(len(tokens) for tokens in new_tokens) == 10
     for tokens, row in zip(new_tokens, expected.tolist(), strict=True):
         assert tokens == row[: len(tokens)] and all(t == smol_tokenizer.pad_token_id for t in row[len(tokens) :])
+
+
+@dataclass
+class OutputWithPastKeyValues(ModelOutput):
+    logits: torch.Tensor | None = None
+    past_key_values: Cache | None = None
+
+
+class PastKeyValuesModel(torch.nn.Module):
+    """A causal LM as transformers before 5.20 calls it (vLLM's extra holds those): its KV cache is
+    `past_key_values`, in the forward's arguments and in its output."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids, use_cache, past_key_values=None):
+        output = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            cache=past_key_values,
+        )
+        return OutputWithPastKeyValues(logits=output.logits, past_key_values=output.cache)
+
+
+def test_decoding_passes_the_cache_under_the_models_own_name(tiny_model, smol_tokenizer):
+    model = load_model(tiny_model, torch.float32, False, torch.device("cpu")).eval()
+    batch = left_padded_prompts(smol_tokenizer)
+    greedy = token_picker(GenerateArgs(model=tiny_model, data=None, out=None))
+    with torch.inference_mode():
+        expected = decode(model, batch, 8, -1, greedy)
+        assert decode(PastKeyValuesModel(model), batch, 8, -1, greedy) == expected
 
 
 def test_sampling_is_seeded_and_a_tiny_top_p_is_greedy(tiny_model, smol_tokenizer):

@@ -40,13 +40,13 @@ else:
 EOF
 cat "$OUTDIR/machine.txt"
 
-stage gpu_tests 80 "$PYTHON" -m pytest -m gpu tests/gpu -p no:cacheprovider -rs -q --junitxml="$OUTDIR/gpu_tests.xml"
+stage gpu_tests 60 "$PYTHON" -m pytest -m gpu tests/gpu -p no:cacheprovider -rs -q --junitxml="$OUTDIR/gpu_tests.xml"
 
 bench=("$PYTHON" -m lota.bench --weights bf16 --activation-checkpointing --batch-size 4 --seq-len 1024
        --warmup-steps 1 --steps 3 --runs lota_s99 lota_s90 lora_r16 rosa_s99 fft)
 if "$PYTHON" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
-    stage bench_1b 80 "${bench[@]}" --model-config tests/gpu/llama-1b.json --out "$OUTDIR/bench_1b.json"
-    stage bench_8b 130 "${bench[@]}" --model-config tests/gpu/llama-8b.json --out "$OUTDIR/bench_8b.json"
+    stage bench_1b 110 "${bench[@]}" --model-config tests/gpu/llama-1b.json --out "$OUTDIR/bench_1b.json"
+    stage bench_8b 120 "${bench[@]}" --model-config tests/gpu/llama-8b.json --out "$OUTDIR/bench_8b.json"
 else
     stage bench_tiny 120 "${bench[@]}" --model-config tests/gpu/llama-tiny.json --batch-size 2 --seq-len 64 \
         --threads 1 --out "$OUTDIR/bench_tiny.json"
