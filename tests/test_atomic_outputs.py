@@ -137,15 +137,16 @@ def restart(workdir: Path, listing: Path) -> subprocess.Popen:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_for_stage(process: subprocess.Popen, listing: Path, rule: str) -> bool:
-    """Wait until a job of `rule` starts (True) or snakemake exits first (False)."""
+def wait_for_stage(process: subprocess.Popen, listing: Path, rules: set[str]) -> str | None:
+    """Wait until a job of one of `rules` starts (its rule) or snakemake exits first (None)."""
     deadline = time.monotonic() + RUN_TIMEOUT
     while process.poll() is None:
-        if any(started["rule"] == rule for started in JOB_STARTED.finditer(listing.read_text())):
-            return True
-        assert time.monotonic() < deadline, f"no {rule} job started within {RUN_TIMEOUT} s"
+        started = [job["rule"] for job in JOB_STARTED.finditer(listing.read_text()) if job["rule"] in rules]
+        if started:
+            return started[0]
+        assert time.monotonic() < deadline, f"no job of {sorted(rules)} started within {RUN_TIMEOUT} s"
         time.sleep(0.05)
-    return False
+    return None
 
 
 def kill_session(process: subprocess.Popen) -> None:
@@ -208,18 +209,21 @@ def test_killed_stages_leave_only_finished_outputs_and_reruns_finish_them(tiny_m
 
     # Round k starts snakemake again (the killed job reruns) and kills it at a random moment of
     # stage k's reference time after stage k starts: mostly inside stage k, sometimes past it.
+    # Jobs that need not wait for each other (model_scope, prepare_data) may run in another order
+    # than the reference's, so a round waits for the first of stage k and the stages after it.
     killed = tiny_workdir(tmp_path / "killed", tiny_model, gsm8k_dir, data_dir=str(gsm8k_dir))
     draw = random.Random(SEED)
     kills = []
-    for round_number, job in enumerate(stages):
+    for round_number in range(len(stages)):
         listing = tmp_path / f"round-{round_number}.log"
         process = restart(killed, listing)
-        if not wait_for_stage(process, listing, job.rule):
-            break  # the last kill landed past this stage, and this run went on to the end
-        delay = draw.uniform(0, seconds[job.rule])
+        rule = wait_for_stage(process, listing, {job.rule for job in stages[round_number:]})
+        if rule is None:
+            break  # the last kill landed past the stages left, and this run went on to the end
+        delay = draw.uniform(0, seconds[rule])
         time.sleep(delay)
         kill_session(process)
-        kills.append((job.rule, delay, stage_running(listing), [str(path) for path in hidden_leftovers(killed)]))
+        kills.append((rule, delay, stage_running(listing), [str(path) for path in hidden_leftovers(killed)]))
         assert_no_unfinished_output(killed, reference)
     else:
         listing = tmp_path / "final.log"
