@@ -20,7 +20,7 @@ from typing import Any
 
 from lota import names
 from lota.errors import UserError
-from lota.model_source import resolve_source
+from lota.model_source import PACKAGE_PREFIX, resolve_source
 from lota.names import DEFAULT_STRATEGY, FISHER_KINDS, MASKED_SEQUENCE_METHODS, MERGE_METHODS, Merge, Run, Sequence
 from lota.scope import resolve_settings
 from lota.tasks import get_task, task_names
@@ -208,6 +208,23 @@ class Plan:
         folder = folder or f"work/runs/{run}"
         files = ["weights", "adapter"] if self.run(run).method == "rosa" else ["weights"]
         return [f"{folder}/{file}.safetensors" for file in files]
+
+    def adapter_weights(self, run: str) -> str:
+        """A LoTA run's sparse delta, which lota.peft_adapter writes as a PEFT Super-Tuning adapter."""
+        method = self.run(run).method
+        if method != "lota":
+            kind = "already a PEFT LoRA adapter" if method == "lora" else "no Super-Tuning adapter"
+            raise UserError(
+                f"work/adapters/{run}: only LoTA runs are written as PEFT adapters; a {method} run's weights "
+                f"are {kind} (its merged export is work/models/{run})"
+            )
+        return f"work/runs/{run}/weights.safetensors"
+
+    def base_model_name_option(self) -> str:
+        """--base-name: the source when it is a hub id, which an adapter records as its base model."""
+        source = self.config["base_model"]["source"]
+        is_hub_id = not source.startswith(PACKAGE_PREFIX) and not os.path.exists(os.path.expanduser(source))
+        return cli_options({"base_name": source}) if is_hub_id else ""
 
     def model_dir(self, run: str) -> str:
         """The untrained base model for base_<task>, the run's export otherwise."""

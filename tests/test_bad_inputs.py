@@ -331,6 +331,12 @@ STAGE_CASES = [
 
 CONFIG_CASES = [
     pytest.param(
+        "work/adapters/fft_gsm8k",
+        None,
+        "work/adapters/fft_gsm8k: only LoTA runs are written as PEFT adapters; a fft run's weights are no",
+        id="target-adapter-of-a-dense-run",
+    ),
+    pytest.param(
         "results/fft_gsm8k.json",
         {"data_dir": "/data/{HOME}"},
         "config key data_dir (or $LOTA_DATA_DIR): braces are not allowed in '/data/{HOME}'",

@@ -186,7 +186,7 @@ def test_config_strings_reach_commands_quoted(tmp_path):
     workdir = tmp_path / "workdir"
     workdir.mkdir()
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    targets = ["sweep", "continual", "merge", "lmeval", "alpaca_eval"]
+    targets = ["sweep", "continual", "merge", "lmeval", "alpaca_eval", "work/adapters/lota_gsm8k_s90"]
     plan = snakemake(workdir, "-n", "--forceall", "--printshellcmds", *targets)
     assert plan.returncode == 0, plan.stderr[-3000:]
     jobs = [job for job in listed_jobs(plan.stdout + plan.stderr) if job.command]

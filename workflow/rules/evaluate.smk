@@ -22,6 +22,29 @@ rule export:
         " {params.trust} > {log:q} 2>&1"
 
 
+# Not part of any result: built when asked for (snakemake work/adapters/lota_gsm8k_s90).
+rule peft_adapter:
+    input:
+        base=BASE_MODEL,
+        weights=lambda wc: PLAN.adapter_weights(wc.run),
+    output:
+        directory("work/adapters/{run}"),
+    log:
+        "logs/peft_adapter/{run}.log",
+    benchmark:
+        "benchmarks/peft_adapter/{run}.tsv"
+    params:
+        options=PLAN.base_model_name_option(),
+        trust=PLAN.trust_option(),
+    resources:
+        **PLAN.resources("light"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.peft_adapter --base {input.base:q} --weights {input.weights:q} --out {output:q}"
+        " {params.options} {params.trust} > {log:q} 2>&1"
+
+
 rule generate:
     input:
         model=lambda wc: PLAN.model_dir(wc.run),
