@@ -39,6 +39,7 @@ from lota.io import read_jsonl, write_json
 from lota.modeling import device, inference_dtype, load_model, load_tokenizer, set_threads
 from lota.prepare_data import resolve_data_dir
 from lota.tasks import get_task
+from lota.tracking import TrackingArgs, log_result
 
 log = logging.getLogger("lota.alpaca_eval")
 LOCAL_JUDGE = "local"
@@ -57,7 +58,7 @@ API_KEYS = {
 
 
 @dataclass
-class AlpacaEvalArgs:
+class AlpacaEvalArgs(TrackingArgs):
     samples: Path = arg(help="samples JSONL of the model on the AlpacaEval instructions (task alpaca)")
     out: Path = arg(help="output results JSON")
     judge: str = arg("weighted_alpaca_eval_gpt4_turbo", "an alpaca-eval annotator config (name or path), or 'local'")
@@ -255,6 +256,7 @@ def judge_outputs(args: AlpacaEvalArgs) -> dict[str, Any]:
             args.annotations, [{"id": index, **row} for index, row in zip(ids, rows.to_dict("records"), strict=True)]
         )
     write_json(args.out, result)
+    log_result(args, args.out, result)
     log.info(
         "%s: win rate %.2f%% (standard error %.2f) over %d instructions, judge %s",
         name,

@@ -42,12 +42,13 @@ from lota.io import read_json, read_jsonl, write_json
 from lota.masks import load_masks_alike
 from lota.names import SEQUENCE_METHODS
 from lota.tasks import get_task
+from lota.tracking import TrackingArgs, log_result
 
 log = logging.getLogger("lota.continual")
 
 
 @dataclass
-class ContinualArgs:
+class ContinualArgs(TrackingArgs):
     out: Path = arg(help="output results JSON")
     tasks: list[str] = arg(help="the tasks in training order")
     samples: list[str] = arg(
@@ -216,6 +217,7 @@ def continual_result(args: ContinualArgs) -> dict[str, Any]:
         "versions": package_versions(),
     }
     write_json(args.out, result)
+    log_result(args, args.out, result)
     for task_name, drop in forgotten.items():
         log.info(
             "%s: %.4f after its stage, %.4f after the last: forgetting %.4f, 95%% CI [%.4f, %.4f]",

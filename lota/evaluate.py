@@ -25,6 +25,7 @@ from lota.errors import UserError
 from lota.io import read_json, read_jsonl, write_json
 from lota.names import RUN_METHODS
 from lota.tasks import Task, get_task
+from lota.tracking import TrackingArgs, log_result
 
 log = logging.getLogger("lota.evaluate")
 VERSIONED_PACKAGES = [
@@ -45,7 +46,7 @@ def official_scoring_arg() -> list[str]:
 
 
 @dataclass
-class EvaluateArgs:
+class EvaluateArgs(TrackingArgs):
     samples: Path = arg(help="samples JSONL from the generate stage")
     task: str = arg(help="task name, which picks the scorer")
     out: Path = arg(help="output results JSON")
@@ -242,6 +243,7 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
         "versions": package_versions(),
     }
     write_json(args.out, result)
+    log_result(args, args.out, result)
     for name, part in (subtasks or {}).items():
         log.info("%s: accuracy %.4f (%d/%d)", name, part["accuracy"], part["correct"], part["n"])
     log.info(

@@ -29,13 +29,14 @@ from lota.evaluate import (
 from lota.io import read_json, read_jsonl, write_json
 from lota.names import MERGE_METHODS
 from lota.tasks import get_task
+from lota.tracking import TrackingArgs, log_result
 
 log = logging.getLogger("lota.evaluate_merge")
 MERGE_FIGURES = ("tensors", "entries", "changed_entries", "sign_conflicts", "thresholds", "wall_s", "peak_rss_mb")
 
 
 @dataclass
-class EvaluateMergeArgs:
+class EvaluateMergeArgs(TrackingArgs):
     out: Path = arg(help="output results JSON")
     samples: list[str] = arg(help="TASK=PATH of the merged model's samples on every task it merges")
     merge_summary: Path = arg(help="the merge's merge.json (lota.merge writes it into the merged model's folder)")
@@ -114,6 +115,7 @@ def evaluate_merge(args: EvaluateMergeArgs) -> dict[str, Any]:
         "versions": package_versions(),
     }
     write_json(args.out, result)
+    log_result(args, args.out, result)
     for task_name, part in accuracy.items():
         alone = single.get(task_name)
         log.info(

@@ -25,13 +25,14 @@ from lota.generate import choose_backend
 from lota.io import read_json, write_json, write_jsonl
 from lota.lmeval_tasks import builtin_definition, builtin_tasks
 from lota.modeling import check_model_dir, device, inference_dtype, load_tokenizer, set_threads
+from lota.tracking import TrackingArgs, log_result
 
 log = logging.getLogger("lota.lmeval")
 HARNESS_MODELS = {"transformers": "hf", "vllm": "vllm"}
 
 
 @dataclass
-class LmEvalArgs:
+class LmEvalArgs(TrackingArgs):
     model: Path = arg(help="HF model directory")
     tasks: list[str] = arg(help="lm-eval task names, e.g. gsm8k arc_easy")
     out: Path = arg(help="output results JSON")
@@ -178,6 +179,7 @@ def evaluate_harness(args: LmEvalArgs) -> dict[str, Any]:
     if args.samples is not None:
         write_jsonl(args.samples, json.loads(json.dumps(scored_items(output["samples"]), default=str)))
     write_json(args.out, result)
+    log_result(args, args.out, result)
     for task, figures in tasks.items():
         for metric, value in figures["metrics"].items():
             log.info("%s %s: %.4f (stderr %s, n=%d)", task, metric, value["value"], value["stderr"], figures["n"])

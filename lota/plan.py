@@ -263,16 +263,25 @@ class Plan:
     def resources(self, kind: str) -> dict[str, Any]:
         """The scheduler resources of a job kind (its CPU threads go to the stage as --threads).
 
-        A training job's process count (--processes: torchrun, FSDP2) and checkpoint interval are
-        resources, not parameters, so that changing how a run goes (more GPUs, more checkpoints)
-        leaves finished runs up to date.
+        A training job's process count (--processes: torchrun, FSDP2) and checkpoint interval, and
+        every job's tracker options (`tracking`, which the training and scoring stages take), are
+        resources, not parameters, so that changing how a run goes (more GPUs, more checkpoints, a
+        tracker) leaves finished runs up to date.
         """
         settings = self.config["resources"][kind]
         scheduled = {key: value for key, value in settings.items() if key not in ("threads", "processes")}
+        scheduled["tracking"] = self.tracking_options()
         if kind == "train":
             scheduled["processes"] = settings.get("processes", 0) or max(settings["gpu"], 1)
             scheduled["checkpoint_every"] = settings.get("checkpoint_every", 0)
         return scheduled
+
+    def tracking_options(self) -> str:
+        """The stages' tracker options from the config's tracking section; empty when all are off."""
+        settings = self.config["tracking"]
+        if not any(settings[key] for key in ("tensorboard", "mlflow", "wandb")):
+            return ""
+        return cli_options({key: value for key, value in settings.items() if value})
 
     def generate_options(self, model: str) -> str:
         """Generation settings; a replicate samples with its own seed."""

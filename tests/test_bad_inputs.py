@@ -331,6 +331,12 @@ STAGE_CASES = [
 
 CONFIG_CASES = [
     pytest.param(
+        "results/fft_gsm8k.json",
+        {"tracking": {"wandb": "cloud"}},
+        "config key tracking.wandb: 'cloud' is not one of",
+        id="config-tracking-unknown-wandb-mode",
+    ),
+    pytest.param(
         "work/adapters/fft_gsm8k",
         None,
         "work/adapters/fft_gsm8k: only LoTA runs are written as PEFT adapters; a fft run's weights are no",

@@ -33,7 +33,7 @@ UNQUOTED_PLACEHOLDERS = {
     # shlex-quoted KEY=PATH items (lota.plan.key_paths).
     *("params.options", "params.trust", "params.threads", "params.data_dir", "params.exclude", "params.shape"),
     *("params.summary", "params.benchmarks", "params.samples", "params.splits", "params.lr_choice", "params.pairs"),
-    *("params.candidates", "params.scoring"),
+    *("params.candidates", "params.scoring", "resources.tracking"),
     # Numbers: integers the config schema checks, sparsities parsed from run names.
     *("resources.processes", "resources.checkpoint_every", "params.max_new_tokens", "params.sparsity"),
     # A task, a method or tasks parsed from the wildcards, or (harness.smk's tasks) cli_options.

@@ -11,7 +11,6 @@ from lota.export import export
 from lota.io import TensorReader, checkpoint_files, read_jsonl
 from lota.masks import load_mask, save_mask
 from lota.modeling import load_model, load_tokenizer
-from lota.prepare_data import prepare_split
 from lota.sparse_delta import is_sparse_delta, read_sparse_delta
 from lota.training.args import TrainArgs, validate
 from lota.training.data import (
@@ -45,12 +44,6 @@ def test_tokenize_example_masks_the_prompt_and_truncates(smol_tokenizer):
     assert input_ids[-1] == smol_tokenizer.eos_token_id
     short_ids, short_labels = tokenize_example("Q: 1+1?", " 2<|im_end|>", smol_tokenizer, max_length=3)
     assert len(short_ids) == len(short_labels) == 3
-
-
-@pytest.fixture(scope="module")
-def train_records(tmp_path_factory, gsm8k_dir, smol_tokenizer):
-    records = prepare_split("gsm8k", "train", gsm8k_dir, smol_tokenizer, size=8, seed=0)
-    return write_records(tmp_path_factory.mktemp("records") / "train.jsonl", records)
 
 
 def random_mask(model_dir, sparsity, path):

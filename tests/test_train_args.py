@@ -33,6 +33,7 @@ FIELDS = [
     "precision", "weights", "activation_checkpointing", "attention", "compile", "optimizer_in_backward",
     "loss", "beta", "reference_free",
     "seed", "processes", "checkpoint_every", "checkpoint_dir", "threads", "trust_remote_code",
+    "tensorboard", "mlflow", "wandb", "experiment", "track_name",  # trackers: last, outside the fingerprint
 ]  # fmt: skip
 
 

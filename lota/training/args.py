@@ -23,6 +23,7 @@ from lota.errors import UserError
 from lota.lora import LoraSettings
 from lota.names import ADAPTER_METHODS, SCORE_KINDS, TRAINED_METHODS
 from lota.scope import DEFAULT_SCOPE
+from lota.tracking import TrackingArgs
 
 LOSS_REDUCTIONS = ("token_mean", "sequence_sum")
 
@@ -161,7 +162,7 @@ class ProcessArgs:
 
 
 @dataclass(kw_only=True)
-class TrainArgs(ProcessArgs, LossArgs, EngineArgs, RecipeArgs, LoraArgs, WarmupMaskArgs, RunArgs):
+class TrainArgs(TrackingArgs, ProcessArgs, LossArgs, EngineArgs, RecipeArgs, LoraArgs, WarmupMaskArgs, RunArgs):
     """Every option of the train stage (the groups' fields, RunArgs' first)."""
 
 

@@ -24,6 +24,7 @@ from lota.io import atomic_path, read_jsonl, write_json
 from lota.masks import load_mask, save_mask
 from lota.modeling import device, load_tokenizer, peak_memory_mb, reset_peak_memory, set_threads
 from lota.optim import ParameterUpdater
+from lota.tracking import TrackingArgs, tracked
 from lota.training import dpo
 from lota.training.args import TrainArgs, validate
 from lota.training.data import (
@@ -210,7 +211,12 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
     checkpoints, checkpoint_s = 0, 0.0
 
     reset_peak_memory(on)
-    with run_directory(args.out) as tmp:
+    tracking = args if distributed.is_main() else TrackingArgs()  # one process reports
+    with run_directory(args.out) as tmp, tracked(tracking, args.out) as trackers:
+        trackers.settings(json_arguments(args))
+        for line in progress.log_lines:  # a resumed run's earlier steps, so each tracked run is whole
+            earlier = json.loads(line)
+            trackers.metrics(earlier, earlier["step"], prefix="train/")
         bar = tqdm(
             steps[resumed_from:],
             desc=f"train {args.method}",
@@ -251,6 +257,7 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
                 progress.log_lines.append(json.dumps(record) + "\n")
                 log_file.write(progress.log_lines[-1])
                 log_file.flush()
+                trackers.metrics(record, step, prefix="train/")
                 log.info(
                     "step %d/%d loss %.4f lr %.2e tokens/s %.0f peak %.0f MB",
                     step,
@@ -299,6 +306,7 @@ def train(args: TrainArgs) -> tuple[dict[str, Any], torch.nn.Module]:
             "args": json_arguments(args),
         }
         write_json(tmp / "summary.json", summary)
+        trackers.metrics({key: value for key, value in summary.items() if key != "args"}, len(steps), prefix="summary/")
     checkpoint.discard(checkpoint_dir)  # the run is complete: nothing to resume
     log.info("done in %.1f s: %s", wall, args.out)
     return summary, model

@@ -16,6 +16,7 @@ from lota.modeling import open_checkpoint
 from lota.names import ADAPTER_METHODS, MASKED_METHODS
 from lota.optim import ParameterUpdater, Slot
 from lota.sparse_delta import save_sparse_delta
+from lota.tracking import TRACKING_FIELDS
 from lota.training.args import TrainArgs
 
 
@@ -67,8 +68,8 @@ def gather_trained_entries(slot: Slot) -> tuple[torch.Tensor, torch.Tensor]:
 
 def resume_settings(args: TrainArgs) -> dict[str, Any]:
     """The arguments a checkpoint must have been saved under to be resumed: all but those that
-    change only how the run goes (threads, process count, checkpointing), as JSON values."""
-    ignored = {"threads", "processes", "checkpoint_every", "checkpoint_dir"}
+    change only how the run goes (threads, process count, checkpointing, trackers), as JSON values."""
+    ignored = {"threads", "processes", "checkpoint_every", "checkpoint_dir", *TRACKING_FIELDS}
     return {key: value for key, value in json_arguments(args).items() if key not in ignored}
 
 

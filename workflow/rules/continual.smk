@@ -136,4 +136,5 @@ rule evaluate_sequence:
         "python -m lota.continual --out {output:q} --run {wildcards.seq:q} --method {params.method}"
         " --tasks {params.tasks} --samples {params.samples} --train-summary {input.summaries:q}"
         " --mask {input.masks:q} {params.shape} --base-model {params.base_model:q}"
-        " --config-json {params.config_json:q} --benchmark {params.benchmarks} {params.scoring} > {log:q} 2>&1"
+        " --config-json {params.config_json:q} --benchmark {params.benchmarks} {params.scoring}"
+        " {resources.tracking} > {log:q} 2>&1"

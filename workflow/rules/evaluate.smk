@@ -99,4 +99,4 @@ rule evaluate:
         "python -m lota.evaluate --samples {input.samples:q} --task {params.task} --out {output:q}"
         " --run {wildcards.run:q} --method {params.method} {params.shape} {params.summary} {params.lr_choice}"
         " --base-model {params.base_model:q} --config-json {params.config_json:q}"
-        " --benchmark {params.benchmarks} {params.scoring} > {log:q} 2>&1"
+        " --benchmark {params.benchmarks} {params.scoring} {resources.tracking} > {log:q} 2>&1"

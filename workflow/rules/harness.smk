@@ -45,7 +45,7 @@ rule evaluate_lmeval:
     shell:
         "python -m lota.lmeval --model {input.model:q} --out {output.result:q} --samples {output.samples:q}"
         " --name {wildcards.name:q} {params.options} {params.threads} {params.trust}"
-        " --config-json {params.config_json:q} > {log:q} 2>&1"
+        " --config-json {params.config_json:q} {resources.tracking} > {log:q} 2>&1"
 
 
 use rule generate as generate_alpaca with:
@@ -85,4 +85,4 @@ rule evaluate_alpaca:
     shell:
         "python -m lota.alpaca_eval --samples {input.samples:q} --out {output.result:q}"
         " --annotations {output.annotations:q} --name {wildcards.name:q} {params.options} {params.threads}"
-        " {params.trust} --config-json {params.config_json:q} > {log:q} 2>&1"
+        " {params.trust} --config-json {params.config_json:q} {resources.tracking} > {log:q} 2>&1"

@@ -66,4 +66,5 @@ rule evaluate_merge:
         " --samples {params.samples} --merge-summary {input.model:q}/merge.json"
         " --single-task {input.single_task:q} --base-results {input.base_results:q}"
         " --base-model {params.base_model:q} --config-json {params.config_json:q}"
-        " --benchmark merge=benchmarks/merge/{wildcards.merge:q}.tsv {params.scoring} > {log:q} 2>&1"
+        " --benchmark merge=benchmarks/merge/{wildcards.merge:q}.tsv {params.scoring}"
+        " {resources.tracking} > {log:q} 2>&1"

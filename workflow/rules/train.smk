@@ -30,7 +30,7 @@ rule train_dense:
     shell:
         "python -m lota.train --processes {resources.processes} --checkpoint-every {resources.checkpoint_every}"
         " --method {params.method} --model {input.model:q} --data {input.data:q}"
-        " --out {params.out:q} {params.options} > {log:q} 2>&1"
+        " --out {params.out:q} {params.options} {resources.tracking} > {log:q} 2>&1"
 
 
 use rule train_dense as train_lota with:
