@@ -44,11 +44,13 @@ TRACKING_FIELDS = tuple(field.name for field in dataclasses.fields(TrackingArgs)
 
 
 def numbers(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """The numeric leaves of a nested mapping, as floats under '/'-joined keys (booleans and
-    strings left out: they are settings, not metrics)."""
+    """The numeric leaves of nested mappings and lists, as floats under '/'-joined keys and
+    indices (ci95/0, ci95/1); booleans, strings and nulls left out: they are no metrics."""
     found = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
+        if isinstance(value, list):
+            value = {str(index): item for index, item in enumerate(value)}
         if isinstance(value, Mapping):
             found |= numbers(value, f"{name}/")
         elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -183,9 +185,21 @@ def tracked(args: TrackingArgs, out: Path) -> Iterator[Trackers]:
             tracker.close(failed)
 
 
+RESULT_DETAILS = ("items", "config")  # per-item verdicts (thousands) and the config the result records
+
+
+def without_details(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A result without its per-item verdicts and config, at any depth (a sequence's per-task ones)."""
+    return {
+        key: without_details(value) if isinstance(value, Mapping) else value
+        for key, value in values.items()
+        if key not in RESULT_DETAILS
+    }
+
+
 def log_result(args: TrackingArgs, out: Path, result: Mapping[str, Any]) -> None:
-    """A scored result's numbers (accuracy, its interval, counts...) as metrics at step 0,
-    and its strings (run, task, model) as settings."""
+    """A scored result's numbers (accuracy, its interval, counts, stage times...) as metrics at
+    step 0, and its strings (run, task, model) as settings; not its per-item verdicts."""
     with tracked(args, out) as trackers:
         trackers.settings({key: value for key, value in result.items() if isinstance(value, str)})
-        trackers.metrics(result, step=0)
+        trackers.metrics(without_details(result), step=0)
