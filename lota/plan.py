@@ -220,6 +220,18 @@ class Plan:
             )
         return f"work/runs/{run}/weights.safetensors"
 
+    def released(self, kind: str, name: str) -> dict[str, str]:
+        """The export and scored result a model card folder (work/release/...) is made of."""
+        if kind == "sequence":
+            self.sequence(name)
+            return {"model": f"work/cl/models/{name}", "result": f"results/cl/{name}.json"}
+        if kind == "merge":
+            self.merge(name)
+            return {"model": f"work/merge/models/{name}", "result": f"results/merge/{name}.json"}
+        if self.run(name).method == "base":
+            raise UserError(f"work/release/{name}: the base model is no fine-tune, so it has no model card here")
+        return {"model": f"work/models/{name}", "result": f"results/{name}.json"}
+
     def base_model_name_option(self) -> str:
         """--base-name: the source when it is a hub id, which an adapter records as its base model."""
         source = self.config["base_model"]["source"]

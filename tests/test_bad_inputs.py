@@ -337,6 +337,12 @@ CONFIG_CASES = [
         id="config-tracking-unknown-wandb-mode",
     ),
     pytest.param(
+        "work/release/base_gsm8k",
+        None,
+        "work/release/base_gsm8k: the base model is no fine-tune, so it has no model card here",
+        id="target-model-card-of-the-base-model",
+    ),
+    pytest.param(
         "work/adapters/fft_gsm8k",
         None,
         "work/adapters/fft_gsm8k: only LoTA runs are written as PEFT adapters; a fft run's weights are no",

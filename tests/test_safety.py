@@ -187,6 +187,11 @@ def test_config_strings_reach_commands_quoted(tmp_path):
     workdir.mkdir()
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     targets = ["sweep", "continual", "merge", "lmeval", "alpaca_eval", "work/adapters/lota_gsm8k_s90"]
+    targets += [
+        "work/release/lota_gsm8k_s90",
+        "work/release/cl/lota_gsm8k-mawps_s90",
+        "work/release/merge/ties_gsm8k+mawps",
+    ]
     plan = snakemake(workdir, "-n", "--forceall", "--printshellcmds", *targets)
     assert plan.returncode == 0, plan.stderr[-3000:]
     jobs = [job for job in listed_jobs(plan.stdout + plan.stderr) if job.command]

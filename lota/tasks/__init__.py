@@ -53,6 +53,9 @@ class Task:
     scores, which is the prompt followed by the completion (it decodes the whole generated
     sequence, prompt included), and the gold answer; None where the official code has none."""
 
+    hub_datasets: tuple[str, ...] = ()
+    """The hub datasets its records come from (a model card's `datasets`); none for a local-only task."""
+
     def data_folders(self) -> tuple[str, ...]:
         return self.folders or (self.name,)
 

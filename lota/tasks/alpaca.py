@@ -44,4 +44,5 @@ TASK = Task(
     max_length=512,
     max_new_tokens=512,
     folders=("alpaca", "alpaca_eval"),
+    hub_datasets=tuple(hub_id for hub_id, _, _ in HUB_SPLITS.values()),
 )

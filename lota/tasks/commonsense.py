@@ -211,6 +211,7 @@ def _single(source: Source) -> Task:
         max_new_tokens=MAX_NEW_TOKENS,
         splits=tuple(source.hub_splits),
         official_score=official_score,
+        hub_datasets=(source.hub_id,),
     )
 
 
@@ -226,5 +227,6 @@ TASKS = (
         subtasks=tuple(source.name for source in SOURCES),
         folders=tuple(source.name for source in SOURCES),
         official_score=official_score,
+        hub_datasets=tuple(dict.fromkeys(source.hub_id for source in SOURCES)),
     ),
 )

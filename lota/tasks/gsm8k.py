@@ -99,4 +99,5 @@ TASK = Task(
     max_length=512,
     max_new_tokens=256,
     official_score=official_score,
+    hub_datasets=(HUB_ID,),
 )

@@ -100,3 +100,54 @@ rule evaluate:
         " --run {wildcards.run:q} --method {params.method} {params.shape} {params.summary} {params.lr_choice}"
         " --base-model {params.base_model:q} --config-json {params.config_json:q}"
         " --benchmark {params.benchmarks} {params.scoring} {resources.tracking} > {log:q} 2>&1"
+
+
+# An exported model and its model card (README.md), as the hub would publish it; built when asked
+# for (snakemake work/release/lota_gsm8k_s90), after the model is scored.
+rule model_card:
+    input:
+        unpack(lambda wc: PLAN.released("run", wc.run)),
+    output:
+        directory("work/release/{run}"),
+    log:
+        "logs/model_card/{run}.log",
+    benchmark:
+        "benchmarks/model_card/{run}.tsv"
+    params:
+        kind="run",
+        options=PLAN.base_model_name_option(),
+    resources:
+        **PLAN.resources("light"),
+    conda:
+        ENV
+    shell:
+        "python -m lota.model_card --model {input.model:q} --result {input.result:q} --kind {params.kind:q}"
+        " --out {output:q} {params.options} > {log:q} 2>&1"
+
+
+use rule model_card as model_card_sequence with:
+    input:
+        unpack(lambda wc: PLAN.released("sequence", wc.seq)),
+    output:
+        directory("work/release/cl/{seq}"),
+    log:
+        "logs/model_card/cl/{seq}.log",
+    benchmark:
+        "benchmarks/model_card/cl/{seq}.tsv"
+    params:
+        kind="sequence",
+        options=PLAN.base_model_name_option(),
+
+
+use rule model_card as model_card_merge with:
+    input:
+        unpack(lambda wc: PLAN.released("merge", wc.merge)),
+    output:
+        directory("work/release/merge/{merge}"),
+    log:
+        "logs/model_card/merge/{merge}.log",
+    benchmark:
+        "benchmarks/model_card/merge/{merge}.tsv"
+    params:
+        kind="merge",
+        options=PLAN.base_model_name_option(),
