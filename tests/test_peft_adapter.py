@@ -86,6 +86,22 @@ def test_the_adapter_loads_with_its_indices_and_gives_the_merged_exports_logits(
         assert torch.equal(adapter.eval()(tokens).logits, merged.eval()(tokens).logits)
 
 
+def test_an_adapter_mostly_of_padding_is_refused_unless_allowed(tiny_model, tmp_path):
+    """A delta that changes every entry of one tensor and one entry of another: one sparsity
+    would size each layer to all its entries, 511 of the adapter's 768 zeros."""
+    q_proj, down_proj = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.down_proj.weight"
+    delta = {q_proj: (torch.arange(256), torch.ones(256)), down_proj: (torch.tensor([3]), torch.ones(1))}
+    shapes = {q_proj: torch.Size([16, 16]), down_proj: torch.Size([16, 32])}
+    save_sparse_delta(tmp_path / "uneven.safetensors", delta, shapes)
+    with pytest.raises(
+        UserError, match=r"densities range from 0.20% to 100.00%, so one Super-Tuning sparsity needs 768"
+    ):
+        export_adapter(tiny_model, tmp_path / "uneven.safetensors", tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    export_adapter(tiny_model, tmp_path / "uneven.safetensors", tmp_path / "allowed", max_padding=1.0)
+    assert (tmp_path / "allowed" / "adapter_model.safetensors").is_file()
+
+
 def test_a_conv1d_a_norm_and_a_dense_run_have_no_adapter(tiny_model, smol_tokenizer, tmp_path):
     gpt2 = build_tiny_model(tmp_path / "gpt2", smol_tokenizer, "gpt2")
     write_lota_delta(tmp_path / "gpt2.safetensors", load_model(gpt2, torch.float32), "per_tensor")
