@@ -31,7 +31,7 @@ MLFLOW_PARAM_CHARS = 6000  # MLflow's longest parameter value
 
 @dataclass(kw_only=True)
 class TrackingArgs:
-    """Where a job also logs its settings, steps and results (none changes any output)."""
+    """Where a job also logs its settings, steps and results (none changes what it computes)."""
 
     tensorboard: Path | None = arg(None, "write TensorBoard event files under this folder, one subfolder per job")
     mlflow: str = arg("", "log to MLflow at this tracking URI: file:./mlruns, sqlite:///mlflow.db, http://... ('' off)")
