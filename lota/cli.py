@@ -53,6 +53,11 @@ def trust_remote_code_arg() -> Any:
     return arg(False, "allow code from the model repository to run (a security risk)")
 
 
+def task_definitions_arg() -> Any:
+    """The --task-definitions option of the stages that read tasks: the config's own tasks."""
+    return arg("", "JSON object: the definitions (config key tasks.<name>.define) of the tasks here the config defines")
+
+
 def threads_arg() -> Any:
     """The --threads option of the compute-heavy stages."""
     return arg(0, "CPU threads; 0 uses every CPU this process may run on")

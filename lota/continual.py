@@ -29,8 +29,8 @@ from lota.cli import arg, run_main
 from lota.errors import UserError
 from lota.evaluate import (
     Z95,
+    ScoringArgs,
     item_verdicts,
-    official_scoring_arg,
     package_versions,
     parse_config_json,
     score_samples,
@@ -41,14 +41,13 @@ from lota.evaluate import (
 from lota.io import read_json, read_jsonl, write_json
 from lota.masks import load_masks_alike
 from lota.names import SEQUENCE_METHODS
-from lota.tasks import get_task
 from lota.tracking import TrackingArgs, log_result
 
 log = logging.getLogger("lota.continual")
 
 
 @dataclass
-class ContinualArgs(TrackingArgs):
+class ContinualArgs(TrackingArgs, ScoringArgs):
     out: Path = arg(help="output results JSON")
     tasks: list[str] = arg(help="the tasks in training order")
     samples: list[str] = arg(
@@ -65,7 +64,6 @@ class ContinualArgs(TrackingArgs):
     )
     base_model: str = arg("", "the base model's source")
     config_json: str = arg("{}", "the config values used, as JSON")
-    official_scoring: list[str] = official_scoring_arg()
 
 
 Samples = list[dict[str, Any]]
@@ -165,7 +163,7 @@ def continual_result(args: ContinualArgs) -> dict[str, Any]:
 
     scored: dict[tuple[int, str], tuple[Samples, list[bool]]] = {}
     for (stage, task_name), path in sorted(paths.items()):
-        task = get_task(task_name)
+        task = args.get_task(task_name)
         samples = read_jsonl(path, "samples")
         scored[stage, task_name] = samples, score_samples(task, samples, path, task_name in args.official_scoring)
         first_path = paths[0, task_name]
@@ -178,7 +176,7 @@ def continual_result(args: ContinualArgs) -> dict[str, Any]:
         for task_name in tasks:
             samples, verdicts = scored[stage, task_name]
             path = paths[stage, task_name]
-            overall, subtasks = task_accuracy(get_task(task_name), samples, verdicts, path)
+            overall, subtasks = task_accuracy(args.get_task(task_name), samples, verdicts, path)
             items = item_verdicts(samples, verdicts, path)
             accuracy[task_name] = overall | ({"subtasks": subtasks} if subtasks else {}) | {"items": items}
         summary = summaries[stage - 1] if summaries and stage else None
@@ -195,7 +193,7 @@ def continual_result(args: ContinualArgs) -> dict[str, Any]:
     forgotten = {}
     for stage, task_name in enumerate(tasks[:-1], start=1):
         own, last = scored[stage, task_name], scored[stages, task_name]
-        forgotten[task_name] = forgetting(own[0], own[1], last[1], get_task(task_name).subtasks) | {
+        forgotten[task_name] = forgetting(own[0], own[1], last[1], args.get_task(task_name).subtasks) | {
             "after_own_stage": matrix[stage]["accuracy"][task_name]["accuracy"],
             "after_last_stage": matrix[stages]["accuracy"][task_name]["accuracy"],
         }

@@ -20,11 +20,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lota.cli import arg, run_main
+from lota.cli import arg, run_main, task_definitions_arg
 from lota.errors import UserError
 from lota.io import read_json, read_jsonl, write_json
 from lota.names import RUN_METHODS
 from lota.tasks import Task, get_task
+from lota.tasks.defined import parse_task_definitions
 from lota.tracking import TrackingArgs, log_result
 
 log = logging.getLogger("lota.evaluate")
@@ -41,12 +42,22 @@ VERSIONED_PACKAGES = [
 ]
 
 
-def official_scoring_arg() -> list[str]:
-    return arg([], "tasks scored by the official LoTA code's scorer (it reads the prompt and the completion)")
+@dataclass(kw_only=True)
+class ScoringArgs:
+    """How the scoring stages read their tasks (the workflow's Plan.scoring_options)."""
+
+    official_scoring: list[str] = arg(
+        [], "tasks scored by the official LoTA code's scorer (it reads the prompt and the completion)"
+    )
+    task_definitions: str = task_definitions_arg()
+
+    def get_task(self, name: str) -> Task:
+        """A task by name: built in, or one the config defines (--task-definitions)."""
+        return get_task(name, parse_task_definitions(self.task_definitions))
 
 
 @dataclass
-class EvaluateArgs(TrackingArgs):
+class EvaluateArgs(TrackingArgs, ScoringArgs):
     samples: Path = arg(help="samples JSONL from the generate stage")
     task: str = arg(help="task name, which picks the scorer")
     out: Path = arg(help="output results JSON")
@@ -60,7 +71,6 @@ class EvaluateArgs(TrackingArgs):
     benchmark: list[str] = arg([], "STAGE=PATH of a benchmark TSV per stage, for wall time and memory")
     config_json: str = arg("{}", "the config values used, as JSON")
     lr_choice: Path | None = arg(None, "the learning-rate choice the run trained at (results/lr/<run>.json), if any")
-    official_scoring: list[str] = official_scoring_arg()
 
 
 Z95 = 1.959963984540054  # the standard normal quantile of a two-sided 95% interval
@@ -176,12 +186,12 @@ def task_accuracy(
     task: Task, samples: list[dict[str, Any]], verdicts: list[bool], source: Path
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]] | None]:
     """(accuracy, correct, n, ci95) of scored samples, and each subtask's for a combined task,
-    whose accuracy is the mean over its subtasks (all of which must be present)."""
+    whose accuracy is the mean over its subtasks (all present but its optional parts)."""
     if not task.subtasks:
         return proportion(sum(verdicts), len(verdicts)), None
     subtasks = subtask_scores(samples, verdicts)
     for name in task.subtasks:
-        if name not in subtasks:
+        if name not in subtasks and name not in task.optional_parts:
             raise UserError(f"{source}: no samples of subtask {name!r}, so no mean over {task.name}")
     for name in subtasks:
         if name not in task.subtasks:
@@ -217,7 +227,7 @@ def training_figures(summary: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def evaluate(args: EvaluateArgs) -> dict[str, Any]:
-    task = get_task(args.task)
+    task = args.get_task(args.task)
     config = parse_config_json(args.config_json)
     samples = read_jsonl(args.samples, "samples")
     verdicts = score_samples(task, samples, args.samples, args.task in args.official_scoring)

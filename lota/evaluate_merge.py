@@ -18,8 +18,8 @@ from typing import Any
 from lota.cli import arg, run_main
 from lota.errors import UserError
 from lota.evaluate import (
+    ScoringArgs,
     item_verdicts,
-    official_scoring_arg,
     package_versions,
     parse_config_json,
     score_samples,
@@ -28,7 +28,6 @@ from lota.evaluate import (
 )
 from lota.io import read_json, read_jsonl, write_json
 from lota.names import MERGE_METHODS
-from lota.tasks import get_task
 from lota.tracking import TrackingArgs, log_result
 
 log = logging.getLogger("lota.evaluate_merge")
@@ -36,7 +35,7 @@ MERGE_FIGURES = ("tensors", "entries", "changed_entries", "sign_conflicts", "thr
 
 
 @dataclass
-class EvaluateMergeArgs(TrackingArgs):
+class EvaluateMergeArgs(TrackingArgs, ScoringArgs):
     out: Path = arg(help="output results JSON")
     samples: list[str] = arg(help="TASK=PATH of the merged model's samples on every task it merges")
     merge_summary: Path = arg(help="the merge's merge.json (lota.merge writes it into the merged model's folder)")
@@ -47,7 +46,6 @@ class EvaluateMergeArgs(TrackingArgs):
     benchmark: list[str] = arg([], "STAGE=PATH of a benchmark TSV (e.g. merge=...), for wall time and memory")
     base_model: str = arg("", "the base model's source")
     config_json: str = arg("{}", "the config values used, as JSON")
-    official_scoring: list[str] = official_scoring_arg()
 
 
 def parse_task_paths(entries: list[str]) -> dict[str, Path]:
@@ -85,7 +83,7 @@ def evaluate_merge(args: EvaluateMergeArgs) -> dict[str, Any]:
     accuracy = {}
     backend = None
     for task_name, path in paths.items():
-        task = get_task(task_name)
+        task = args.get_task(task_name)
         samples = read_jsonl(path, "samples")
         verdicts = score_samples(task, samples, path, task_name in args.official_scoring)
         overall, subtasks = task_accuracy(task, samples, verdicts, path)

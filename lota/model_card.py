@@ -24,10 +24,11 @@ from typing import Any, Literal
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from lota.cli import arg, existing_file, run_main
+from lota.cli import arg, existing_file, run_main, task_definitions_arg
 from lota.errors import UserError
 from lota.io import atomic_path, read_json
 from lota.tasks import get_task
+from lota.tasks.defined import parse_task_definitions
 
 log = logging.getLogger("lota.model_card")
 
@@ -41,6 +42,7 @@ class ModelCardArgs:
     kind: Kind = arg(help="what the model is: a single-task run, a task sequence's last stage, or a merge")
     out: Path = arg(help="output folder: the export's files and README.md")
     base_name: str = arg(default="", help="the base model's hub id, the card's base_model (default: none)")
+    task_definitions: str = task_definitions_arg()
 
 
 def task_results(result: Mapping[str, Any], kind: Kind) -> dict[str, Mapping[str, Any]]:
@@ -57,9 +59,13 @@ def accuracy_name(entry: Mapping[str, Any]) -> str:
     return f"accuracy (95% CI {low:.3f} to {high:.3f}, {entry['correct']} of {entry['n']})"
 
 
-def card_data(result: Mapping[str, Any], kind: Kind, base_name: str) -> ModelCardData:
+def card_data(
+    result: Mapping[str, Any], kind: Kind, base_name: str, definitions: Mapping[str, Mapping[str, Any]] | None = None
+) -> ModelCardData:
+    """The card's metadata; `definitions`: the config's own tasks, which name no hub dataset."""
     tasks = task_results(result, kind)
-    datasets = [dataset for task in tasks for dataset in get_task(task).hub_datasets]
+    hub_datasets = {task: get_task(task, definitions).hub_datasets for task in tasks}
+    datasets = [dataset for task in tasks for dataset in hub_datasets[task]]
     tags = list(dict.fromkeys(["lota", result["method"], *(f"task-{task}" for task in tasks)]))
     if result.get("sparsity") is not None:
         tags.append(f"sparsity-{round(result['sparsity'] * 100, 3):g}")
@@ -69,7 +75,7 @@ def card_data(result: Mapping[str, Any], kind: Kind, base_name: str) -> ModelCar
         EvalResult(
             task_type="text-generation",
             task_name=task,
-            dataset_type=(get_task(task).hub_datasets or (task,))[0],
+            dataset_type=(hub_datasets[task] or (task,))[0],
             dataset_name=task,
             dataset_split="test",
             metric_type="accuracy",
@@ -126,8 +132,14 @@ def how_made(result: Mapping[str, Any], kind: Kind) -> str:
     )
 
 
-def card_text(result: Mapping[str, Any], kind: Kind, base_name: str, source: Path) -> str:
-    data = card_data(result, kind, base_name)
+def card_text(
+    result: Mapping[str, Any],
+    kind: Kind,
+    base_name: str,
+    source: Path,
+    definitions: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    data = card_data(result, kind, base_name, definitions)
     rows = "\n".join(
         f"| {task} | {entry['accuracy']:.3f} | {entry['ci95'][0]:.3f} to {entry['ci95'][1]:.3f} | {entry['n']} |"
         for task, entry in task_results(result, kind).items()
@@ -182,7 +194,9 @@ def write_model_card(args: ModelCardArgs) -> Path:
     result = read_json(args.result, "scored result")
     if args.kind == "run" and "task" not in result:
         raise UserError(f"{args.result} is not a single-task run's result (it has no 'task')")
-    card = ModelCard(card_text(result, args.kind, args.base_name, args.result))  # parses its YAML as the hub would
+    definitions = parse_task_definitions(args.task_definitions)
+    # ModelCard parses its YAML as the hub would.
+    card = ModelCard(card_text(result, args.kind, args.base_name, args.result, definitions))
     with atomic_path(args.out) as tmp:
         link_files(args.model, tmp)
         card.save(tmp / "README.md")

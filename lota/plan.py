@@ -23,13 +23,16 @@ from lota.errors import UserError
 from lota.model_source import PACKAGE_PREFIX, resolve_source
 from lota.names import DEFAULT_STRATEGY, FISHER_KINDS, MASKED_SEQUENCE_METHODS, MERGE_METHODS, Merge, Run, Sequence
 from lota.scope import resolve_settings
-from lota.tasks import get_task, task_names
+from lota.tasks import Task, get_task, task_names
+from lota.tasks.defined import DefinedTask
 from lota.tasks.local_datasets import LOCAL_DATASETS
 
 BASE_MODEL = "work/base_model"
 MODEL_SCOPE = "work/model_scope.json"  # the base model's weight shapes, which scopes are checked against
 LMEVAL_TASKS = "work/lmeval/tasks"
 PLOTS = "results/plots"
+# The tasks whose evaluation records are AlpacaEval's instructions, in its order.
+ALPACA_EVAL_TASKS = ("alpaca", "sharegpt4")
 
 
 def cli_options(settings: Mapping[str, Any]) -> str:
@@ -56,6 +59,29 @@ def shape_options(sparsity: float | None, rank: int | None) -> str:
     return cli_options(
         {key: value for key, value in (("sparsity", sparsity), ("lora_rank", rank)) if value is not None}
     )
+
+
+def defined_tasks(tasks: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The definitions of the config's tasks of its own (config key tasks.<name>.define), each checked,
+    its files among them; every other task must be built in."""
+    definitions = {task: dict(settings["define"]) for task, settings in tasks.items() if "define" in settings}
+    builtin = set(task_names())
+    for task in tasks:
+        if task in definitions and task in builtin:
+            raise UserError(f"config key tasks.{task}.define: {task} is a built-in task; give yours another name")
+        if task not in definitions and task not in builtin:
+            raise UserError(
+                f"config key tasks: unknown task {task!r}; known tasks: {', '.join(sorted(builtin))}"
+                f" (a task of your own needs tasks.{task}.define)"
+            )
+    for task, definition in definitions.items():
+        names.check_task_name(task)
+        for split, path in DefinedTask(task, definition).files.items():
+            if not path.is_file():
+                raise UserError(f"config key tasks.{task}.define.{split}: no file {path}")
+            if re.search("[{}]", str(path)):  # Snakemake would read the braces as wildcards
+                raise UserError(f"config key tasks.{task}.define.{split}: braces are not allowed in {path}")
+    return definitions
 
 
 def is_sequence(model: str) -> bool:
@@ -86,13 +112,11 @@ class Plan:
         later_stage_overrides: Mapping[str, Mapping[str, Any]],
         data_dir: str | None,
     ):
-        unknown = sorted(set(config["tasks"]) - set(task_names()))
-        if unknown:
-            raise UserError(f"config key tasks: unknown task {unknown[0]!r}; known tasks: {', '.join(task_names())}")
-        for task, settings in config["tasks"].items():
-            if settings.get("scorer") == "official" and get_task(task).official_score is None:
-                raise UserError(f"config key tasks.{task}.scorer: the official code has no scorer of task {task!r}")
         self.config = config
+        self.definitions = defined_tasks(config["tasks"])
+        for task, settings in config["tasks"].items():
+            if settings.get("scorer") == "official" and self.task(task).official_score is None:
+                raise UserError(f"config key tasks.{task}.scorer: the official code has no scorer of task {task!r}")
         self.calibration_overrides = dict(calibration_overrides)
         self.later_stage_overrides = {kind: dict(settings) for kind, settings in later_stage_overrides.items()}
         if data_dir and re.search("[{}]", data_dir):  # Snakemake would read the braces as wildcards
@@ -156,18 +180,26 @@ class Plan:
         """The tasks of a sequence or merge (`what`): each configured, trainable and scored here."""
         for task in tasks:
             self.check_trainable(method, self.check_task(task))
-            if get_task(task).score is None:
+            if self.task(task).score is None:
                 raise UserError(f"{what}: task {task!r} has no built-in scorer, so {consequence}")
 
-    @staticmethod
-    def check_trainable(method: str, task: str) -> None:
-        if method != "base" and "train" not in get_task(task).splits:
+    def check_trainable(self, method: str, task: str) -> None:
+        if method != "base" and "train" not in self.task(task).splits:
             raise UserError(f"task {task!r} is evaluation-only (no training split): only base_{task} can be run")
 
     def task_setting(self, task: str, key: str) -> Any:
         """A task's config value, else the task's own default (max_length, max_new_tokens)."""
         value = self.config["tasks"][task].get(key)
-        return getattr(get_task(task), key) if value is None else value
+        return getattr(self.task(task), key) if value is None else value
+
+    def task(self, name: str) -> Task:
+        """A configured task: built in, or defined by the config (tasks.<name>.define)."""
+        return get_task(name, self.definitions)
+
+    def task_definitions_option(self, tasks: Iterable[str]) -> str:
+        """--task-definitions: the definitions of those of `tasks` the config defines (none: empty)."""
+        defined = {task: self.definitions[task] for task in tasks if task in self.definitions}
+        return cli_options({"task_definitions": json.dumps(defined, sort_keys=True)}) if defined else ""
 
     # --- paths ----------------------------------------------------------------------------
 
@@ -238,6 +270,10 @@ class Plan:
         is_hub_id = not source.startswith(PACKAGE_PREFIX) and not os.path.exists(os.path.expanduser(source))
         return cli_options({"base_name": source}) if is_hub_id else ""
 
+    def model_card_options(self, tasks: Iterable[str]) -> str:
+        """A model card's base model name and the definitions of its tasks the config defines."""
+        return " ".join(filter(None, (self.base_model_name_option(), self.task_definitions_option(tasks))))
+
     def model_dir(self, run: str) -> str:
         """The untrained base model for base_<task>, the run's export otherwise."""
         return BASE_MODEL if self.run(run).method == "base" else f"work/models/{run}"
@@ -245,7 +281,7 @@ class Plan:
     def scored_samples(self, run: str) -> str:
         """The samples of a run whose task can be scored here (AlpacaEval judges the others)."""
         task = self.run(run).task
-        if get_task(task).score is None:
+        if self.task(task).score is None:
             raise UserError(
                 f"task {task!r} has no built-in scorer: build work/samples/{run}.jsonl and judge it with AlpacaEval"
             )
@@ -254,11 +290,15 @@ class Plan:
     def local_task_files(self, task: str) -> list[str]:
         """The task's local data files as inputs, so that changing them reruns prepare_data."""
         self.check_task(task)
+        if task in self.definitions:
+            return [str(path) for path in DefinedTask(task, self.definitions[task]).files.values()]
         if self.data_dir is None:
             return []
         files = []
-        for name in get_task(task).data_folders():
+        for name in self.task(task).data_folders():
             folder = os.path.join(self.data_dir, name)
+            if not os.path.isdir(folder) and name in self.task(task).optional_parts:
+                continue
             if not os.path.isdir(folder):
                 raise UserError(f"task data folder not found: {folder} (config data_dir / $LOTA_DATA_DIR)")
             files += sorted(os.path.join(folder, file) for file in os.listdir(folder))
@@ -305,12 +345,16 @@ class Plan:
         task, seed = self.replicate(key)
         keys = ("train_size", "eval_size", "valid_size", "eval_subset", "prompt_format", "target_format")
         settings = {key: self.config["tasks"][task][key] for key in keys}
-        return cli_options(settings | {"seed": self.config["seed"], "train_seed": seed})
+        options = cli_options(settings | {"seed": self.config["seed"], "train_seed": seed})
+        return " ".join(filter(None, (options, self.task_definitions_option([task]))))
 
     def scoring_options(self, tasks: Iterable[str]) -> str:
-        """The evaluation stages' option naming the tasks scored by the official code's scorer."""
+        """The evaluation stages' options: the tasks scored by the official code's scorer, and the
+        definitions of the tasks the config defines."""
+        tasks = list(tasks)
         official = [task for task in tasks if self.config["tasks"][task].get("scorer") == "official"]
-        return cli_options({"official_scoring": official}) if official else ""
+        options = cli_options({"official_scoring": official}) if official else ""
+        return " ".join(filter(None, (options, self.task_definitions_option(tasks))))
 
     # --- training -------------------------------------------------------------------------
 
@@ -914,10 +958,11 @@ class Plan:
         return json.dumps({"model": self.model_provenance(name), section: settings} | (extra or {}), sort_keys=True)
 
     def alpaca_samples(self, name: str) -> str:
-        """A model's outputs on the AlpacaEval instructions: an alpaca run's own samples, else generated."""
-        self.check_task("alpaca")
-        if not names.is_merge(name) and not is_sequence(name) and self.run(name).task == "alpaca":
+        """A model's outputs on the AlpacaEval instructions: the run's own samples where its task is
+        evaluated on them (alpaca, sharegpt4), else generated on alpaca's evaluation records."""
+        if not names.is_merge(name) and not is_sequence(name) and self.run(name).task in ALPACA_EVAL_TASKS:
             return f"work/samples/{name}.jsonl"
+        self.check_task("alpaca")
         return f"work/alpaca_eval/samples/{name}.jsonl"
 
     def alpaca_eval_inputs(self, name: str) -> dict[str, str]:

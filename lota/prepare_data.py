@@ -18,17 +18,19 @@ import contextlib
 import logging
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from lota.cli import arg, run_main, trust_remote_code_arg
+from lota.cli import arg, run_main, task_definitions_arg, trust_remote_code_arg
 from lota.errors import UserError
 from lota.io import atomic_path, write_jsonl
 from lota.modeling import load_tokenizer
 from lota.tasks import Example, Task, get_task
+from lota.tasks.defined import parse_task_definitions
 from lota.tasks.formats import PROMPT_FORMATS, TARGET_FORMATS, format_prompt, format_target
 
 log = logging.getLogger("lota.prepare_data")
@@ -55,12 +57,14 @@ class PrepareDataArgs:
         "random", "which eval_size evaluation records: a seeded random subset, or the first ones (the official code's)"
     )
     prompt_format: Literal[PROMPT_FORMATS] = arg(
-        "chat", "the chat template, or the official code's plain-text (GSM8K) or Alpaca format"
+        "chat",
+        "the chat template, or the official code's plain-text (GSM8K), Alpaca (commonsense) or Human/Assistant format",
     )
     target_format: Literal[TARGET_FORMATS] = arg(
         "lota", "the data's response, or the official code's (GSM8K's '####' becomes 'The final answer is: ')"
     )
     require_chat_template: bool = arg(False, "fail if the tokenizer has no chat template (prompt format chat)")
+    task_definitions: str = task_definitions_arg()
     trust_remote_code: bool = trust_remote_code_arg()
 
 
@@ -90,10 +94,14 @@ class TextFormat:
     require_chat_template: bool = False
 
 
-def to_record(index: int, example: Example, tokenizer: PreTrainedTokenizerBase, text: TextFormat) -> dict:
+def to_record(
+    index: int, example: Example, tokenizer: PreTrainedTokenizerBase, text: TextFormat, training: bool = False
+) -> dict:
+    """A normalized record; `training`: a training record's prompt (the official Alpaca format
+    indents its training prompts otherwise than those it scores)."""
     return {
         "id": index,
-        "prompt": format_prompt(example.question, tokenizer, text.prompt, text.require_chat_template),
+        "prompt": format_prompt(example.question, tokenizer, text.prompt, text.require_chat_template, training),
         "response": format_target(example.response, text.target) + tokenizer.eos_token,
         "gold": example.gold,
         "subtask": example.subtask,
@@ -109,11 +117,13 @@ def prepare_split(
     seed: int,
     text: TextFormat = TextFormat(),
     subset: str = "random",
+    definitions: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """A split's records; none for a split the task lacks. `size` records are a seeded random
     subset, or the first ones (`subset` first); a combined task's test split takes `size` records
-    from each of its subtasks, so each subtask's accuracy rests on as many."""
-    task = get_task(task_name)
+    from each of its subtasks, so each subtask's accuracy rests on as many; `definitions`: the
+    config's own tasks (lota.tasks.get_task)."""
+    task = get_task(task_name, definitions)
     if split not in task.splits:
         return []
     examples = load_examples(task, split, data_dir)
@@ -125,16 +135,22 @@ def prepare_split(
         chosen = [item for group in groups for item in group[: size or len(group)]]
     else:
         chosen = [item for group in groups for item in seeded_subset(group, size, seed)]
-    return [to_record(index, example, tokenizer, text) for index, example in chosen]
+    return [to_record(index, example, tokenizer, text, split == "train") for index, example in chosen]
 
 
 def training_splits(
-    task_name: str, data_dir: Path | None, train_size: int, valid_size: int, seed: int, train_seed: int
+    task_name: str,
+    data_dir: Path | None,
+    train_size: int,
+    valid_size: int,
+    seed: int,
+    train_seed: int,
+    definitions: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[list[tuple[int, Example]], list[tuple[int, Example]]]:
     """The (index, example) pairs of the training subset and the validation records, disjoint:
     validation is a `seed` subset of the task's validation split, else of its training records,
     which are then left out of the `train_seed` training subset."""
-    task = get_task(task_name)
+    task = get_task(task_name, definitions)
     if "train" not in task.splits:
         return [], []
     train = load_examples(task, "train", data_dir)
@@ -155,7 +171,8 @@ def load_examples(task: Task, split: str, data_dir: Path | None) -> list[tuple[i
 
 def run(args: PrepareDataArgs) -> None:
     """Write a task's training, validation and evaluation records (those asked for) as normalized JSONL."""
-    task = get_task(args.task)
+    definitions = parse_task_definitions(args.task_definitions)
+    task = get_task(args.task, definitions)
     outputs = {"train": args.train_out, "valid": args.valid_out, "test": args.eval_out}
     if not any(outputs.values()):
         raise UserError("prepare_data writes nothing: give --train-out, --valid-out or --eval-out")
@@ -169,12 +186,14 @@ def run(args: PrepareDataArgs) -> None:
     # are published together, so an output that cannot be written leaves none.
     chosen: dict[str, list[dict[str, Any]]] = {}
     if args.train_out or args.valid_out:
-        splits = training_splits(args.task, data_dir, args.train_size, args.valid_size, args.seed, train_seed)
+        splits = training_splits(
+            args.task, data_dir, args.train_size, args.valid_size, args.seed, train_seed, definitions
+        )
         for split, examples in zip(("train", "valid"), splits, strict=True):
-            chosen[split] = [to_record(i, example, tokenizer, text) for i, example in examples]
+            chosen[split] = [to_record(i, example, tokenizer, text, split == "train") for i, example in examples]
     if args.eval_out:
         chosen["test"] = prepare_split(
-            args.task, "test", data_dir, tokenizer, args.eval_size, args.seed, text, args.eval_subset
+            args.task, "test", data_dir, tokenizer, args.eval_size, args.seed, text, args.eval_subset, definitions
         )
     prepared = [(split, outputs[split], records) for split, records in chosen.items() if outputs[split]]
     with contextlib.ExitStack() as outputs:

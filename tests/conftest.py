@@ -171,14 +171,14 @@ def planned_jobs(output):
     return {match[0]: int(match[1]) for match in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
 
 
-def plan_preset(workdir, target, *presets):
+def plan_preset(workdir, target, *presets, data_dir=SHARED_DATA):
     """Dry-run targets (a space-separated string) with presets layered over config.yaml, on the
-    shared data; the output."""
+    shared data (or another data folder); the output."""
     command = [sys.executable, "-m", "snakemake", "-n", *target.split(), "--snakefile", str(REPO / "Snakefile")]
     command += ["--directory", str(workdir), "--configfile", str(REPO / "config.yaml")]
     command += [str(REPO / "workflow" / "presets" / preset) for preset in presets]
     plan = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env=os.environ | {"LOTA_DATA_DIR": str(SHARED_DATA)}
+        command, capture_output=True, text=True, timeout=300, env=os.environ | {"LOTA_DATA_DIR": str(data_dir)}
     )
     assert plan.returncode == 0, plan.stdout[-3000:]
     return plan.stdout + plan.stderr

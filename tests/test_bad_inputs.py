@@ -144,6 +144,13 @@ STAGE_CASES = [
         " --train-out {out}/t.jsonl --eval-out {out}/e.jsonl",
         "GSM8K train data not found: {inputs}/data_without_files/gsm8k/train.jsonl",
     ),
+    case(
+        "prepare-data-own-task-field-missing",
+        prepare_data,
+        "--task own --tokenizer {model} --eval-out {out}/e.jsonl"
+        ' --task-definitions {{"own":{{"test":"{records}","prompt":"question","gold":"response"}}}}',
+        "{records}: record 1 lacks the field 'question' (tasks.own.define.prompt)",
+    ),
     # a mask of another model, or not a mask
     case(
         "train-mask-of-other-tensor-names",
@@ -404,6 +411,24 @@ CONFIG_CASES = [
         {},
         "unknown task 'boolq': not under config key 'tasks'",
         id="target-task-not-configured",
+    ),
+    pytest.param(
+        "results/fft_gsm8k.json",
+        {"tasks": {"capitals": {}}},
+        "config key tasks: unknown task 'capitals'; known tasks: alpaca,",
+        id="config-own-task-without-definition",
+    ),
+    pytest.param(
+        "results/fft_gsm8k.json",
+        {"tasks": {"capitals": {"define": {"test": "/no/such.jsonl", "prompt": "q", "gold": "a"}}}},
+        "config key tasks.capitals.define.test: no file /no/such.jsonl",
+        id="config-own-task-file-missing",
+    ),
+    pytest.param(
+        "results/fft_gsm8k.json",
+        {"tasks": {"capitals": {"define": {"test": "/no/such.jsonl", "prompt": "q", "scorer": "bleu"}}}},
+        "config key tasks.capitals.define.scorer: 'bleu' is not one of",
+        id="config-own-task-unknown-scorer",
     ),
 ]
 

@@ -10,7 +10,6 @@ from lota.prepare_data import PrepareDataArgs, TextFormat, prepare_split, run
 from lota.tasks.formats import format_prompt, format_target
 
 QUESTION = "Natalia sold clips to 48 of her friends in April. How many clips did she sell?"
-INDENT = "                    "  # 20 spaces: the official f-string's indentation
 
 
 def test_plain_prompt_is_the_official_gsm8k_string(smol_tokenizer):
@@ -21,23 +20,31 @@ def test_plain_prompt_is_the_official_gsm8k_string(smol_tokenizer):
     assert format_prompt(QUESTION, smol_tokenizer, "plain") == expected
 
 
-def test_alpaca_prompt_is_the_official_commonsense_string(smol_tokenizer):
+@pytest.mark.parametrize("training, indent", [(True, 20), (False, 16)])
+def test_alpaca_prompts_are_the_official_commonsense_strings(smol_tokenizer, training, indent):
+    """get_commonsense's training prompt indents by 20 spaces, get_default's evaluation prompt by 16."""
     lines = [
         "Below is an instruction that describes a task. Write a response that appropriately completes the request. ",
         "",
-        INDENT + "### Instruction:",
-        INDENT + "Is the sky blue?",
+        " " * indent + "### Instruction:",
+        " " * indent + "Is the sky blue?",
         "",
-        INDENT + "### Response:",
-        INDENT,
+        " " * indent + "### Response:",
+        " " * indent,
     ]
-    assert format_prompt("Is the sky blue?", smol_tokenizer, "alpaca") == "\n".join(lines)
+    assert format_prompt("Is the sky blue?", smol_tokenizer, "alpaca", training=training) == "\n".join(lines)
+
+
+def test_human_assistant_prompt_is_the_official_sharegpt4_string(smol_tokenizer):
+    expected = "Human: Write a haiku.\n\nAssistant: "
+    assert format_prompt("Write a haiku.", smol_tokenizer, "human_assistant", training=True) == expected
+    assert format_prompt("Write a haiku.", smol_tokenizer, "human_assistant") == expected
 
 
 def test_chat_prompt_is_the_default(smol_tokenizer):
     prompt = format_prompt(QUESTION, smol_tokenizer)
     assert prompt.startswith("<|im_start|>system") and prompt.endswith("<|im_start|>assistant\n")
-    with pytest.raises(UserError, match="prompt format must be one of chat, plain, alpaca, got 'xml'"):
+    with pytest.raises(UserError, match="prompt format must be one of chat, plain, alpaca, human_assistant, got 'xml'"):
         format_prompt(QUESTION, smol_tokenizer, "xml")
 
 

@@ -1,12 +1,13 @@
 """The task registry: each task declares where its data comes from, how a record becomes a
 (question, response, gold) example, how a completion is scored, and its default lengths.
 
-Adding a task is one small module that builds a `Task` and is listed in `_registry`.
+Adding a task is one small module that builds a `Task` and is listed in `_registry`; a task of
+one's own data needs none: the config defines it (lota.tasks.defined).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ class Task:
     split, validation records are carved from the training ones."""
     subtasks: tuple[str, ...] = ()
     """Parts of a combined task; evaluation samples `eval_size` records from each."""
+    optional_parts: tuple[str, ...] = ()
+    """Subtasks (and data folders) scored only where their data is present."""
     folders: tuple[str, ...] = ()
     """Its folders within a local data folder, when not just the task's name."""
     official_score: Callable[[str, str], bool] | None = None
@@ -61,13 +64,19 @@ class Task:
 
 
 def _registry() -> dict[str, Task]:
-    from lota.tasks import alpaca, commonsense, gsm8k, mawps
+    from lota.tasks import alpaca, commonsense, gsm8k, mawps, sharegpt4
 
-    tasks = (gsm8k.TASK, mawps.TASK, alpaca.TASK, *commonsense.TASKS)
+    tasks = (gsm8k.TASK, mawps.TASK, alpaca.TASK, sharegpt4.TASK, *commonsense.TASKS)
     return {task.name: task for task in tasks}
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, definitions: Mapping[str, Mapping[str, Any]] | None = None) -> Task:
+    """A built-in task, or one the config defines (`definitions`: config key tasks.<name>.define of
+    each task that has one, as the stages' --task-definitions carries them)."""
+    if definitions and name in definitions:
+        from lota.tasks.defined import DefinedTask
+
+        return DefinedTask(name, definitions[name]).task()
     tasks = _registry()
     if name not in tasks:
         raise UserError(f"unknown task {name!r}; known tasks: {', '.join(sorted(tasks))}")

@@ -1,5 +1,8 @@
 """The commonsense suite of the LoTA paper's continual-learning experiments, one task per
-dataset, plus `commonsense`: their training sets mixed, and every test set evaluated.
+dataset, plus two that evaluate every test set: `commonsense`, trained on the four training sets
+here mixed, and `commonsense_170k`, trained on the official one (LLM-Adapters' commonsense_170k,
+all eight datasets). HellaSwag joins the evaluation where its data is present (its folder in the
+local data folder; always from the hub).
 
 Records use the paper's format: an instruction that lists the choices and the answer format,
 the target "the correct answer is answer2", and the gold label. Hub records are converted into
@@ -23,7 +26,7 @@ from typing import Any
 from lota.errors import UserError
 from lota.tasks import Example, Task, read_json_records, require_fields, with_input
 
-LABEL = re.compile(r"(?:answer[1-5]|solution[12]|option[12]|true|false)")
+LABEL = re.compile(r"(?:answer[1-5]|solution[12]|option[12]|ending[1-4]|true|false)")
 # The official code's label families (extract_answer_commonsense), chosen there by dataset name
 # and here, without one, by the gold label's kind: its label without the number.
 _OFFICIAL_LABELS = {
@@ -40,7 +43,7 @@ MAX_LENGTH, MAX_NEW_TOKENS = 320, 16
 
 
 def label_pattern(gold: str) -> re.Pattern[str]:
-    """The labels of the gold label's dataset as whole words: true/false, or answerN, solutionN, optionN."""
+    """The labels of the gold label's dataset as whole words: true/false, or answerN, solutionN, optionN, endingN."""
     family = "true|false" if gold in ("true", "false") else rf"{gold.rstrip('0123456789')}\d"
     return re.compile(rf"\b(?:{family})\b")
 
@@ -76,10 +79,16 @@ def choice_record(instruction: str, label: str) -> dict[str, str]:
     return {"instruction": instruction, "input": "", "output": f"the correct answer is {label}", "answer": label}
 
 
-def multiple_choice(question: str, choices: list[str], answer_index: int, word: str = "Answer") -> dict[str, str]:
+def multiple_choice(
+    question: str,
+    choices: list[str],
+    answer_index: int,
+    word: str = "Answer",
+    request: str = "Please choose the correct answer to the question",
+) -> dict[str, str]:
     listed = " ".join(f"{word}{number}: {choice}" for number, choice in enumerate(choices, start=1))
     labels = "/".join(f"{word.lower()}{number}" for number in range(1, len(choices) + 1))
-    instruction = f"Please choose the correct answer to the question: {question}\n\n{listed}\n\nAnswer format: {labels}"
+    instruction = f"{request}: {question}\n\n{listed}\n\nAnswer format: {labels}"
     return choice_record(instruction, f"{word.lower()}{answer_index + 1}")
 
 
@@ -147,15 +156,27 @@ def from_winogrande(record: dict[str, Any]) -> dict[str, str]:
     return choice_record(instruction, f"option{answer}")
 
 
+def from_hellaswag(record: dict[str, Any]) -> dict[str, str]:
+    """LLM-Adapters' HellaSwag format (the official code's copy): the activity, the context as the
+    hub writes it, and four endings. Inferred from its files, which match the hub's validation
+    records in order; LLM-Adapters ships no conversion script."""
+    fields = ("activity_label", "ctx", "endings", "label")
+    activity, context, endings, label = require_fields(record, fields, "HellaSwag hub")
+    request = "Please choose the correct ending to complete the given sentence"
+    return multiple_choice(f"{activity}: {context}", list(endings), int(label), "Ending", request)
+
+
 @dataclass(frozen=True)
 class Source:
-    """Where a dataset lives: its local folder name, and its hub id, config, split names and converter."""
+    """Where a dataset lives: its local folder name, and its hub id, config, split names and converter.
+    An optional one joins the combined tasks only where its data is present."""
 
     name: str
     hub_id: str
     hub_config: str | None
     hub_splits: dict[str, str]
     from_hub: Callable[[dict[str, Any]], dict[str, str]]
+    optional: bool = False
 
 
 # Test sets without public labels are replaced by the validation split, as the paper's code does.
@@ -167,15 +188,22 @@ SOURCES = (
     Source("piqa", "ybisk/piqa", None, {"test": "validation"}, from_piqa),
     Source("social_i_qa", "allenai/social_i_qa", None, {"test": "validation"}, from_social_i_qa),
     Source("winogrande", "allenai/winogrande", "winogrande_xl", {"test": "validation"}, from_winogrande),
+    Source("hellaswag", "Rowan/hellaswag", None, {"train": "train", "test": "validation"}, from_hellaswag, True),
 )
 COMBINED = "commonsense"
+# The official training set: LLM-Adapters' ft-training_set/commonsense_170k.json, records in the
+# paper's format (instruction, input, output, answer) drawn from all eight datasets.
+OFFICIAL_TRAINING = Source("commonsense_170k", "zwhe99/commonsense_170k", None, {"train": "train"}, dict)
+OFFICIAL_TRAINING_FILE = "commonsense_170k.json"
 
 
-def load_source(source: Source, split: str, data_dir: Path | None) -> list[dict[str, Any]]:
+def load_source(source: Source, split: str, data_dir: Path | None, file: str = "") -> list[dict[str, Any]]:
+    """A dataset's records of a split, from <data_dir>/<name>/<split>.json (or `file` there), else the hub."""
     if split not in source.hub_splits:
         raise UserError(f"task {source.name} is evaluation-only: it has no {split} split")
     if data_dir is not None:
-        records = read_json_records(Path(data_dir) / source.name / f"{split}.json", f"{source.name} {split} data")
+        path = Path(data_dir) / source.name / (file or f"{split}.json")
+        records = read_json_records(path, f"{source.name} {split} data")
     else:
         from lota.hub import load_hub_split
 
@@ -184,11 +212,28 @@ def load_source(source: Source, split: str, data_dir: Path | None) -> list[dict[
     return [record | {"subtask": source.name} for record in records]
 
 
+def present(source: Source, data_dir: Path | None) -> bool:
+    """Whether a dataset joins the combined tasks: always from the hub; locally, an optional one
+    only where its folder is."""
+    return not source.optional or data_dir is None or (Path(data_dir) / source.name).is_dir()
+
+
 def load_combined(split: str, data_dir: Path | None) -> list[dict[str, Any]]:
-    """Every dataset's records of a split (training: the four with a training set)."""
+    """Every dataset's records of a split (training: the four with a training set, HellaSwag left out)."""
+    sources = SOURCES if split == "test" else [source for source in SOURCES if not source.optional]
     return [
-        record for source in SOURCES if split in source.hub_splits for record in load_source(source, split, data_dir)
+        record
+        for source in sources
+        if split in source.hub_splits and present(source, data_dir)
+        for record in load_source(source, split, data_dir)
     ]
+
+
+def load_official_training(split: str, data_dir: Path | None) -> list[dict[str, Any]]:
+    """commonsense_170k's training records, and the suite's test records."""
+    if split == "test":
+        return load_combined(split, data_dir)
+    return load_source(OFFICIAL_TRAINING, split, data_dir, OFFICIAL_TRAINING_FILE)
 
 
 def to_example(record: dict[str, Any]) -> Example:
@@ -215,18 +260,28 @@ def _single(source: Source) -> Task:
     )
 
 
-TASKS = (
-    *(_single(source) for source in SOURCES),
-    Task(
-        name=COMBINED,
-        load=load_combined,
+def _evaluating_every_dataset(
+    name: str, load: Callable[[str, Path | None], list[dict[str, Any]]], *training: Source
+) -> Task:
+    """A task scored on every dataset's test set (the mean over them), trained on `training`'s records."""
+    sources = (*training, *SOURCES)
+    return Task(
+        name=name,
+        load=load,
         to_example=to_example,
         score=score,
         max_length=MAX_LENGTH,
         max_new_tokens=MAX_NEW_TOKENS,
         subtasks=tuple(source.name for source in SOURCES),
-        folders=tuple(source.name for source in SOURCES),
+        optional_parts=tuple(source.name for source in SOURCES if source.optional),
+        folders=tuple(source.name for source in sources),
         official_score=official_score,
-        hub_datasets=tuple(dict.fromkeys(source.hub_id for source in SOURCES)),
-    ),
+        hub_datasets=tuple(dict.fromkeys(source.hub_id for source in sources)),
+    )
+
+
+TASKS = (
+    *(_single(source) for source in SOURCES),
+    _evaluating_every_dataset(COMBINED, load_combined),
+    _evaluating_every_dataset(OFFICIAL_TRAINING.name, load_official_training, OFFICIAL_TRAINING),
 )

@@ -57,14 +57,19 @@ def parse_number(text: str) -> Decimal | None:
         return None
 
 
+def last_number(text: str) -> Decimal | None:
+    """The value of the text's last number ('$1,200.' reads 1200), or None."""
+    numbers = _NUMBER.findall(text)
+    return parse_number(numbers[-1]) if numbers else None
+
+
 def extract_answer(completion: str) -> Decimal | None:
     """The number after the last '####' if there is one with a number, else the last number."""
     if "####" in completion:
         after = _NUMBER.search(completion.rsplit("####", 1)[1])
         if after:
             return parse_number(after.group())
-    numbers = _NUMBER.findall(completion)
-    return parse_number(numbers[-1]) if numbers else None
+    return last_number(completion)
 
 
 def score(completion: str, gold: str) -> bool:

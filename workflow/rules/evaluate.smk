@@ -115,7 +115,7 @@ rule model_card:
         "benchmarks/model_card/{run}.tsv"
     params:
         kind="run",
-        options=PLAN.base_model_name_option(),
+        options=lambda wc: PLAN.model_card_options([PLAN.run(wc.run).task]),
     resources:
         **PLAN.resources("light"),
     conda:
@@ -136,7 +136,7 @@ use rule model_card as model_card_sequence with:
         "benchmarks/model_card/cl/{seq}.tsv"
     params:
         kind="sequence",
-        options=PLAN.base_model_name_option(),
+        options=lambda wc: PLAN.model_card_options(PLAN.sequence(wc.seq).tasks),
 
 
 use rule model_card as model_card_merge with:
@@ -150,4 +150,4 @@ use rule model_card as model_card_merge with:
         "benchmarks/model_card/merge/{merge}.tsv"
     params:
         kind="merge",
-        options=PLAN.base_model_name_option(),
+        options=lambda wc: PLAN.model_card_options(PLAN.merge(wc.merge).tasks),
