@@ -59,7 +59,7 @@ def score_last_number(completion: str, gold: str) -> bool:
 def choice_scorer(labels: tuple[str, ...]) -> Callable[[str, str], bool]:
     """With labels, the first of them the completion names as a whole word (case counts, so that
     labels A-D are not read in 'a'), against the gold label; without, the LoTA paper's labels
-    (answerN, optionN, solutionN, true/false) read as its commonsense tasks read them."""
+    (answerN, optionN, solutionN, endingN, true/false) read as its commonsense tasks read them."""
     if not labels:
         return commonsense.score
     pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, sorted(labels, key=len, reverse=True))) + r")(?!\w)")
