@@ -192,7 +192,8 @@ SOURCES = (
 )
 COMBINED = "commonsense"
 # The official training set: LLM-Adapters' ft-training_set/commonsense_170k.json, records in the
-# paper's format (instruction, input, output, answer) drawn from all eight datasets.
+# paper's format (instruction, input, output, answer) drawn from all eight datasets; the hub copy's
+# records are in it too, so its converter only copies them.
 OFFICIAL_TRAINING = Source("commonsense_170k", "zwhe99/commonsense_170k", None, {"train": "train"}, dict)
 OFFICIAL_TRAINING_FILE = "commonsense_170k.json"
 

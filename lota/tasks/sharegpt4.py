@@ -55,6 +55,6 @@ TASK = Task(
     score=None,
     max_length=512,
     max_new_tokens=512,
-    folders=(FOLDER, *alpaca.LOCAL_FILES["test"][:1]),
+    folders=(FOLDER, alpaca.LOCAL_FILES["test"][0]),  # and AlpacaEval's folder
     hub_datasets=(HUB_REPO, alpaca.HUB_SPLITS["test"][0]),
 )
