@@ -32,14 +32,14 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from lota.cli import arg, run_main, threads_arg, trust_remote_code_arg
-from lota.errors import UserError
+from lota.core.cli import arg, run_main, threads_arg, trust_remote_code_arg
+from lota.core.errors import UserError
+from lota.core.io import read_jsonl, write_json
+from lota.core.modeling import device, inference_dtype, load_model, load_tokenizer, set_threads
+from lota.core.tracking import TrackingArgs, log_result
 from lota.evaluate import package_versions, parse_config_json
-from lota.io import read_jsonl, write_json
-from lota.modeling import device, inference_dtype, load_model, load_tokenizer, set_threads
 from lota.prepare_data import resolve_data_dir
 from lota.tasks import get_task
-from lota.tracking import TrackingArgs, log_result
 
 log = logging.getLogger("lota.alpaca_eval")
 LOCAL_JUDGE = "local"

@@ -1,4 +1,4 @@
-"""Stage base_model: resolve the configured base model (a source, lota.model_source) to a local HF
+"""Stage base_model: resolve the configured base model (a source, lota.core.model_source) to a local HF
 safetensors directory."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lota.cli import arg, run_main, trust_remote_code_arg
-from lota.errors import UserError
-from lota.io import atomic_path
-from lota.model_source import resolve_source
+from lota.core.cli import arg, run_main, trust_remote_code_arg
+from lota.core.errors import UserError
+from lota.core.io import atomic_path
+from lota.core.model_source import resolve_source
 
 log = logging.getLogger("lota.base_model")
 

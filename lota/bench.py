@@ -52,12 +52,10 @@ import torch
 import transformers
 
 from lota.base_model import prepare_base_model
-from lota.cli import arg, check_minimums, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
-from lota.errors import UserError
-from lota.io import TensorReader, read_jsonl, write_json
-from lota.lora import lora_targets
-from lota.masks import save_mask, select_mask, trainable_count
-from lota.modeling import (
+from lota.core.cli import arg, check_minimums, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
+from lota.core.errors import UserError
+from lota.core.io import TensorReader, read_jsonl, write_json
+from lota.core.modeling import (
     device,
     load_model,
     load_tokenizer,
@@ -66,8 +64,10 @@ from lota.modeling import (
     reset_peak_memory,
     set_threads,
 )
+from lota.core.scope import DEFAULT_SCOPE, in_scope, resolve_scope
+from lota.lora import lora_targets
+from lota.masks import save_mask, select_mask, trainable_count
 from lota.names import MASKED_METHODS, parse_engine_run
-from lota.scope import DEFAULT_SCOPE, in_scope, resolve_scope
 from lota.training.args import EngineArgs, TrainArgs
 from lota.training.data import IGNORE_INDEX, tokenize_records
 from lota.training.loop import train, train_step

@@ -32,9 +32,9 @@ from typing import Any
 
 import torch
 
-from lota import distributed
-from lota.errors import UserError
-from lota.io import TensorReader, atomic_path, read_json, save_tensors, write_json
+from lota.core import distributed
+from lota.core.errors import UserError
+from lota.core.io import TensorReader, atomic_path, read_json, save_tensors, write_json
 from lota.optim import Slot, write_back
 
 log = logging.getLogger("lota.checkpoint")

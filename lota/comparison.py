@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from lota import stats
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.masks import load_masks_alike
 from lota.names import (
     DEFAULT_STRATEGY,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from lota.cli import arg, run_main
-from lota.errors import UserError
+from lota.core.cli import arg, run_main
+from lota.core.errors import UserError
 from lota.masks import load_masks_alike, mask_union, save_mask
 
 log = logging.getLogger("lota.complement_mask")

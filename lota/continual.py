@@ -25,8 +25,10 @@ from typing import Any
 
 import torch
 
-from lota.cli import arg, run_main
-from lota.errors import UserError
+from lota.core.cli import arg, run_main
+from lota.core.errors import UserError
+from lota.core.io import read_json, read_jsonl, write_json
+from lota.core.tracking import TrackingArgs, log_result
 from lota.evaluate import (
     Z95,
     ScoringArgs,
@@ -38,10 +40,8 @@ from lota.evaluate import (
     task_accuracy,
     training_figures,
 )
-from lota.io import read_json, read_jsonl, write_json
 from lota.masks import load_masks_alike
 from lota.names import SEQUENCE_METHODS
-from lota.tracking import TrackingArgs, log_result
 
 log = logging.getLogger("lota.continual")
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lota.cli import arg, run_main
-from lota.errors import UserError
+from lota.core.cli import arg, run_main
+from lota.core.errors import UserError
+from lota.core.io import read_json, read_jsonl, write_json
+from lota.core.tracking import TrackingArgs, log_result
 from lota.evaluate import (
     ScoringArgs,
     item_verdicts,
@@ -26,9 +28,7 @@ from lota.evaluate import (
     stage_costs,
     task_accuracy,
 )
-from lota.io import read_json, read_jsonl, write_json
 from lota.names import MERGE_METHODS
-from lota.tracking import TrackingArgs, log_result
 
 log = logging.getLogger("lota.evaluate_merge")
 MERGE_FIGURES = ("tensors", "entries", "changed_entries", "sign_conflicts", "thresholds", "wall_s", "peak_rss_mb")

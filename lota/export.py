@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from lota.cli import arg, existing_file, run_main, trust_remote_code_arg
-from lota.errors import UserError
-from lota.io import WEIGHTS_FORMAT, TensorReader, atomic_path
+from lota.core.cli import arg, existing_file, run_main, trust_remote_code_arg
+from lota.core.errors import UserError
+from lota.core.io import WEIGHTS_FORMAT, TensorReader, atomic_path
+from lota.core.modeling import load_model, load_tokenizer
 from lota.lora import is_lora_adapter, merge_lora_adapter
-from lota.modeling import load_model, load_tokenizer
 from lota.sparse_delta import apply_sparse_delta, is_sparse_delta, read_sparse_delta
 
 log = logging.getLogger("lota.export")

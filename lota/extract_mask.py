@@ -24,13 +24,13 @@ from typing import Literal
 
 import torch
 
-from lota.cli import arg, check_range, existing_file, run_main
-from lota.errors import UserError
-from lota.io import FISHER_FORMAT, TASK_VECTOR_FORMAT, TensorReader
+from lota.core.cli import arg, check_range, existing_file, run_main
+from lota.core.errors import UserError
+from lota.core.io import FISHER_FORMAT, TASK_VECTOR_FORMAT, TensorReader
+from lota.core.modeling import open_checkpoint
+from lota.core.scope import DEFAULT_SCOPE, in_scope, resolve_scope
 from lota.masks import excluded_entries, save_mask, select_mask, trainable_count
-from lota.modeling import open_checkpoint
 from lota.names import MASK_RULES, RANKINGS
-from lota.scope import DEFAULT_SCOPE, in_scope, resolve_scope
 
 log = logging.getLogger("lota.extract_mask")
 

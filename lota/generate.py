@@ -21,10 +21,10 @@ import torch
 from tqdm import tqdm
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from lota.cli import arg, check_minimums, check_range, run_main, threads_arg, trust_remote_code_arg
-from lota.errors import UserError
-from lota.io import read_jsonl, write_jsonl
-from lota.modeling import device, inference_dtype, load_model, load_tokenizer, set_threads
+from lota.core.cli import arg, check_minimums, check_range, run_main, threads_arg, trust_remote_code_arg
+from lota.core.errors import UserError
+from lota.core.io import read_jsonl, write_jsonl
+from lota.core.modeling import device, inference_dtype, load_model, load_tokenizer, set_threads
 from lota.training.losses import accepts_logits_to_keep
 
 log = logging.getLogger("lota.generate")

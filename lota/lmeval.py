@@ -18,14 +18,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from lota.cli import arg, check_minimums, existing_file, run_main, threads_arg, trust_remote_code_arg
-from lota.errors import UserError
+from lota.core.cli import arg, check_minimums, existing_file, run_main, threads_arg, trust_remote_code_arg
+from lota.core.errors import UserError
+from lota.core.io import read_json, write_json, write_jsonl
+from lota.core.modeling import check_model_dir, device, inference_dtype, load_tokenizer, set_threads
+from lota.core.tracking import TrackingArgs, log_result
 from lota.evaluate import package_versions, parse_config_json
 from lota.generate import choose_backend
-from lota.io import read_json, write_json, write_jsonl
 from lota.lmeval_tasks import builtin_definition, builtin_tasks
-from lota.modeling import check_model_dir, device, inference_dtype, load_tokenizer, set_threads
-from lota.tracking import TrackingArgs, log_result
 
 log = logging.getLogger("lota.lmeval")
 HARNESS_MODELS = {"transformers": "hf", "vllm": "vllm"}

@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from lota.cli import arg, existing_file, run_main
-from lota.errors import UserError
-from lota.io import atomic_path, write_jsonl
+from lota.core.cli import arg, existing_file, run_main
+from lota.core.errors import UserError
+from lota.core.io import atomic_path, write_jsonl
 from lota.tasks import read_json_records
 from lota.tasks.local_datasets import LOCAL_DATASETS, LocalDataset
 
@@ -75,7 +75,7 @@ def local_dataset(task: str, definition: dict[str, Any]) -> LocalDataset:
 
 
 def local_records(data_dir: Path, dataset: LocalDataset, split: str) -> list[dict[str, Any]]:
-    from lota.io import read_jsonl  # see write_offline_tasks
+    from lota.core.io import read_jsonl  # see write_offline_tasks
 
     path = data_dir / dataset.folder / dataset.files[split]
     what = f"{dataset.folder} {split} data"

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-from lota.distributed import whole
-from lota.errors import UserError
-from lota.io import LORA_ADAPTER_FORMAT, TensorReader, save_tensors
-from lota.scope import TARGETS_KEY, resolve_scope
+from lota.core.distributed import whole
+from lota.core.errors import UserError
+from lota.core.io import LORA_ADAPTER_FORMAT, TensorReader, save_tensors
+from lota.core.scope import TARGETS_KEY, resolve_scope
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lota.errors import UserError
-from lota.io import read_json
+from lota.core.errors import UserError
+from lota.core.io import read_json
 
 RULE = "the highest validation accuracy; a tie goes to the rate listed first"
 

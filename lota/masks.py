@@ -1,7 +1,7 @@
 """Masks: which entries of a model's weights train, how they are chosen, and their file format.
 
 A mask covers the weights in its scope (by default, "auto", the attention and MLP projections,
-whatever the architecture calls them: see lota.scope) and marks each entry trainable or frozen.
+whatever the architecture calls them: see lota.core.scope) and marks each entry trainable or frozen.
 Sparsity s is the fraction FROZEN. Under the exact rule (the default), with the global threshold
 (the paper's), exactly round((1 - s) * N) of the N covered entries are trainable; per tensor,
 each tensor keeps round((1 - s) * n_t) of its own n_t. Ties at the threshold go to the earliest
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from lota.cli import existing_file
-from lota.errors import UserError
-from lota.io import MASK_FORMAT, TensorReader, save_tensors
+from lota.core.cli import existing_file
+from lota.core.errors import UserError
+from lota.core.io import MASK_FORMAT, TensorReader, save_tensors
 from lota.names import MASK_RULES
 
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)

@@ -44,9 +44,9 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from lota.cli import arg, check_range, existing_file, run_main
-from lota.errors import UserError
-from lota.io import (
+from lota.core.cli import arg, check_range, existing_file, run_main
+from lota.core.errors import UserError
+from lota.core.io import (
     LORA_ADAPTER_FORMAT,
     WEIGHTS_FORMAT,
     SafetensorsStream,
@@ -54,8 +54,8 @@ from lota.io import (
     atomic_path,
     write_json,
 )
+from lota.core.modeling import open_checkpoint
 from lota.masks import top_k_mask
-from lota.modeling import open_checkpoint
 from lota.names import MERGE_METHODS
 from lota.sparse_delta import check_entries, is_sparse_delta, read_sparse_entries, sparse_delta_shapes
 

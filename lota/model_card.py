@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from lota.cli import arg, existing_file, run_main, task_definitions_arg
-from lota.errors import UserError
-from lota.io import atomic_path, read_json
+from lota.core.cli import arg, existing_file, run_main, task_definitions_arg
+from lota.core.errors import UserError
+from lota.core.io import atomic_path, read_json
 from lota.tasks import get_task
 from lota.tasks.defined import parse_task_definitions
 

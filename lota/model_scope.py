@@ -2,7 +2,7 @@
 
 A scope (mask.scope) or target list (lora.target_modules) names modules; "auto" stands for every
 matrix weight inside a numbered decoder layer, the attention and MLP projections whatever the
-architecture calls them (lota.scope.projections). The workflow runs this stage as a checkpoint that
+architecture calls them (lota.core.scope.projections). The workflow runs this stage as a checkpoint that
 every training waits for: the plan then checks both settings against these shapes before any
 training (lota.plan.Plan.checked_model_scope), so one that covers no weight stops there, naming the
 key and listing the model's projections, instead of in extract_mask after the dense calibration run.
@@ -15,10 +15,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from lota.cli import arg, run_main
-from lota.io import write_json
-from lota.modeling import open_checkpoint
-from lota.scope import projections
+from lota.core.cli import arg, run_main
+from lota.core.io import write_json
+from lota.core.modeling import open_checkpoint
+from lota.core.scope import projections
 
 log = logging.getLogger("lota.model_scope")
 

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 
 # --- the vocabulary ---------------------------------------------------------------------
 

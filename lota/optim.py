@@ -14,7 +14,7 @@ needs each gradient to be final when it arrives and to be clipped on its own, so
 accumulation over several micro-batches and global-norm clipping take the plain path instead:
 gradients are kept until `step()`.
 
-Sharded over several processes (lota.distributed), a slot holds only its parameter's local
+Sharded over several processes (lota.core.distributed), a slot holds only its parameter's local
 shard: the trainable indices are flat positions in that shard, and the master entries and their
 optimizer state are those of the shard. Gradient norms are summed over the processes before
 clipping, so clipping sees each tensor's whole norm. FSDP2 writes sharded gradients after the
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lota.distributed import all_reduce_sum, is_sharded, local_part, shard_like
-from lota.errors import UserError
+from lota.core.distributed import all_reduce_sum, is_sharded, local_part, shard_like
+from lota.core.errors import UserError
 from lota.sparse_delta import index_dtype
 
 OPTIMIZERS = ("adamw", "rmsprop")

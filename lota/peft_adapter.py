@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from peft import SupertuningConfig, get_peft_model
 
-from lota.cli import arg, check_range, existing_file, run_main, trust_remote_code_arg
-from lota.errors import UserError
-from lota.io import TensorReader, atomic_path
-from lota.modeling import load_model
+from lota.core.cli import arg, check_range, existing_file, run_main, trust_remote_code_arg
+from lota.core.errors import UserError
+from lota.core.io import TensorReader, atomic_path
+from lota.core.modeling import load_model
 from lota.sparse_delta import SparseDelta, check_entries, is_sparse_delta, read_sparse_delta
 
 log = logging.getLogger("lota.peft_adapter")

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from lota import names
-from lota.errors import UserError
-from lota.model_source import PACKAGE_PREFIX, resolve_source
+from lota.core.errors import UserError
+from lota.core.model_source import PACKAGE_PREFIX, resolve_source
+from lota.core.scope import resolve_settings
 from lota.names import DEFAULT_STRATEGY, FISHER_KINDS, MASKED_SEQUENCE_METHODS, MERGE_METHODS, Merge, Run, Sequence
-from lota.scope import resolve_settings
 from lota.tasks import Task, get_task, task_names
 from lota.tasks.defined import DefinedTask
 from lota.tasks.local_datasets import LOCAL_DATASETS

@@ -31,11 +31,11 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from lota.cli import arg, check_minimums, run_main, threads_arg, trust_remote_code_arg
-from lota.errors import UserError
+from lota.core.cli import arg, check_minimums, run_main, threads_arg, trust_remote_code_arg
+from lota.core.errors import UserError
+from lota.core.io import read_jsonl, write_jsonl
+from lota.core.modeling import load_tokenizer, set_threads
 from lota.generate import GenerateArgs, generate_transformers
-from lota.io import read_jsonl, write_jsonl
-from lota.modeling import load_tokenizer, set_threads
 from lota.prepare_data import seeded_subset
 from lota.tasks.formats import format_prompt
 

@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from lota.cli import arg, run_main, task_definitions_arg, trust_remote_code_arg
-from lota.errors import UserError
-from lota.io import atomic_path, write_jsonl
-from lota.modeling import load_tokenizer
+from lota.core.cli import arg, run_main, task_definitions_arg, trust_remote_code_arg
+from lota.core.errors import UserError
+from lota.core.io import atomic_path, write_jsonl
+from lota.core.modeling import load_tokenizer
 from lota.tasks import Example, Task, get_task
 from lota.tasks.defined import parse_task_definitions
 from lota.tasks.formats import PROMPT_FORMATS, TARGET_FORMATS, format_prompt, format_target

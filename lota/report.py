@@ -55,7 +55,6 @@ matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lota.claims import CLAIMS, ClaimComparison, answer, benchmark_wall_time, claim_comparisons, mask_overlap  # noqa: E402
-from lota.cli import arg, run_main  # noqa: E402
 from lota.comparison import (  # noqa: E402
     MaskStability,
     Method,
@@ -79,8 +78,9 @@ from lota.comparison import (  # noqa: E402
     sweep_pairs,
     whole_cost,
 )
-from lota.errors import UserError  # noqa: E402
-from lota.io import atomic_path, read_json  # noqa: E402
+from lota.core.cli import arg, run_main  # noqa: E402
+from lota.core.errors import UserError  # noqa: E402
+from lota.core.io import atomic_path, read_json  # noqa: E402
 from lota.names import (  # noqa: E402
     DEFAULT_STRATEGY,
     DISJOINT_METHODS,

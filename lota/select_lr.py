@@ -9,9 +9,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lota.cli import arg, run_main
-from lota.errors import UserError
-from lota.io import read_json, write_json
+from lota.core.cli import arg, run_main
+from lota.core.errors import UserError
+from lota.core.io import read_json, write_json
 from lota.lr_choice import choose_rate
 
 log = logging.getLogger("lota.select_lr")

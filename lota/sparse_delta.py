@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from lota.errors import UserError
-from lota.io import SPARSE_DELTA_FORMAT, TensorReader, save_tensors
+from lota.core.errors import UserError
+from lota.core.io import SPARSE_DELTA_FORMAT, TensorReader, save_tensors
 
 SparseDelta = dict[str, tuple[torch.Tensor, torch.Tensor]]
 

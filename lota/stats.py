@@ -29,7 +29,7 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 
 
 @dataclass(frozen=True)

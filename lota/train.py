@@ -14,7 +14,7 @@ This module is the command line; the work is lota.training's (its options in
 lota.training.args, the loop in lota.training.loop).
 
 Launched by `torchrun --nproc-per-node N`, the model is sharded over N processes with FSDP2
-(lota.distributed): each optimizer step's micro-batches are split among the processes, and
+(lota.core.distributed): each optimizer step's micro-batches are split among the processes, and
 masks, master entries and optimizer state are sharded as the parameters are. The run directory
 is the same as from one process, written by the first.
 
@@ -37,8 +37,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from lota import distributed
-from lota.cli import arg, run_main
+from lota.core import distributed
+from lota.core.cli import arg, run_main
 from lota.lr_choice import read_chosen_rate
 from lota.training.args import TrainArgs, validate
 from lota.training.loop import train

@@ -14,8 +14,8 @@ from lota.alpaca_eval import (
     judge_outputs,
     paired_outputs,
 )
-from lota.errors import UserError
-from lota.modeling import load_model, load_tokenizer
+from lota.core.errors import UserError
+from lota.core.modeling import load_model, load_tokenizer
 from tests.conftest import SHARED_DATA, write_records
 
 REFERENCES = json.loads((SHARED_DATA / "alpaca_eval" / "gpt4_1106_preview_outputs.json").read_text())

@@ -32,7 +32,7 @@ TARGET = "results/lota_gsm8k_s90.json"
 SEED = 0
 # The folders of the stages' outputs (logs/ and benchmarks/ hold snakemake's records of jobs).
 OUTPUT_FOLDERS = ("work", "results")
-# Hidden files beside or in outputs: lota.io.atomic_path's temporaries (a kill mid-write leaves
+# Hidden files beside or in outputs: lota.core.io.atomic_path's temporaries (a kill mid-write leaves
 # them, the job's rerun removes them), and the timestamp snakemake puts in a directory output.
 ATOMIC_TEMPORARY = re.compile(r"^\..+\.tmp-\d+$")
 DIRECTORY_TIMESTAMP = ".snakemake_timestamp"

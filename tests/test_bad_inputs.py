@@ -38,9 +38,9 @@ from lota import (
     task_vector,
     train,
 )
-from lota.cli import run_main
+from lota.core.cli import run_main
+from lota.core.io import WEIGHTS_FORMAT, TensorReader, checkpoint_files
 from lota.extract_mask import save_mask
-from lota.io import WEIGHTS_FORMAT, TensorReader, checkpoint_files
 from lota.plan import MODEL_SCOPE
 from tests.conftest import SHARED_DATA, refused_plan, snakemake, tiny_workdir, write_records
 from tests.test_cli import run_stage

@@ -2,8 +2,8 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from lota.base_model import prepare_base_model
-from lota.errors import UserError
-from lota.model_source import resolve_source
+from lota.core.errors import UserError
+from lota.core.model_source import resolve_source
 from tests.conftest import GGUF_FILE
 
 

@@ -7,7 +7,7 @@ import torch
 
 from lota import bench as bench_module
 from lota.bench import BenchArgs, bench, measure, ratios, table
-from lota.errors import UserError
+from lota.core.errors import UserError
 from tests.conftest import REPO
 
 TINY_CONFIG = REPO / "tests" / "gpu" / "llama-tiny.json"

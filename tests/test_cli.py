@@ -6,7 +6,7 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-from lota.io import TASK_VECTOR_FORMAT
+from lota.core.io import TASK_VECTOR_FORMAT
 from lota.tasks import task_names
 
 

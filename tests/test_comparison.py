@@ -25,7 +25,7 @@ from lota.comparison import (
     sweep_pairs,
     whole_cost,
 )
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.masks import save_mask
 
 Z = 2.8015852  # z(0.975) + z(0.8), the minimum detectable difference's factor

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import pytest
 
-from lota.config import PROTOCOL_RECORD
+from lota.core.config import PROTOCOL_RECORD
 from tests.conftest import REPO, planned_jobs, snakemake, snakemake_command, tiny_workdir
 from tests.test_atomic_outputs import JOB_FINISHED, JOB_LISTING, Job, assert_same_outputs, listed_jobs
 

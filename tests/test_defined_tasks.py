@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.plan import defined_tasks
 from lota.prepare_data import prepare_split
 from lota.tasks import get_task

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from lota.errors import UserError
-from lota.modeling import load_model
+from lota.core.errors import UserError
+from lota.core.modeling import load_model
 from lota.training.data import IGNORE_INDEX
 from lota.training.dpo import dpo_loss, pair_batch, reference_logprobs, sequence_logprobs, tokenize_preferences
 

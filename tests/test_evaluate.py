@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from lota.cli import parse_args
-from lota.config import config_errors, load_schema
-from lota.errors import UserError
+from lota.core.cli import parse_args
+from lota.core.config import config_errors, load_schema
+from lota.core.errors import UserError
 from lota.evaluate import EvaluateArgs, evaluate, stage_costs, wilson_interval
 from tests.conftest import REPO, write_records
 

@@ -3,9 +3,9 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lota.errors import UserError
+from lota.core.errors import UserError
+from lota.core.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT
 from lota.export import export
-from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT
 from lota.sparse_delta import save_sparse_delta
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lota.cli import run_main
-from lota.errors import UserError
+from lota.core.cli import run_main
+from lota.core.errors import UserError
+from lota.core.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, checkpoint_files
 from lota.extract_mask import ExtractMaskArgs, run
-from lota.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, checkpoint_files
 from lota.masks import (
     load_mask,
     pack_bits,

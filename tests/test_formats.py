@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.prepare_data import PrepareDataArgs, TextFormat, prepare_split, run
 from lota.tasks.formats import format_prompt, format_target
 

@@ -6,9 +6,9 @@ import torch
 from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
-from lota.errors import UserError
+from lota.core.errors import UserError
+from lota.core.modeling import load_model
 from lota.generate import GenerateArgs, choose_backend, decode, generate, run, token_picker
-from lota.modeling import load_model
 from lota.prepare_data import prepare_split
 from tests.conftest import write_records
 

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.tasks import get_task
 from lota.tasks.gsm8k import extract_answer, gold_answer, score, to_example
 

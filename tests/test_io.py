@@ -2,8 +2,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lota.errors import UserError
-from lota.io import SafetensorsStream, TensorReader, atomic_path, checkpoint_files, read_jsonl
+from lota.core.errors import UserError
+from lota.core.io import SafetensorsStream, TensorReader, atomic_path, checkpoint_files, read_jsonl
 
 
 def test_atomic_path_publishes_only_on_success(tmp_path):

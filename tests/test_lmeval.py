@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.lmeval import LmEvalArgs, evaluate_harness, task_metrics
 from lota.lmeval_tasks import LmEvalTasksArgs, write_offline_tasks
 from lota.tasks.commonsense import multiple_choice, parse_multiple_choice

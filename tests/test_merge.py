@@ -10,9 +10,9 @@ import yaml
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from lota.errors import UserError
+from lota.core.errors import UserError
+from lota.core.io import LORA_ADAPTER_FORMAT, WEIGHTS_FORMAT
 from lota.export import apply_weights
-from lota.io import LORA_ADAPTER_FORMAT, WEIGHTS_FORMAT
 from lota.merge import (
     MergeArgs,
     combine,

@@ -4,10 +4,10 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from lota.errors import UserError
+from lota.core.errors import UserError
+from lota.core.modeling import load_model
 from lota.export import export
 from lota.model_card import ModelCardArgs, write_model_card
-from lota.modeling import load_model
 
 TRAIN = {"steps": 12, "tokens": 34567, "final_loss": 0.4321, "train_wall_s": 89.6, "device": "cpu", "lr": 5e-05}
 RUN = {

@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-from lota.errors import UserError
-from lota.modeling import set_threads
+from lota.core.errors import UserError
+from lota.core.modeling import set_threads
 
 
 def test_set_threads_explicit_or_every_allowed_cpu():

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from lota import names
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.names import Merge, Run, Sequence, parse_merge, parse_run, parse_sequence
 from lota.tasks import task_names
 from tests.conftest import REPO

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from lota.errors import UserError
+from lota.core.errors import UserError
+from lota.core.hub import load_hub_json
 from lota.evaluate import task_accuracy
-from lota.hub import load_hub_json
 from lota.prepare_data import TextFormat, prepare_split
 from lota.tasks import get_task
 from lota.tasks.commonsense import from_hellaswag

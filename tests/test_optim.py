@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.optim import ParameterUpdater, make_slots
 
 

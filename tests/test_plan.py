@@ -12,8 +12,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from lota.config import config_errors, load_schema
-from lota.errors import UserError
+from lota.core.config import config_errors, load_schema
+from lota.core.errors import UserError
 from lota.plan import Plan, cli_options, key_paths
 from tests.conftest import REPO, SHARED_DATA
 

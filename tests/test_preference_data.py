@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from lota.errors import UserError
+from lota.core.errors import UserError
+from lota.core.io import read_jsonl
 from lota.generate import GenerateArgs, generate_transformers
-from lota.io import read_jsonl
 from lota.preference_data import PreferenceDataArgs, build_pairs, hub_pair, load_hub_rows, run
 from lota.prepare_data import seeded_subset
 from lota.tasks.formats import format_prompt

@@ -5,7 +5,7 @@ import datasets
 import huggingface_hub
 import pytest
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.prepare_data import PrepareDataArgs, prepare_split, resolve_data_dir, run, seeded_subset
 from lota.tasks.formats import format_prompt
 

@@ -7,9 +7,9 @@ import pytest
 import yaml
 from safetensors import safe_open
 
-from lota.config import check_protocol, record_protocol
-from lota.errors import UserError
-from lota.io import read_jsonl
+from lota.core.config import check_protocol, record_protocol
+from lota.core.errors import UserError
+from lota.core.io import read_jsonl
 from tests.conftest import REPO, plan_preset, refused_plan, snakemake, tiny_workdir
 
 

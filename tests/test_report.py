@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.report import (
     ReportArgs,
     calibration_note,

@@ -16,7 +16,7 @@ import typing
 
 import yaml
 
-from lota.cli import trust_remote_code_arg
+from lota.core.cli import trust_remote_code_arg
 from tests.conftest import REPO, SHARED_DATA, snakemake
 from tests.test_atomic_outputs import listed_jobs
 

@@ -1,7 +1,7 @@
 import pytest
 
-from lota.errors import UserError
-from lota.scope import in_scope, projections, resolve_scope
+from lota.core.errors import UserError
+from lota.core.scope import in_scope, projections, resolve_scope
 
 
 def test_in_scope_matches_module_names_of_weights():

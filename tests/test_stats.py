@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.stats import (
     holm,
     item_differences,

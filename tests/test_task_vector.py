@@ -2,8 +2,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lota.errors import UserError
-from lota.io import WEIGHTS_FORMAT
+from lota.core.errors import UserError
+from lota.core.io import WEIGHTS_FORMAT
 from lota.sparse_delta import save_sparse_delta
 from lota.task_vector import TaskVectorArgs, run
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.prepare_data import prepare_split
 from lota.tasks import get_task, task_names
 from lota.tasks.commonsense import (

@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb.proto import wandb_internal_pb2
 
-from lota.errors import UserError
-from lota.tracking import TrackingArgs, flat_settings, log_result, numbers, tracked
+from lota.core.errors import UserError
+from lota.core.tracking import TrackingArgs, flat_settings, log_result, numbers, tracked
 from lota.training.args import TrainArgs
 from lota.training.loop import train
 from tests.conftest import snakemake, tiny_workdir
@@ -155,7 +155,7 @@ def test_a_result_logs_its_step_numbersand_names(tmp_path, tracking):
 def test_trackers_off_import_none_of_their_packages_and_a_bad_mode_is_named(tmp_path):
     code = (
         "import sys, lota.train, lota.evaluate, lota.continual, lota.evaluate_merge\n"
-        "from lota.tracking import TrackingArgs, tracked\n"
+        "from lota.core.tracking import TrackingArgs, tracked\n"
         f"with tracked(TrackingArgs(), {str(tmp_path)!r}) as trackers: trackers.metrics({{'loss': 1.0}}, 1)\n"
         "print(sorted(m for m in ('tensorboard', 'mlflow', 'wandb', 'torch.utils.tensorboard') if m in sys.modules))"
     )

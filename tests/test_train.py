@@ -6,11 +6,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from lota.errors import UserError
+from lota.core.errors import UserError
+from lota.core.io import TensorReader, checkpoint_files, read_jsonl
+from lota.core.modeling import load_model, load_tokenizer
 from lota.export import export
-from lota.io import TensorReader, checkpoint_files, read_jsonl
 from lota.masks import load_mask, save_mask
-from lota.modeling import load_model, load_tokenizer
 from lota.sparse_delta import is_sparse_delta, read_sparse_delta
 from lota.training.args import TrainArgs, validate
 from lota.training.data import (

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lota.cli import build_parser
-from lota.errors import UserError
+from lota.core.cli import build_parser
+from lota.core.errors import UserError
 from lota.training.args import (
     CONFIG_GROUPS,
     TASK_SETTINGS,

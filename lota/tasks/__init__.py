@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def require_fields(record: dict[str, Any], fields: tuple[str, ...], what: str) -
 
 def read_json_records(path: Path, what: str) -> list[dict[str, Any]]:
     """A local data file holding a JSON list of objects, or a UserError naming the file."""
-    from lota.io import read_json
+    from lota.core.io import read_json
 
     records = read_json(path, what)
     if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):

@@ -25,7 +25,7 @@ def load(split: str, data_dir: Path | None) -> list[dict[str, Any]]:
     if data_dir is not None:
         folder, name = LOCAL_FILES[split]
         return read_json_records(Path(data_dir) / folder / name, f"alpaca {split} data")
-    from lota.hub import load_hub_split
+    from lota.core.hub import load_hub_split
 
     return load_hub_split(*HUB_SPLITS[split])
 

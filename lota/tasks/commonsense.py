@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.tasks import Example, Task, read_json_records, require_fields, with_input
 
 LABEL = re.compile(r"(?:answer[1-5]|solution[12]|option[12]|ending[1-4]|true|false)")
@@ -206,7 +206,7 @@ def load_source(source: Source, split: str, data_dir: Path | None, file: str = "
         path = Path(data_dir) / source.name / (file or f"{split}.json")
         records = read_json_records(path, f"{source.name} {split} data")
     else:
-        from lota.hub import load_hub_split
+        from lota.core.hub import load_hub_split
 
         hub_records = load_hub_split(source.hub_id, source.hub_config, source.hub_splits[split])
         records = [source.from_hub(record) for record in hub_records]

@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lota.errors import UserError
-from lota.io import read_jsonl
+from lota.core.errors import UserError
+from lota.core.io import read_jsonl
 from lota.tasks import Example, Task, commonsense, gsm8k, read_json_records
 
 SPLITS = ("train", "valid", "test")

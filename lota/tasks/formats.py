@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerBase
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.tasks.gsm8k import OFFICIAL_ANSWER_MARKER
 
 PROMPT_FORMATS = ("chat", "plain", "alpaca", "human_assistant")

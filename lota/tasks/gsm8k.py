@@ -12,8 +12,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from lota.errors import UserError
-from lota.io import read_jsonl
+from lota.core.errors import UserError
+from lota.core.io import read_jsonl
 from lota.tasks import Example, Task, require_fields
 
 HUB_ID = "openai/gsm8k"
@@ -29,7 +29,7 @@ _OFFICIAL_NUMBER = re.compile(r"-?\d+\.?\d*")
 def load(split: str, data_dir: Path | None) -> list[dict[str, Any]]:
     if data_dir is not None:
         return read_jsonl(Path(data_dir) / "gsm8k" / f"{split}.jsonl", f"GSM8K {split} data")
-    from lota.hub import load_hub_split
+    from lota.core.hub import load_hub_split
 
     return load_hub_split(HUB_ID, "main", split)
 

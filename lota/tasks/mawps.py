@@ -8,7 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.tasks import Example, Task, read_json_records, require_fields
 from lota.tasks.gsm8k import extract_answer, official_score
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 from lota.tasks import Example, Task, alpaca, require_fields
 
 HUB_REPO = "TRI-ML/dpo-rlaif-data"
@@ -34,11 +34,11 @@ def load(split: str, data_dir: Path | None) -> list[dict[str, Any]]:
     if split == "test":
         return alpaca.load(split, data_dir)
     if data_dir is not None:
-        from lota.io import read_json
+        from lota.core.io import read_json
 
         path = Path(data_dir) / FOLDER / FILE
         return records(read_json(path, "ShareGPT4 training data"), str(path))
-    from lota.hub import load_hub_json
+    from lota.core.hub import load_hub_json
 
     return records(load_hub_json(HUB_REPO, FILE), f"{HUB_REPO}/{FILE}")
 

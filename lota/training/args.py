@@ -1,7 +1,7 @@
 """The train stage's options, declared once: grouped dataclasses whose fields are the stage's CLI
-flags (lota.cli), each with its help and its bounds.
+flags (lota.core.cli), each with its help and its bounds.
 
-validate() checks every declared bound generically (lota.cli.check_bounds) and adds only the
+validate() checks every declared bound generically (lota.core.cli.check_bounds) and adds only the
 rules that tie options together. The workflow config's per-method training settings
 (`$defs.train_settings` of workflow/schemas/config.schema.yaml) are the groups CONFIG_GROUPS,
 rendered by config_train_settings(); tests/test_train_args.py keeps the schema equal to them.
@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lota import distributed
-from lota.cli import arg, check_bounds, existing_file, schema_properties, threads_arg, trust_remote_code_arg
-from lota.errors import UserError
+from lota.core import distributed
+from lota.core.cli import arg, check_bounds, existing_file, schema_properties, threads_arg, trust_remote_code_arg
+from lota.core.errors import UserError
+from lota.core.scope import DEFAULT_SCOPE
+from lota.core.tracking import TrackingArgs
 from lota.lora import LoraSettings
 from lota.names import ADAPTER_METHODS, SCORE_KINDS, TRAINED_METHODS
-from lota.scope import DEFAULT_SCOPE
-from lota.tracking import TrackingArgs
 
 LOSS_REDUCTIONS = ("token_mean", "sequence_sum")
 

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from lota import distributed
-from lota.errors import UserError
+from lota.core import distributed
+from lota.core.errors import UserError
 from lota.training.args import TrainArgs
 
 log = logging.getLogger("lota.train")

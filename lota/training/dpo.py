@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from lota import distributed
-from lota.errors import UserError
+from lota.core import distributed
+from lota.core.errors import UserError
 from lota.training.data import IGNORE_INDEX, Example, collate, tokenize_responses
 from lota.training.losses import accepts_logits_to_keep, response_logits
 

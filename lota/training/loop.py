@@ -18,13 +18,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from lota import checkpoint, distributed
-from lota.errors import UserError
-from lota.io import atomic_path, read_jsonl, write_json
+from lota import checkpoint
+from lota.core import distributed
+from lota.core.errors import UserError
+from lota.core.io import atomic_path, read_jsonl, write_json
+from lota.core.modeling import device, load_tokenizer, peak_memory_mb, reset_peak_memory, set_threads
+from lota.core.tracking import TrackingArgs, tracked
 from lota.masks import load_mask, save_mask
-from lota.modeling import device, load_tokenizer, peak_memory_mb, reset_peak_memory, set_threads
 from lota.optim import ParameterUpdater
-from lota.tracking import TrackingArgs, tracked
 from lota.training import dpo
 from lota.training.args import TrainArgs, validate
 from lota.training.data import (

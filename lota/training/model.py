@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from lota import distributed
-from lota.errors import UserError
+from lota.core import distributed
+from lota.core.errors import UserError
+from lota.core.modeling import load_model
 from lota.lora import add_lora
-from lota.modeling import load_model
 from lota.names import ADAPTER_METHODS
 from lota.training.args import TrainArgs
 

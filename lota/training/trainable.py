@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 
-from lota import distributed
-from lota.errors import UserError
+from lota.core import distributed
+from lota.core.errors import UserError
+from lota.core.modeling import open_checkpoint
 from lota.masks import load_mask
-from lota.modeling import open_checkpoint
 from lota.names import ADAPTER_METHODS
 from lota.optim import ParameterUpdater, Slot, make_slots
 from lota.training.args import TrainArgs

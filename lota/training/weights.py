@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 
-from lota import distributed
-from lota.io import WEIGHTS_FORMAT, save_tensors
+from lota.core import distributed
+from lota.core.io import WEIGHTS_FORMAT, save_tensors
+from lota.core.modeling import open_checkpoint
+from lota.core.tracking import TRACKING_FIELDS
 from lota.lora import lora_adapter_tensors, save_lora_adapter
-from lota.modeling import open_checkpoint
 from lota.names import ADAPTER_METHODS, MASKED_METHODS
 from lota.optim import ParameterUpdater, Slot
 from lota.sparse_delta import save_sparse_delta
-from lota.tracking import TRACKING_FIELDS
 from lota.training.args import TrainArgs
 
 

@@ -18,9 +18,9 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+from lota.core.io import TensorReader
+from lota.core.modeling import inference_dtype
 from lota.generate import GenerateArgs, generate
-from lota.io import TensorReader
-from lota.modeling import inference_dtype
 from lota.optim import ParameterUpdater, make_slots
 from lota.training.args import TrainArgs
 from lota.training.loop import train

@@ -6,8 +6,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from lota import names
-from lota.config import check_protocol, config_errors, load_schema, record_protocol
-from lota.errors import UserError
+from lota.core.config import check_protocol, config_errors, load_schema, record_protocol
+from lota.core.errors import UserError
 from lota.plan import BASE_MODEL, LMEVAL_TASKS, MODEL_SCOPE, PLOTS, Plan, cli_options, key_paths, model_path, shape_options
 
 

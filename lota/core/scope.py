@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 
 AUTO_SCOPE = "auto"  # in a scope (or LoRA's targets): every projection of the model, see projections
 DEFAULT_SCOPE = [AUTO_SCOPE]

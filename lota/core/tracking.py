@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from lota.cli import arg
-from lota.errors import UserError
+from lota.core.cli import arg
+from lota.core.errors import UserError
 
 WANDB_MODES = ("offline", "online")
 MLFLOW_BATCH = 100  # MLflow's log_batch takes at most 100 parameters (and 1,000 metrics) per call

@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 
 PROTOCOL_RECORD = Path("work/protocol.json")
 
@@ -47,7 +47,7 @@ def check_protocol(protocol: str, record: Path = PROTOCOL_RECORD) -> None:
 
 def record_protocol(protocol: str, record: Path = PROTOCOL_RECORD) -> None:
     """Write the protocol this folder's outputs are built under (atomically)."""
-    # Imported here: lota.io imports torch, which planning (every import of this module) does not need.
-    from lota.io import write_json
+    # Imported here: lota.core.io imports torch, which planning (every import of this module) does not need.
+    from lota.core.io import write_json
 
     write_json(record, {"protocol": protocol})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 
 PACKAGE_PREFIX = "package:"
 

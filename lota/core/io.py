@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 
 # The kinds of safetensors file the pipeline writes, named in each file's "format" metadata.
 WEIGHTS_FORMAT = "lota-weights"
@@ -141,7 +141,7 @@ class TensorReader(contextlib.AbstractContextManager):
     Each tensor is read from its offset into a buffer of its own rather than through a memory
     map, so a stage's resident memory is what it holds, not every page of the files it read.
     `renames` (stored name -> name) gives tensors the names a model's parameters have where the
-    checkpoint stores them otherwise (lota.modeling.open_checkpoint); every method takes those names.
+    checkpoint stores them otherwise (lota.core.modeling.open_checkpoint); every method takes those names.
     """
 
     def __init__(self, files: Iterable[Path], renames: Mapping[str, str] | None = None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 
 
 def hub_error(dataset_id: str, error: Exception) -> UserError:
@@ -29,7 +29,7 @@ def load_hub_json(dataset_id: str, filename: str) -> Any:
     """A JSON file of a hub dataset repository that is no table the datasets library reads."""
     from huggingface_hub import hf_hub_download
 
-    from lota.io import read_json
+    from lota.core.io import read_json
 
     try:
         path = hf_hub_download(dataset_id, filename, repo_type="dataset")

@@ -17,8 +17,8 @@ from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import WeightRenaming, rename_source_key
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-from lota.errors import UserError
-from lota.io import TensorReader, checkpoint_files
+from lota.core.errors import UserError
+from lota.core.io import TensorReader, checkpoint_files
 
 log = logging.getLogger("lota.modeling")
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 
-from lota.errors import UserError
+from lota.core.errors import UserError
 
 ArgsT = TypeVar("ArgsT")
 
