@@ -294,12 +294,12 @@ class Plan:
             return [str(path) for path in DefinedTask(task, self.definitions[task]).files.values()]
         if self.data_dir is None:
             return []
-        files = []
-        for name in self.task(task).data_folders():
+        files, read = [], self.task(task)
+        for name in read.data_folders():
             folder = os.path.join(self.data_dir, name)
-            if not os.path.isdir(folder) and name in self.task(task).optional_parts:
-                continue
             if not os.path.isdir(folder):
+                if name in read.optional_parts:
+                    continue
                 raise UserError(f"task data folder not found: {folder} (config data_dir / $LOTA_DATA_DIR)")
             files += sorted(os.path.join(folder, file) for file in os.listdir(folder))
         return files
