@@ -67,7 +67,7 @@ from lota.core.modeling import (
 from lota.core.scope import DEFAULT_SCOPE, in_scope, resolve_scope
 from lota.lora import lora_targets
 from lota.masks import save_mask, select_mask, trainable_count
-from lota.names import MASKED_METHODS, parse_engine_run
+from lota.pipeline.names import MASKED_METHODS, parse_engine_run
 from lota.training.args import EngineArgs, TrainArgs
 from lota.training.data import IGNORE_INDEX, tokenize_records
 from lota.training.loop import train, train_step

@@ -37,7 +37,7 @@ from lota.comparison import (
     run_items,
     summarize,
 )
-from lota.names import DEFAULT_STRATEGY, MASKED_SEQUENCE_METHODS, MERGE_GRAMMAR
+from lota.pipeline.names import DEFAULT_STRATEGY, MASKED_SEQUENCE_METHODS, MERGE_GRAMMAR
 
 ALPHA = 0.05
 CLAIMS = {

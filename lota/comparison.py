@@ -1,7 +1,7 @@
 """Comparisons of methods over seeds: the tables the report shows beside each run's own figures.
 
 Results come in replicates: a run, sequence or merge name may end in _seed<N>, and the name
-without it (its stem, lota.names.split_seed) is the method the replicates share. Each result's
+without it (its stem, lota.pipeline.names.split_seed) is the method the replicates share. Each result's
 config["seed"] is the seed it ran with. From lists of result dicts this module builds:
 
 - methods: a group's results by stem, each stem's results in seed order (group_methods);
@@ -35,7 +35,7 @@ import numpy as np
 from lota import stats
 from lota.core.errors import UserError
 from lota.masks import load_masks_alike
-from lota.names import (
+from lota.pipeline.names import (
     DEFAULT_STRATEGY,
     MASK_NAME_GRAMMAR,
     MASK_STRATEGIES,

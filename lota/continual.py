@@ -41,7 +41,7 @@ from lota.evaluate import (
     training_figures,
 )
 from lota.masks import load_masks_alike
-from lota.names import SEQUENCE_METHODS
+from lota.pipeline.names import SEQUENCE_METHODS
 
 log = logging.getLogger("lota.continual")
 

@@ -24,7 +24,7 @@ from lota.core.cli import arg, run_main, task_definitions_arg
 from lota.core.errors import UserError
 from lota.core.io import read_json, read_jsonl, write_json
 from lota.core.tracking import TrackingArgs, log_result
-from lota.names import RUN_METHODS
+from lota.pipeline.names import RUN_METHODS
 from lota.tasks import Task, get_task
 from lota.tasks.defined import parse_task_definitions
 

@@ -28,7 +28,7 @@ from lota.evaluate import (
     stage_costs,
     task_accuracy,
 )
-from lota.names import MERGE_METHODS
+from lota.pipeline.names import MERGE_METHODS
 
 log = logging.getLogger("lota.evaluate_merge")
 MERGE_FIGURES = ("tensors", "entries", "changed_entries", "sign_conflicts", "thresholds", "wall_s", "peak_rss_mb")

@@ -30,7 +30,7 @@ from lota.core.io import FISHER_FORMAT, TASK_VECTOR_FORMAT, TensorReader
 from lota.core.modeling import open_checkpoint
 from lota.core.scope import DEFAULT_SCOPE, in_scope, resolve_scope
 from lota.masks import excluded_entries, save_mask, select_mask, trainable_count
-from lota.names import MASK_RULES, RANKINGS
+from lota.pipeline.names import MASK_RULES, RANKINGS
 
 log = logging.getLogger("lota.extract_mask")
 

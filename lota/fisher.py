@@ -24,7 +24,7 @@ from lota.core.cli import arg, check_minimums, existing_file, run_main, threads_
 from lota.core.io import FISHER_FORMAT, read_jsonl, save_tensors
 from lota.core.modeling import device, load_model, load_tokenizer, set_threads
 from lota.core.scope import DEFAULT_SCOPE
-from lota.names import SCORE_KINDS
+from lota.pipeline.names import SCORE_KINDS
 from lota.training.data import tokenize_records
 from lota.training.gradients import calibration_batches, covered_weights, gradient_scores
 

@@ -34,7 +34,7 @@ import torch
 from lota.core.cli import existing_file
 from lota.core.errors import UserError
 from lota.core.io import MASK_FORMAT, TensorReader, save_tensors
-from lota.names import MASK_RULES
+from lota.pipeline.names import MASK_RULES
 
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 

@@ -4,7 +4,7 @@ A scope (mask.scope) or target list (lora.target_modules) names modules; "auto" 
 matrix weight inside a numbered decoder layer, the attention and MLP projections whatever the
 architecture calls them (lota.core.scope.projections). The workflow runs this stage as a checkpoint that
 every training waits for: the plan then checks both settings against these shapes before any
-training (lota.plan.Plan.checked_model_scope), so one that covers no weight stops there, naming the
+training (lota.pipeline.plan.Plan.checked_model_scope), so one that covers no weight stops there, naming the
 key and listing the model's projections, instead of in extract_mask after the dense calibration run.
 The output is the model's alone, so a changed setting reruns neither this job nor the dense runs.
 """

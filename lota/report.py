@@ -81,7 +81,7 @@ from lota.comparison import (  # noqa: E402
 from lota.core.cli import arg, run_main  # noqa: E402
 from lota.core.errors import UserError  # noqa: E402
 from lota.core.io import atomic_path, read_json  # noqa: E402
-from lota.names import (  # noqa: E402
+from lota.pipeline.names import (  # noqa: E402
     DEFAULT_STRATEGY,
     DISJOINT_METHODS,
     MASK_STRATEGIES,

@@ -41,7 +41,7 @@ from lota import (
 from lota.core.cli import run_main
 from lota.core.io import WEIGHTS_FORMAT, TensorReader, checkpoint_files
 from lota.extract_mask import save_mask
-from lota.plan import MODEL_SCOPE
+from lota.pipeline.plan import MODEL_SCOPE
 from tests.conftest import SHARED_DATA, refused_plan, snakemake, tiny_workdir, write_records
 from tests.test_cli import run_stage
 from tests.test_extract_mask import write_task_vector

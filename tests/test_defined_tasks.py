@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lota.core.errors import UserError
-from lota.plan import defined_tasks
+from lota.pipeline.plan import defined_tasks
 from lota.prepare_data import prepare_split
 from lota.tasks import get_task
 from lota.tasks.defined import DefinedTask, choice_scorer, normalize_answer, parse_task_definitions

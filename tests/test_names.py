@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from lota import names
 from lota.core.errors import UserError
-from lota.names import Merge, Run, Sequence, parse_merge, parse_run, parse_sequence
+from lota.pipeline import names
+from lota.pipeline.names import Merge, Run, Sequence, parse_merge, parse_run, parse_sequence
 from lota.tasks import task_names
 from tests.conftest import REPO
 

@@ -14,7 +14,7 @@ from snakemake.utils import validate
 
 from lota.core.config import config_errors, load_schema
 from lota.core.errors import UserError
-from lota.plan import Plan, cli_options, key_paths
+from lota.pipeline.plan import Plan, cli_options, key_paths
 from tests.conftest import REPO, SHARED_DATA
 
 DATA = str(SHARED_DATA)  # the plan checks that data_dir is a folder

@@ -29,8 +29,8 @@ PICKLING_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "jobl
 PICKLED_WEIGHTS_FILE = re.compile(r"[\w./{}-]*\.(?:bin|pt|pth|pkl|pickle|ckpt)")
 # Placeholders a rule's shell command may hold without :q, each safe for the reason above it.
 UNQUOTED_PLACEHOLDERS = {
-    # Option strings built by lota.plan's cli_options (each value shlex-quoted), or lists of
-    # shlex-quoted KEY=PATH items (lota.plan.key_paths).
+    # Option strings built by lota.pipeline.plan's cli_options (each value shlex-quoted), or lists of
+    # shlex-quoted KEY=PATH items (lota.pipeline.plan.key_paths).
     *("params.options", "params.trust", "params.threads", "params.data_dir", "params.exclude", "params.shape"),
     *("params.summary", "params.benchmarks", "params.samples", "params.splits", "params.lr_choice", "params.pairs"),
     *("params.candidates", "params.scoring", "resources.tracking"),

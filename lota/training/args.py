@@ -23,7 +23,7 @@ from lota.core.errors import UserError
 from lota.core.scope import DEFAULT_SCOPE
 from lota.core.tracking import TrackingArgs
 from lota.lora import LoraSettings
-from lota.names import ADAPTER_METHODS, SCORE_KINDS, TRAINED_METHODS
+from lota.pipeline.names import ADAPTER_METHODS, SCORE_KINDS, TRAINED_METHODS
 
 LOSS_REDUCTIONS = ("token_mean", "sequence_sum")
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from lota.core.scope import in_scope, resolve_scope
 from lota.masks import select_mask
-from lota.names import FISHER_KINDS
+from lota.pipeline.names import FISHER_KINDS
 from lota.training.args import TrainArgs
 from lota.training.data import Example, collate, micro_batches, response_token_count
 from lota.training.losses import response_loss

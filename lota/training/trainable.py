@@ -15,8 +15,8 @@ from lota.core import distributed
 from lota.core.errors import UserError
 from lota.core.modeling import open_checkpoint
 from lota.masks import load_mask
-from lota.names import ADAPTER_METHODS
 from lota.optim import ParameterUpdater, Slot, make_slots
+from lota.pipeline.names import ADAPTER_METHODS
 from lota.training.args import TrainArgs
 
 Chosen = list[tuple[str, torch.nn.Parameter, torch.Tensor | None]]

@@ -1,14 +1,14 @@
 # What only Snakemake can do: validate the config, constrain the wildcards, and hand wildcard values
-# to the plan (lota.plan), which owns the names, paths, options and provenance of every job.
+# to the plan (lota.pipeline.plan), which owns the names, paths, options and provenance of every job.
 import os
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from lota import names
+from lota.pipeline import names
 from lota.core.config import check_protocol, config_errors, load_schema, record_protocol
 from lota.core.errors import UserError
-from lota.plan import BASE_MODEL, LMEVAL_TASKS, MODEL_SCOPE, PLOTS, Plan, cli_options, key_paths, model_path, shape_options
+from lota.pipeline.plan import BASE_MODEL, LMEVAL_TASKS, MODEL_SCOPE, PLOTS, Plan, cli_options, key_paths, model_path, shape_options
 
 
 CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -59,7 +59,7 @@ wildcard_constraints:
 
 def model_scope_checked(wildcards=None):
     """The base model's weight shapes, once the model_scope checkpoint has recorded them, with
-    mask.scope and lora.target_modules checked against them (lota.plan)."""
+    mask.scope and lora.target_modules checked against them (lota.pipeline.plan)."""
     return PLAN.checked_model_scope(checkpoints.model_scope.get().output[0])
 
 

@@ -18,11 +18,19 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lota import names
 from lota.core.errors import UserError
 from lota.core.model_source import PACKAGE_PREFIX, resolve_source
 from lota.core.scope import resolve_settings
-from lota.names import DEFAULT_STRATEGY, FISHER_KINDS, MASKED_SEQUENCE_METHODS, MERGE_METHODS, Merge, Run, Sequence
+from lota.pipeline import names
+from lota.pipeline.names import (
+    DEFAULT_STRATEGY,
+    FISHER_KINDS,
+    MASKED_SEQUENCE_METHODS,
+    MERGE_METHODS,
+    Merge,
+    Run,
+    Sequence,
+)
 from lota.tasks import Task, get_task, task_names
 from lota.tasks.defined import DefinedTask
 from lota.tasks.local_datasets import LOCAL_DATASETS
