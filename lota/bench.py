@@ -65,8 +65,8 @@ from lota.core.modeling import (
     set_threads,
 )
 from lota.core.scope import DEFAULT_SCOPE, in_scope, resolve_scope
-from lota.lora import lora_targets
-from lota.masks import save_mask, select_mask, trainable_count
+from lota.deltas.lora import lora_targets
+from lota.deltas.masks import save_mask, select_mask, trainable_count
 from lota.pipeline.names import MASKED_METHODS, parse_engine_run
 from lota.training.args import EngineArgs, TrainArgs
 from lota.training.data import IGNORE_INDEX, tokenize_records

@@ -34,7 +34,7 @@ import numpy as np
 
 from lota import stats
 from lota.core.errors import UserError
-from lota.masks import load_masks_alike
+from lota.deltas.masks import load_masks_alike
 from lota.pipeline.names import (
     DEFAULT_STRATEGY,
     MASK_NAME_GRAMMAR,

@@ -17,7 +17,7 @@ import torch
 
 from lota.core.cli import arg, run_main
 from lota.core.errors import UserError
-from lota.masks import load_masks_alike, mask_union, save_mask
+from lota.deltas.masks import load_masks_alike, mask_union, save_mask
 
 log = logging.getLogger("lota.complement_mask")
 

@@ -29,6 +29,7 @@ from lota.core.cli import arg, run_main
 from lota.core.errors import UserError
 from lota.core.io import read_json, read_jsonl, write_json
 from lota.core.tracking import TrackingArgs, log_result
+from lota.deltas.masks import load_masks_alike
 from lota.evaluate import (
     Z95,
     ScoringArgs,
@@ -40,7 +41,6 @@ from lota.evaluate import (
     task_accuracy,
     training_figures,
 )
-from lota.masks import load_masks_alike
 from lota.pipeline.names import SEQUENCE_METHODS
 
 log = logging.getLogger("lota.continual")

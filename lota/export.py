@@ -20,8 +20,8 @@ from lota.core.cli import arg, existing_file, run_main, trust_remote_code_arg
 from lota.core.errors import UserError
 from lota.core.io import WEIGHTS_FORMAT, TensorReader, atomic_path
 from lota.core.modeling import load_model, load_tokenizer
-from lota.lora import is_lora_adapter, merge_lora_adapter
-from lota.sparse_delta import apply_sparse_delta, is_sparse_delta, read_sparse_delta
+from lota.deltas.lora import is_lora_adapter, merge_lora_adapter
+from lota.deltas.sparse import apply_sparse_delta, is_sparse_delta, read_sparse_delta
 
 log = logging.getLogger("lota.export")
 

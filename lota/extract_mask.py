@@ -3,7 +3,7 @@
 The strategy says what ranks the entries: the task vector's magnitude (LoTA, the default), the
 base weights' magnitude, gradient scores of the base model (lota.fisher: RoSA's empirical
 Fisher, or the mean gradient), or seeded random scores (a uniformly random mask of that size).
-Every strategy has the same sparsity semantics and the same output: a mask file (lota.masks,
+Every strategy has the same sparsity semantics and the same output: a mask file (lota.deltas.masks,
 which holds the selection, its tie-breaking and the file format).
 
 `--rule official` sizes the mask as the official LoTA code does: the threshold is the
@@ -29,7 +29,7 @@ from lota.core.errors import UserError
 from lota.core.io import FISHER_FORMAT, TASK_VECTOR_FORMAT, TensorReader
 from lota.core.modeling import open_checkpoint
 from lota.core.scope import DEFAULT_SCOPE, in_scope, resolve_scope
-from lota.masks import excluded_entries, save_mask, select_mask, trainable_count
+from lota.deltas.masks import excluded_entries, save_mask, select_mask, trainable_count
 from lota.pipeline.names import MASK_RULES, RANKINGS
 
 log = logging.getLogger("lota.extract_mask")

@@ -55,9 +55,9 @@ from lota.core.io import (
     write_json,
 )
 from lota.core.modeling import open_checkpoint
-from lota.masks import top_k_mask
+from lota.deltas.masks import top_k_mask
+from lota.deltas.sparse import check_entries, is_sparse_delta, read_sparse_entries, sparse_delta_shapes
 from lota.pipeline.names import MERGE_METHODS
-from lota.sparse_delta import check_entries, is_sparse_delta, read_sparse_entries, sparse_delta_shapes
 
 log = logging.getLogger("lota.merge")
 

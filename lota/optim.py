@@ -30,7 +30,7 @@ import torch
 
 from lota.core.distributed import all_reduce_sum, is_sharded, local_part, shard_like
 from lota.core.errors import UserError
-from lota.sparse_delta import index_dtype
+from lota.deltas.sparse import index_dtype
 
 OPTIMIZERS = ("adamw", "rmsprop")
 CLIP_MODES = ("per_tensor", "global", "none")

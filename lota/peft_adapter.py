@@ -35,7 +35,7 @@ from lota.core.cli import arg, check_range, existing_file, run_main, trust_remot
 from lota.core.errors import UserError
 from lota.core.io import TensorReader, atomic_path
 from lota.core.modeling import load_model
-from lota.sparse_delta import SparseDelta, check_entries, is_sparse_delta, read_sparse_delta
+from lota.deltas.sparse import SparseDelta, check_entries, is_sparse_delta, read_sparse_delta
 
 log = logging.getLogger("lota.peft_adapter")
 

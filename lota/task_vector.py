@@ -19,7 +19,7 @@ from lota.core.cli import arg, existing_file, run_main
 from lota.core.errors import UserError
 from lota.core.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, save_tensors
 from lota.core.modeling import open_checkpoint
-from lota.sparse_delta import apply_sparse_delta, is_sparse_delta, read_sparse_delta
+from lota.deltas.sparse import apply_sparse_delta, is_sparse_delta, read_sparse_delta
 
 log = logging.getLogger("lota.task_vector")
 

@@ -19,8 +19,8 @@ masks, master entries and optimizer state are sharded as the parameters are. The
 is the same as from one process, written by the first.
 
 Outputs, in one directory written atomically:
-  weights.safetensors  fft: every parameter; lota, rosa: the sparse delta (lota.sparse_delta);
-                       lora: the adapter (lota.lora)
+  weights.safetensors  fft: every parameter; lota, rosa: the sparse delta (lota.deltas.sparse);
+                       lora: the adapter (lota.deltas.lora)
   adapter.safetensors  rosa: the adapter
   mask.safetensors     rosa with --mask-warmup-steps: the mask built after the warm-up
   log.jsonl            one line per optimizer step: loss, lr, grad norm, tokens/s, peak memory

@@ -18,15 +18,15 @@ from lota.core.errors import UserError
 from lota.core.io import TensorReader, checkpoint_files
 from lota.core.modeling import load_model
 from lota.core.scope import SCOPE_KEY, TARGETS_KEY, resolve_settings
+from lota.deltas.masks import load_mask
+from lota.deltas.sparse import apply_sparse_delta, read_sparse_delta
 from lota.export import export
 from lota.extract_mask import ExtractMaskArgs
 from lota.extract_mask import run as extract_mask
-from lota.masks import load_mask
 from lota.merge import MergeArgs, merge
 from lota.model_scope import ModelScopeArgs
 from lota.model_scope import run as model_scope
 from lota.prepare_data import prepare_split
-from lota.sparse_delta import apply_sparse_delta, read_sparse_delta
 from lota.task_vector import TaskVectorArgs
 from lota.task_vector import run as task_vector
 from lota.training.args import TrainArgs

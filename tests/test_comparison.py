@@ -26,7 +26,7 @@ from lota.comparison import (
     whole_cost,
 )
 from lota.core.errors import UserError
-from lota.masks import save_mask
+from lota.deltas.masks import save_mask
 
 Z = 2.8015852  # z(0.975) + z(0.8), the minimum detectable difference's factor
 

@@ -10,7 +10,7 @@ from lota.complement_mask import ComplementMaskArgs, complement
 from lota.complement_mask import run as complement_run
 from lota.continual import ContinualArgs, continual_result, flips, forgetting, mean_difference, parse_samples
 from lota.core.errors import UserError
-from lota.masks import load_mask, save_mask
+from lota.deltas.masks import load_mask, save_mask
 
 
 def write_samples(path, golds, right, subtasks=None):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from lota.masks import load_mask
+from lota.deltas.masks import load_mask
 from tests.conftest import plan_preset, planned_jobs, snakemake, tiny_workdir
 
 METHODS = ["fft", "lora", "lota", "lotto", "lottoflip"]

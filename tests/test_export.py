@@ -5,8 +5,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lota.core.errors import UserError
 from lota.core.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT
+from lota.deltas.sparse import save_sparse_delta
 from lota.export import export
-from lota.sparse_delta import save_sparse_delta
 
 
 def test_export_of_a_sparse_delta_reloads_with_transformers(tmp_path, tiny_model):

@@ -9,8 +9,7 @@ from safetensors.torch import save_file
 from lota.core.cli import run_main
 from lota.core.errors import UserError
 from lota.core.io import TASK_VECTOR_FORMAT, WEIGHTS_FORMAT, TensorReader, checkpoint_files
-from lota.extract_mask import ExtractMaskArgs, run
-from lota.masks import (
+from lota.deltas.masks import (
     load_mask,
     pack_bits,
     save_mask,
@@ -19,6 +18,7 @@ from lota.masks import (
     trainable_count,
     unpack_bits,
 )
+from lota.extract_mask import ExtractMaskArgs, run
 
 
 def test_top_k_mask_keeps_largest_and_breaks_ties_by_lowest_index():

@@ -5,10 +5,10 @@ import torch
 
 from lota.core.errors import UserError
 from lota.core.io import TensorReader
+from lota.deltas.masks import load_mask
 from lota.extract_mask import ExtractMaskArgs
 from lota.extract_mask import run as extract_mask
 from lota.fisher import FisherArgs, run
-from lota.masks import load_mask
 from lota.prepare_data import prepare_split
 from tests.conftest import write_records
 

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from lota.core.errors import UserError
 from lota.core.io import LORA_ADAPTER_FORMAT, WEIGHTS_FORMAT
+from lota.deltas.sparse import save_sparse_delta
 from lota.export import apply_weights
 from lota.merge import (
     MergeArgs,
@@ -25,7 +26,6 @@ from lota.merge import (
     trim_below,
     trim_per_tensor,
 )
-from lota.sparse_delta import save_sparse_delta
 
 
 def test_trim_per_tensor_keeps_int_density_n_largest_magnitudes_and_at_least_one():

@@ -6,10 +6,10 @@ from lota.core.errors import UserError
 from lota.core.io import WEIGHTS_FORMAT, save_tensors
 from lota.core.modeling import load_model
 from lota.core.scope import in_scope, projections
+from lota.deltas.masks import select_mask
+from lota.deltas.sparse import save_sparse_delta
 from lota.export import export
-from lota.masks import select_mask
 from lota.peft_adapter import ADAPTER_NAME, adapter_sparsity, export_adapter, padded_support, peft_support_size
-from lota.sparse_delta import save_sparse_delta
 from tests.conftest import TINY_ARCHITECTURES, build_tiny_model
 
 # The q/o, k/v and MLP projections' entries

@@ -482,7 +482,7 @@ def pair_row(a, b, items, difference, rest):
 @pytest.fixture
 def seeded_report(tmp_path):
     """The report of two seeds of a sweep, a task sequence and a merge, and of two seeds' masks."""
-    from lota.masks import save_mask
+    from lota.deltas.masks import save_mask
 
     masks = []
     stages = ("lotto_mawps-arc_easy_s90", [0, 0, 1, 1]), ("lotto_mawps-arc_easy_s90_seed1", [0, 0, 0, 1])

@@ -4,7 +4,7 @@ from safetensors.torch import load_file, save_file
 
 from lota.core.errors import UserError
 from lota.core.io import WEIGHTS_FORMAT
-from lota.sparse_delta import save_sparse_delta
+from lota.deltas.sparse import save_sparse_delta
 from lota.task_vector import TaskVectorArgs, run
 
 

@@ -9,9 +9,9 @@ from transformers import AutoModelForCausalLM
 from lota.core.errors import UserError
 from lota.core.io import TensorReader, checkpoint_files, read_jsonl
 from lota.core.modeling import load_model, load_tokenizer
+from lota.deltas.masks import load_mask, save_mask
+from lota.deltas.sparse import is_sparse_delta, read_sparse_delta
 from lota.export import export
-from lota.masks import load_mask, save_mask
-from lota.sparse_delta import is_sparse_delta, read_sparse_delta
 from lota.training.args import TrainArgs, validate
 from lota.training.data import (
     IGNORE_INDEX,

@@ -55,7 +55,7 @@ def ranking(strategy: str) -> str:
 
 
 RANKINGS = tuple(dict.fromkeys(map(ranking, MASK_STRATEGIES)))  # lota.extract_mask's --strategy
-# How many entries a mask trains (lota.masks; lota.extract_mask's --rule): exactly, or the official code's rule.
+# How many entries a mask trains (lota.deltas.masks; lota.extract_mask's --rule): exactly, or the official code's rule.
 MASK_RULES = ("exact", "official")
 # Task sequences: lota retrains a mask at every stage; lotto keeps every stage's mask disjoint from
 # the earlier ones; lottoflip too, through the official code's flipped-mask calibration.

@@ -22,7 +22,7 @@ from lota.core.cli import arg, check_bounds, existing_file, schema_properties, t
 from lota.core.errors import UserError
 from lota.core.scope import DEFAULT_SCOPE
 from lota.core.tracking import TrackingArgs
-from lota.lora import LoraSettings
+from lota.deltas.lora import LoraSettings
 from lota.pipeline.names import ADAPTER_METHODS, SCORE_KINDS, TRAINED_METHODS
 
 LOSS_REDUCTIONS = ("token_mean", "sequence_sum")

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from lota.core.scope import in_scope, resolve_scope
-from lota.masks import select_mask
+from lota.deltas.masks import select_mask
 from lota.pipeline.names import FISHER_KINDS
 from lota.training.args import TrainArgs
 from lota.training.data import Example, collate, micro_batches, response_token_count

@@ -24,7 +24,7 @@ from lota.core.errors import UserError
 from lota.core.io import atomic_path, read_jsonl, write_json
 from lota.core.modeling import device, load_tokenizer, peak_memory_mb, reset_peak_memory, set_threads
 from lota.core.tracking import TrackingArgs, tracked
-from lota.masks import load_mask, save_mask
+from lota.deltas.masks import load_mask, save_mask
 from lota.optim import ParameterUpdater
 from lota.training import dpo
 from lota.training.args import TrainArgs, validate

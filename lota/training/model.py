@@ -8,7 +8,7 @@ import torch
 from lota.core import distributed
 from lota.core.errors import UserError
 from lota.core.modeling import load_model
-from lota.lora import add_lora
+from lota.deltas.lora import add_lora
 from lota.pipeline.names import ADAPTER_METHODS
 from lota.training.args import TrainArgs
 

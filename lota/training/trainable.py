@@ -14,7 +14,7 @@ from peft import PeftModel
 from lota.core import distributed
 from lota.core.errors import UserError
 from lota.core.modeling import open_checkpoint
-from lota.masks import load_mask
+from lota.deltas.masks import load_mask
 from lota.optim import ParameterUpdater, Slot, make_slots
 from lota.pipeline.names import ADAPTER_METHODS
 from lota.training.args import TrainArgs

@@ -13,10 +13,10 @@ from lota.core import distributed
 from lota.core.io import WEIGHTS_FORMAT, save_tensors
 from lota.core.modeling import open_checkpoint
 from lota.core.tracking import TRACKING_FIELDS
-from lota.lora import lora_adapter_tensors, save_lora_adapter
+from lota.deltas.lora import lora_adapter_tensors, save_lora_adapter
+from lota.deltas.sparse import save_sparse_delta
 from lota.optim import ParameterUpdater, Slot
 from lota.pipeline.names import ADAPTER_METHODS, MASKED_METHODS
-from lota.sparse_delta import save_sparse_delta
 from lota.training.args import TrainArgs
 
 
