@@ -1,6 +1,6 @@
 """Stage select_lr: the learning rate of a run whose method lists rates (train.<method>.lr), chosen
 on the validation split from the base seed's run trained at each rate, e.g.
-results/lr/lota_gsm8k_s90.json; every seed of the run trains at it (lota.lr_choice)."""
+results/lr/lota_gsm8k_s90.json; every seed of the run trains at it (lota.training.lr_choice)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from lota.core.cli import arg, run_main
 from lota.core.errors import UserError
 from lota.core.io import read_json, write_json
-from lota.lr_choice import choose_rate
+from lota.training.lr_choice import choose_rate
 
 log = logging.getLogger("lota.select_lr")
 

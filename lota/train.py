@@ -1,6 +1,6 @@
 """Stage train: dense fine-tuning (fft), sparse adaptation through a mask (lota), LoRA (lora), or
 RoSA (rosa: LoRA adapters and the sparse update through a mask, trained together), all on one
-engine (lota.optim), so the methods are compared on one code path.
+engine (lota.training.optim), so the methods are compared on one code path.
 
 The loss is the mean cross-entropy over response tokens only (--loss sft), or DPO's over
 preference pairs (--loss dpo, lota.training.dpo) against the model training starts from, for
@@ -27,7 +27,7 @@ Outputs, in one directory written atomically:
   summary.json         arguments, trainable parameter count, steps, tokens, wall time, memory
 
 With --checkpoint-every N, a checkpoint is saved every N steps beside the run directory
-(<out>.checkpoint, lota.checkpoint); a rerun of a killed run resumes from it and ends
+(<out>.checkpoint, lota.training.checkpoint); a rerun of a killed run resumes from it and ends
 bit-identical to an uninterrupted run. It is deleted when the run completes.
 """
 
@@ -39,9 +39,9 @@ from pathlib import Path
 
 from lota.core import distributed
 from lota.core.cli import arg, run_main
-from lota.lr_choice import read_chosen_rate
 from lota.training.args import TrainArgs, validate
 from lota.training.loop import train
+from lota.training.lr_choice import read_chosen_rate
 
 
 @dataclass(kw_only=True)

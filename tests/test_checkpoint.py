@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lota import checkpoint
 from lota.core.errors import UserError
 from lota.prepare_data import prepare_split
+from lota.training import checkpoint
 from lota.training.args import TrainArgs
 from lota.training.loop import train
 from tests.conftest import snakemake, snakemake_process, tiny_workdir, write_records

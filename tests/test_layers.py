@@ -32,7 +32,20 @@ ALLOWED = {
     ("lota.bench", "lota.base_model"): "prepare_base_model",
 }
 
-TRAINING_ORDER = ["args", "data", "losses", "dpo", "model", "trainable", "gradients", "weights", "loop"]
+TRAINING_ORDER = [
+    "lr_choice",
+    "optim",
+    "checkpoint",
+    "args",
+    "data",
+    "losses",
+    "dpo",
+    "model",
+    "trainable",
+    "gradients",
+    "weights",
+    "loop",
+]
 
 
 def is_stage(module: str) -> bool:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from lota.core.errors import UserError
-from lota.lr_choice import choose_rate, read_chosen_rate
 from lota.select_lr import SelectLrArgs, parse_candidates, run
 from lota.train import TrainStageArgs, engine_args
+from lota.training.lr_choice import choose_rate, read_chosen_rate
 
 
 def result(correct, n=4):

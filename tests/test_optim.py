@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lota.core.errors import UserError
-from lota.optim import ParameterUpdater, make_slots
+from lota.training.optim import ParameterUpdater, make_slots
 
 
 def no_checkpoint(name):

@@ -18,15 +18,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from lota import checkpoint
 from lota.core import distributed
 from lota.core.errors import UserError
 from lota.core.io import atomic_path, read_jsonl, write_json
 from lota.core.modeling import device, load_tokenizer, peak_memory_mb, reset_peak_memory, set_threads
 from lota.core.tracking import TrackingArgs, tracked
 from lota.deltas.masks import load_mask, save_mask
-from lota.optim import ParameterUpdater
-from lota.training import dpo
+from lota.training import checkpoint, dpo
 from lota.training.args import TrainArgs, validate
 from lota.training.data import (
     IGNORE_INDEX,
@@ -40,6 +38,7 @@ from lota.training.data import (
 from lota.training.gradients import warmup_mask, warmup_mask_info
 from lota.training.losses import accepts_logits_to_keep, response_loss
 from lota.training.model import load_for_training
+from lota.training.optim import ParameterUpdater
 from lota.training.trainable import base_parameters, make_updater, masked_entries, slots_of
 from lota.training.weights import json_arguments, resume_settings, run_inputs, save_weights
 

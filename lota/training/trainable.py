@@ -1,4 +1,4 @@
-"""Which entries of the model a run trains, and the engine (lota.optim) that updates them.
+"""Which entries of the model a run trains, and the engine (lota.training.optim) that updates them.
 
 fft trains every parameter; lora the adapters PEFT added; lota the mask's entries of the base
 weights; rosa both. Parameters no method trains get requires_grad False: no gradient at all.
@@ -15,9 +15,9 @@ from lota.core import distributed
 from lota.core.errors import UserError
 from lota.core.modeling import open_checkpoint
 from lota.deltas.masks import load_mask
-from lota.optim import ParameterUpdater, Slot, make_slots
 from lota.pipeline.names import ADAPTER_METHODS
 from lota.training.args import TrainArgs
+from lota.training.optim import ParameterUpdater, Slot, make_slots
 
 Chosen = list[tuple[str, torch.nn.Parameter, torch.Tensor | None]]
 

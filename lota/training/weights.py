@@ -1,5 +1,5 @@
 """What a run leaves behind and resumes from: the trained weights in each method's format, and
-the arguments and inputs a checkpoint (lota.checkpoint) must match to be resumed."""
+the arguments and inputs a checkpoint (lota.training.checkpoint) must match to be resumed."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from lota.core.modeling import open_checkpoint
 from lota.core.tracking import TRACKING_FIELDS
 from lota.deltas.lora import lora_adapter_tensors, save_lora_adapter
 from lota.deltas.sparse import save_sparse_delta
-from lota.optim import ParameterUpdater, Slot
 from lota.pipeline.names import ADAPTER_METHODS, MASKED_METHODS
 from lota.training.args import TrainArgs
+from lota.training.optim import ParameterUpdater, Slot
 
 
 def save_weights(path: Path, args: TrainArgs, model: torch.nn.Module, updater: ParameterUpdater) -> None:

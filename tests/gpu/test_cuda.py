@@ -21,9 +21,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from lota.core.io import TensorReader
 from lota.core.modeling import inference_dtype
 from lota.generate import GenerateArgs, generate
-from lota.optim import ParameterUpdater, make_slots
 from lota.training.args import TrainArgs
 from lota.training.loop import train
+from lota.training.optim import ParameterUpdater, make_slots
 from tests.conftest import build_tiny_llama, write_records
 from tests.test_checkpoint import Stopped, assert_same_run, stop_after_checkpoint
 from tests.test_train import random_mask
@@ -74,7 +74,7 @@ def mask(tmp_path_factory, tiny_llama):
 
 
 def train_two_layers(on, kind, in_backward, steps=4):
-    """Train 10% of the entries of two bf16 weight matrices for a few steps through lota.optim.
+    """Train 10% of the entries of two bf16 weight matrices for a few steps through lota.training.optim.
 
     Two layers, so that in the backward pass the second is updated while the first's gradient is
     still to be computed. Returns the fp32 starting values, the parameters and their slots.

@@ -35,7 +35,7 @@ import torch
 from lota.core import distributed
 from lota.core.errors import UserError
 from lota.core.io import TensorReader, atomic_path, read_json, save_tensors, write_json
-from lota.optim import Slot, write_back
+from lota.training.optim import Slot, write_back
 
 log = logging.getLogger("lota.checkpoint")
 CHECKPOINT_FORMAT = "lota-train-checkpoint"
