@@ -142,7 +142,7 @@ def score_samples(task: Task, samples: list[dict[str, Any]], source: Path, offic
 
 def item_verdicts(samples: list[dict[str, Any]], verdicts: list[bool], source: Path) -> dict[str, int]:
     """Each test item's verdict (1 correct, 0 wrong) by its id: what paired comparisons of two
-    runs on the same items read (lota.stats)."""
+    runs on the same items read (lota.analysis.stats)."""
     items = {
         str(sample.get("id", number)): int(correct)
         for number, (sample, correct) in enumerate(zip(samples, verdicts, strict=True), start=1)

@@ -15,7 +15,7 @@ Merges: per merged task set a table whose rows are the base model, each task's s
 (on their own task) and every merge (method, lambda), with the accuracy on each task, the mean,
 the share of the single-task accuracy kept, and the merge's wall time and peak memory.
 
-Comparisons over seeds (lota.comparison), where the results hold their items' verdicts: a method is a
+Comparisons over seeds (lota.analysis.comparison), where the results hold their items' verdicts: a method is a
 name without its _seed<N>. Per sweep task, a table of each method's accuracy over seeds (mean ± std and
 each seed's value) and whole cost (every job's wall time, the largest peak memory), and one of pairs
 (each LoTA variant against FFT and LoRA, RoSA against LoRA, and --pairs): the paired difference over
@@ -26,7 +26,7 @@ and the paired forgetting difference of every two methods, item by item; per mer
 method's mean accuracy and share kept over seeds and every two methods' paired difference on all tasks'
 items. Every plot draws the mean over seeds with a marker at each seed's value.
 
-The paper's claims (lota.claims), first, where results hold their items' verdicts: LoTA against FFT on
+The paper's claims (lota.analysis.claims), first, where results hold their items' verdicts: LoTA against FFT on
 the target task, on forgetting, and the sparse sum against TIES and task arithmetic, each comparison with
 both sides over seeds, the paired difference in LoTA's favour, a permutation p with Holm's adjustment over
 all of them, the verdict and each claim's answer; the masks' overlap across seeds; and, with
@@ -54,8 +54,8 @@ import numpy as np
 matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lota.claims import CLAIMS, ClaimComparison, answer, benchmark_wall_time, claim_comparisons, mask_overlap  # noqa: E402
-from lota.comparison import (  # noqa: E402
+from lota.analysis.claims import CLAIMS, ClaimComparison, answer, benchmark_wall_time, claim_comparisons, mask_overlap  # noqa: E402
+from lota.analysis.comparison import (  # noqa: E402
     MaskStability,
     Method,
     Pair,
@@ -78,6 +78,7 @@ from lota.comparison import (  # noqa: E402
     sweep_pairs,
     whole_cost,
 )
+from lota.analysis.stats import Summary, summary  # noqa: E402
 from lota.core.cli import arg, run_main  # noqa: E402
 from lota.core.errors import UserError  # noqa: E402
 from lota.core.io import atomic_path, read_json  # noqa: E402
@@ -90,7 +91,6 @@ from lota.pipeline.names import (  # noqa: E402
     names_rank,
     split_seed,
 )
-from lota.stats import Summary, summary  # noqa: E402
 
 log = logging.getLogger("lota.report")
 # Single-task methods, then the task sequences' own, then the merges'.

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lota.comparison import (
+from lota.analysis.comparison import (
     Cost,
     compare_pairs,
     every_pair,

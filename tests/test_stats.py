@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lota.core.errors import UserError
-from lota.stats import (
+from lota.analysis.stats import (
     holm,
     item_differences,
     mask_agreement,
@@ -15,6 +14,7 @@ from lota.stats import (
     paired_permutation,
     summary,
 )
+from lota.core.errors import UserError
 
 
 def column(*scores):

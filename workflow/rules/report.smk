@@ -1,5 +1,5 @@
 # The sweep's, the task sequences', the merges' and the harnesses' results -> results/report.md: the
-# paper's claims answered over seeds where the results hold them (lota.claims); per sweep task a table
+# paper's claims answered over seeds where the results hold them (lota.analysis.claims); per sweep task a table
 # and an accuracy-vs-sparsity plot, per task sequence a forgetting table and bar plot, per merged task
 # set a merge table, each with its comparisons over seeds and items (and the masks' agreement across
 # seeds); then the lm-eval and AlpacaEval tables.

@@ -11,14 +11,14 @@ config["seed"] is the seed it ran with. From lists of result dicts this module b
   the items every one of those replicates scored (each item averaged over the seeds), an exact
   McNemar p per shared seed where the items are 0/1 verdicts, Holm's adjustment over every
   (pair, seed) p-value of one table, and the minimum detectable difference (compare_pairs, over
-  item_difference, which lota.claims shares);
+  item_difference, which lota.analysis.claims shares);
 - the items a pair reads: a single-task run's verdicts, a merge's pooled over its tasks (keyed
   task/id), or a sequence's per-item forgetting of one task;
 - mask stability: the Jaccard index and per-tensor agreement of masks of the same task,
   sparsity and strategy from different seeds (mask_stability), and the Jaccard index of different
   seeds' masks of a sequence's last stage (sequence_mask_stability).
 
-The statistics are lota.stats'; this module picks the items and seeds they are given.
+The statistics are lota.analysis.stats'; this module picks the items and seeds they are given.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from lota import stats
+from lota.analysis import stats
 from lota.core.errors import UserError
 from lota.deltas.masks import load_masks_alike
 from lota.pipeline.names import (

@@ -10,7 +10,7 @@
    lambda: mean accuracy over the tasks, every task's items pooled.
 
 Every comparison reads "by how much the claim's side is better", so a positive difference favours
-LoTA. Its items are those of lota.comparison (verdicts, or per-item forgetting), each averaged over
+LoTA. Its items are those of lota.analysis.comparison (verdicts, or per-item forgetting), each averaged over
 the seeds both sides ran; its p-value is a paired sign-flip permutation test of them, one test per
 comparison (McNemar would give one per seed, and does not apply to forgetting), with Holm's
 adjustment over every comparison of the set. The verdict reads the adjusted p and the sign: holds,
@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lota import stats
-from lota.comparison import (
+from lota.analysis import stats
+from lota.analysis.comparison import (
     ItemsOf,
     MaskStability,
     Method,
