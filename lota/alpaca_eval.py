@@ -37,9 +37,9 @@ from lota.core.errors import UserError
 from lota.core.io import read_jsonl, write_json
 from lota.core.modeling import device, inference_dtype, load_model, load_tokenizer, set_threads
 from lota.core.tracking import TrackingArgs, log_result
-from lota.evaluate import package_versions, parse_config_json
-from lota.prepare_data import resolve_data_dir
+from lota.evaluation.provenance import package_versions, parse_config_json
 from lota.tasks import get_task
+from lota.tasks.records import resolve_data_dir
 
 log = logging.getLogger("lota.alpaca_eval")
 LOCAL_JUDGE = "local"

@@ -51,7 +51,6 @@ from typing import Any, Literal
 import torch
 import transformers
 
-from lota.base_model import prepare_base_model
 from lota.core.cli import arg, check_minimums, check_range, existing_file, run_main, threads_arg, trust_remote_code_arg
 from lota.core.errors import UserError
 from lota.core.io import TensorReader, read_jsonl, write_json
@@ -61,6 +60,7 @@ from lota.core.modeling import (
     load_tokenizer,
     open_checkpoint,
     peak_memory_mb,
+    prepare_base_model,
     reset_peak_memory,
     set_threads,
 )

@@ -30,17 +30,8 @@ from lota.core.errors import UserError
 from lota.core.io import read_json, read_jsonl, write_json
 from lota.core.tracking import TrackingArgs, log_result
 from lota.deltas.masks import load_masks_alike
-from lota.evaluate import (
-    Z95,
-    ScoringArgs,
-    item_verdicts,
-    package_versions,
-    parse_config_json,
-    score_samples,
-    stage_costs,
-    task_accuracy,
-    training_figures,
-)
+from lota.evaluation.provenance import package_versions, parse_config_json, stage_costs, training_figures
+from lota.evaluation.scoring import Z95, ScoringArgs, item_verdicts, score_samples, task_accuracy
 from lota.pipeline.names import SEQUENCE_METHODS
 
 log = logging.getLogger("lota.continual")

@@ -19,15 +19,8 @@ from lota.core.cli import arg, run_main
 from lota.core.errors import UserError
 from lota.core.io import read_json, read_jsonl, write_json
 from lota.core.tracking import TrackingArgs, log_result
-from lota.evaluate import (
-    ScoringArgs,
-    item_verdicts,
-    package_versions,
-    parse_config_json,
-    score_samples,
-    stage_costs,
-    task_accuracy,
-)
+from lota.evaluation.provenance import package_versions, parse_config_json, stage_costs
+from lota.evaluation.scoring import ScoringArgs, item_verdicts, score_samples, task_accuracy
 from lota.pipeline.names import MERGE_METHODS
 
 log = logging.getLogger("lota.evaluate_merge")

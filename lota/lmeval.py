@@ -23,9 +23,9 @@ from lota.core.errors import UserError
 from lota.core.io import read_json, write_json, write_jsonl
 from lota.core.modeling import check_model_dir, device, inference_dtype, load_tokenizer, set_threads
 from lota.core.tracking import TrackingArgs, log_result
-from lota.evaluate import package_versions, parse_config_json
-from lota.generate import choose_backend
-from lota.lmeval_tasks import builtin_definition, builtin_tasks
+from lota.evaluation.generation import choose_backend
+from lota.evaluation.harness_tasks import builtin_definition, builtin_tasks
+from lota.evaluation.provenance import package_versions, parse_config_json
 
 log = logging.getLogger("lota.lmeval")
 HARNESS_MODELS = {"transformers": "hf", "vllm": "vllm"}

@@ -2,7 +2,7 @@
 
 Offline, from a prepared task's training records (lota.prepare_data's train.jsonl): for a
 seeded subset, chosen is the record's reference response and rejected the base model's own
-greedy completion of the prompt (lota.generate's transformers generation). The pairs then
+greedy completion of the prompt (lota.evaluation.generation's transformers backend). The pairs then
 teach the model to prefer the reference over what it already says, with no external data or
 judge. Both sides end with the end-of-sequence token, as prepare_data's responses do, so that
 they differ in content only (a completion cut at max_new_tokens is ended too: it is the
@@ -35,9 +35,9 @@ from lota.core.cli import arg, check_minimums, run_main, threads_arg, trust_remo
 from lota.core.errors import UserError
 from lota.core.io import read_jsonl, write_jsonl
 from lota.core.modeling import load_tokenizer, set_threads
-from lota.generate import GenerateArgs, generate_transformers
-from lota.prepare_data import seeded_subset
+from lota.evaluation.generation import GenerateArgs, generate_transformers
 from lota.tasks.formats import format_prompt
+from lota.tasks.records import seeded_subset
 
 log = logging.getLogger("lota.preference_data")
 

@@ -26,9 +26,9 @@ from lota.extract_mask import run as extract_mask
 from lota.merge import MergeArgs, merge
 from lota.model_scope import ModelScopeArgs
 from lota.model_scope import run as model_scope
-from lota.prepare_data import prepare_split
 from lota.task_vector import TaskVectorArgs
 from lota.task_vector import run as task_vector
+from lota.tasks.records import prepare_split
 from lota.training.args import TrainArgs
 from lota.training.loop import train
 from tests.conftest import TINY_ARCHITECTURES, build_tiny_model, snakemake, tiny_workdir, write_records

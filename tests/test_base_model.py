@@ -1,9 +1,9 @@
 import pytest
 from transformers import AutoModelForCausalLM
 
-from lota.base_model import prepare_base_model
 from lota.core.errors import UserError
 from lota.core.model_source import resolve_source
+from lota.core.modeling import prepare_base_model
 from tests.conftest import GGUF_FILE
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lota.core.errors import UserError
-from lota.prepare_data import prepare_split
+from lota.tasks.records import prepare_split
 from lota.training import checkpoint
 from lota.training.args import TrainArgs
 from lota.training.loop import train

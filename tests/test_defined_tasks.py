@@ -9,9 +9,9 @@ import yaml
 
 from lota.core.errors import UserError
 from lota.pipeline.plan import defined_tasks
-from lota.prepare_data import prepare_split
 from lota.tasks import get_task
 from lota.tasks.defined import DefinedTask, choice_scorer, normalize_answer, parse_task_definitions
+from lota.tasks.records import prepare_split
 from tests.conftest import SHARED_DATA, planned_jobs, refused_plan, snakemake, tiny_workdir, write_records
 from tests.test_plan import make_plan, options
 

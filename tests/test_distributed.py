@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lota.prepare_data import prepare_split
+from lota.tasks.records import prepare_split
 from tests.conftest import snakemake, tiny_workdir, write_records
 from tests.test_train import random_mask
 

@@ -5,7 +5,9 @@ import pytest
 from lota.core.cli import parse_args
 from lota.core.config import config_errors, load_schema
 from lota.core.errors import UserError
-from lota.evaluate import EvaluateArgs, evaluate, stage_costs, wilson_interval
+from lota.evaluate import EvaluateArgs, evaluate
+from lota.evaluation.provenance import stage_costs
+from lota.evaluation.scoring import wilson_interval
 from tests.conftest import REPO, write_records
 
 

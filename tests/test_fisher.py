@@ -9,7 +9,7 @@ from lota.deltas.masks import load_mask
 from lota.extract_mask import ExtractMaskArgs
 from lota.extract_mask import run as extract_mask
 from lota.fisher import FisherArgs, run
-from lota.prepare_data import prepare_split
+from lota.tasks.records import prepare_split
 from tests.conftest import write_records
 
 

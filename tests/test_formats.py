@@ -6,8 +6,9 @@ import json
 import pytest
 
 from lota.core.errors import UserError
-from lota.prepare_data import PrepareDataArgs, TextFormat, prepare_split, run
+from lota.prepare_data import PrepareDataArgs, run
 from lota.tasks.formats import format_prompt, format_target
+from lota.tasks.records import TextFormat, prepare_split
 
 QUESTION = "Natalia sold clips to 48 of her friends in April. How many clips did she sell?"
 

@@ -8,8 +8,9 @@ from transformers.utils import ModelOutput
 
 from lota.core.errors import UserError
 from lota.core.modeling import load_model
-from lota.generate import GenerateArgs, choose_backend, decode, generate, run, token_picker
-from lota.prepare_data import prepare_split
+from lota.evaluation.generation import GenerateArgs, choose_backend, decode, generate, token_picker
+from lota.generate import run
+from lota.tasks.records import prepare_split
 from tests.conftest import write_records
 
 

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from lota.core.errors import UserError
+from lota.evaluation.harness_tasks import LmEvalTasksArgs, write_offline_tasks
 from lota.lmeval import LmEvalArgs, evaluate_harness, task_metrics
-from lota.lmeval_tasks import LmEvalTasksArgs, write_offline_tasks
 from lota.tasks.commonsense import multiple_choice, parse_multiple_choice
 from tests.conftest import SHARED_DATA
 

@@ -9,11 +9,11 @@ import pytest
 
 from lota.core.errors import UserError
 from lota.core.hub import load_hub_json
-from lota.evaluate import task_accuracy
-from lota.prepare_data import TextFormat, prepare_split
+from lota.evaluation.scoring import task_accuracy
 from lota.tasks import get_task
 from lota.tasks.commonsense import from_hellaswag
 from lota.tasks.formats import OFFICIAL_ALPACA_EVAL_PROMPT, OFFICIAL_ALPACA_TRAIN_PROMPT
+from lota.tasks.records import TextFormat, prepare_split
 from tests.conftest import SHARED_DATA, plan_preset, planned_jobs
 from tests.test_plan import make_plan
 

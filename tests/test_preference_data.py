@@ -8,10 +8,10 @@ import pytest
 
 from lota.core.errors import UserError
 from lota.core.io import read_jsonl
-from lota.generate import GenerateArgs, generate_transformers
+from lota.evaluation.generation import GenerateArgs, generate_transformers
 from lota.preference_data import PreferenceDataArgs, build_pairs, hub_pair, load_hub_rows, run
-from lota.prepare_data import seeded_subset
 from lota.tasks.formats import format_prompt
+from lota.tasks.records import seeded_subset
 from tests.conftest import build_tiny_llama, write_records
 
 EOS = "<|im_end|>"

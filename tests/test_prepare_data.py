@@ -6,8 +6,9 @@ import huggingface_hub
 import pytest
 
 from lota.core.errors import UserError
-from lota.prepare_data import PrepareDataArgs, prepare_split, resolve_data_dir, run, seeded_subset
+from lota.prepare_data import PrepareDataArgs, run
 from lota.tasks.formats import format_prompt
+from lota.tasks.records import prepare_split, resolve_data_dir, seeded_subset
 
 
 def test_seeded_subset_is_deterministic_and_bounded():

@@ -3,7 +3,6 @@
 import pytest
 
 from lota.core.errors import UserError
-from lota.prepare_data import prepare_split
 from lota.tasks import get_task, task_names
 from lota.tasks.commonsense import (
     SOURCES,
@@ -18,6 +17,7 @@ from lota.tasks.commonsense import (
 from lota.tasks.mawps import format_number
 from lota.tasks.mawps import score as score_mawps
 from lota.tasks.mawps import to_example as mawps_example
+from lota.tasks.records import prepare_split
 from tests.conftest import SHARED_DATA
 
 

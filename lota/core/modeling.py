@@ -18,7 +18,8 @@ from transformers.core_model_loading import WeightRenaming, rename_source_key
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from lota.core.errors import UserError
-from lota.core.io import TensorReader, checkpoint_files
+from lota.core.io import TensorReader, atomic_path, checkpoint_files
+from lota.core.model_source import resolve_source
 
 log = logging.getLogger("lota.modeling")
 
@@ -160,3 +161,26 @@ def peak_memory_mb(on: torch.device) -> float:
                 return int(line.split()[1]) / 2**10
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def prepare_base_model(source: str, out: Path, trust_remote_code: bool = False) -> Path:
+    location, gguf_file = resolve_source(source)
+    options = {"gguf_file": gguf_file} if gguf_file else {}
+    log.info("loading %s%s", location, f" ({gguf_file})" if gguf_file else "")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code, **options)
+        model = AutoModelForCausalLM.from_pretrained(
+            location, dtype=torch.float32, trust_remote_code=trust_remote_code, **options
+        )
+    except (OSError, ValueError, ImportError, SafetensorError) as error:  # SafetensorError: a truncated checkpoint
+        raise UserError(f"cannot load base model {source!r}: {str(error).splitlines()[0]}") from None
+    # A dequantized GGUF still carries its quantization_config, which save_pretrained refuses.
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+        model.hf_quantizer = None
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    log.info("wrote %s (%d parameters)", out, sum(p.numel() for p in model.parameters()))
+    return out

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from lota.core.io import TensorReader
 from lota.core.modeling import inference_dtype
-from lota.generate import GenerateArgs, generate
+from lota.evaluation.generation import GenerateArgs, generate
 from lota.training.args import TrainArgs
 from lota.training.loop import train
 from lota.training.optim import ParameterUpdater, make_slots
