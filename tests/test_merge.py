@@ -12,20 +12,19 @@ from transformers import AutoModelForCausalLM
 
 from lota.core.errors import UserError
 from lota.core.io import LORA_ADAPTER_FORMAT, WEIGHTS_FORMAT
-from lota.deltas.sparse import save_sparse_delta
-from lota.export import apply_weights
-from lota.merge import (
-    MergeArgs,
+from lota.deltas.merging import (
     combine,
     dare_drop,
     elect_positive,
     global_threshold,
     kth_smallest_magnitude,
-    merge,
     tensor_seed,
     trim_below,
     trim_per_tensor,
 )
+from lota.deltas.sparse import save_sparse_delta
+from lota.export import apply_weights
+from lota.merge import MergeArgs, merge
 
 
 def test_trim_per_tensor_keeps_int_density_n_largest_magnitudes_and_at_least_one():

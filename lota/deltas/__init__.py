@@ -1,2 +1,2 @@
 """The forms a fine-tune's weight change takes, and their files: masks (which entries train), sparse
-deltas, LoRA adapters."""
+deltas, LoRA adapters; and the tensor operations that merge several task vectors."""
