@@ -6,7 +6,7 @@ import pytest
 
 from lota.analysis import stats
 from lota.analysis.claims import ClaimComparison, answer, benchmark_wall_time, claim_comparisons
-from lota.report import load_merges, load_results, load_sequences
+from lota.analysis.results import load_merges, load_results, load_sequences
 from tests.test_report import seeded_merge, seeded_report, write_results  # noqa: F401 (a fixture)
 
 

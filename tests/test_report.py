@@ -6,21 +6,11 @@ import re
 import pytest
 import torch
 
+from lota.analysis.markdown import calibration_note, lr_choice_note, render, run_table, strategy_table
+from lota.analysis.plots import plot_masked
+from lota.analysis.results import load_results, load_sequences, masked_variants, sort_key
 from lota.core.errors import UserError
-from lota.report import (
-    ReportArgs,
-    calibration_note,
-    load_results,
-    load_sequences,
-    lr_choice_note,
-    masked_variants,
-    plot_masked,
-    render,
-    run,
-    run_table,
-    sort_key,
-    strategy_table,
-)
+from lota.report import ReportArgs, run
 
 
 def result(run, method, accuracy, sparsity=None, rank=None, task="mawps", **extra):

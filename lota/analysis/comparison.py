@@ -370,3 +370,15 @@ def seed_pair_agreements(
 def variant_key(item: tuple[tuple[str, str, str], Any]) -> tuple[str, float, int]:
     (task, percent, strategy), _ = item
     return task, percent_to_sparsity(percent), MASK_STRATEGIES.index(strategy)
+
+
+def stability_by_task(paths: list[Path], tasks: Iterable[str]) -> dict[str, list[MaskStability]]:
+    """The mask comparisons of each task; masks of a task without results in the sweep or a merge are
+    refused."""
+    unknown = sorted({parse_mask_file(path).task for path in paths} - set(tasks))
+    if unknown:
+        raise UserError(f"--masks: task {unknown[0]!r} has masks but no results among --results or --merges")
+    by_task: dict[str, list[MaskStability]] = defaultdict(list)
+    for row in mask_stability(paths):
+        by_task[row.task].append(row)
+    return by_task
