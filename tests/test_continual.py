@@ -8,9 +8,10 @@ import torch
 
 from lota.complement_mask import ComplementMaskArgs, complement
 from lota.complement_mask import run as complement_run
-from lota.continual import ContinualArgs, continual_result, flips, forgetting, mean_difference, parse_samples
+from lota.continual import ContinualArgs, continual_result, parse_samples
 from lota.core.errors import UserError
 from lota.deltas.masks import load_mask, save_mask
+from lota.evaluation.forgetting import flips, forgetting, mean_difference
 
 
 def write_samples(path, golds, right, subtasks=None):

@@ -7,9 +7,9 @@ from lota.core.io import WEIGHTS_FORMAT, save_tensors
 from lota.core.modeling import load_model
 from lota.core.scope import in_scope, projections
 from lota.deltas.masks import select_mask
+from lota.deltas.peft import ADAPTER_NAME, adapter_sparsity, export_adapter, padded_support, peft_support_size
 from lota.deltas.sparse import save_sparse_delta
 from lota.export import export
-from lota.peft_adapter import ADAPTER_NAME, adapter_sparsity, export_adapter, padded_support, peft_support_size
 from tests.conftest import TINY_ARCHITECTURES, build_tiny_model
 
 # The q/o, k/v and MLP projections' entries
