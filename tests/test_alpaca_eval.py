@@ -6,16 +6,10 @@ import huggingface_hub
 import pytest
 import torch
 
-from lota.alpaca_eval import (
-    JUDGE_TOKENS,
-    AlpacaEvalArgs,
-    LocalJudge,
-    check_api_judge,
-    judge_outputs,
-    paired_outputs,
-)
+from lota.alpaca_eval import AlpacaEvalArgs, judge_outputs
 from lota.core.errors import UserError
 from lota.core.modeling import load_model, load_tokenizer
+from lota.evaluation.alpaca_judge import JUDGE_TOKENS, LocalJudge, check_api_judge, paired_outputs
 from tests.conftest import SHARED_DATA, write_records
 
 REFERENCES = json.loads((SHARED_DATA / "alpaca_eval" / "gpt4_1106_preview_outputs.json").read_text())
