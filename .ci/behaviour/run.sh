@@ -115,8 +115,10 @@ EOF
 # 3. The DAG, then the finished folder to OUTDIR.
 start=$(date +%s)
 status=0
-"$PYTHON" -m snakemake sweep continual merge --cores "$CORES" --snakefile "$REPO/Snakefile" \
-    --directory "$WORKDIR" --configfile "$WORKDIR/config.yaml" > "$WORKDIR/snakemake.log" 2>&1 || status=$?
+# From REPO: `python -m` puts the current folder first on sys.path, so Snakemake (common.smk) imports
+# REPO's lota rather than that of the folder this script was called from.
+(cd "$REPO" && "$PYTHON" -m snakemake sweep continual merge --cores "$CORES" --snakefile "$REPO/Snakefile" \
+    --directory "$WORKDIR" --configfile "$WORKDIR/config.yaml") > "$WORKDIR/snakemake.log" 2>&1 || status=$?
 echo "snakemake exit $status after $(( $(date +%s) - start )) s; $(awk '$1 == "total" {print $2; exit}' "$WORKDIR/snakemake.log") jobs" \
     | tee -a "$WORKDIR/snakemake.log"
 mkdir -p "$(dirname "$OUTDIR")"
