@@ -112,8 +112,8 @@ def test_the_mawps_preset_plans_the_whole_sweep(tmp_path):
 def test_the_claims_preset_chooses_every_rate_on_validation_and_replicates_every_comparison(tmp_path):
     output = plan_preset(tmp_path, "sweep continual merge", "mawps-cpu.yaml", "claims-cpu.yaml")
     jobs = planned_jobs(output)
-    # Rates: fft, lora (3 each), lota s90, s99 (4 each) on mawps; fft, lota s90 on arc_easy.
-    assert jobs["select_lr"] == 6 and jobs["train_candidate"] == 3 + 3 + 4 + 4 + 3 + 4
+    # Rates: fft, lora (3 each), lota s90, s99 (5 each) on mawps; fft, lota s90 on arc_easy.
+    assert jobs["select_lr"] == 6 and jobs["train_candidate"] == 3 + 3 + 5 + 5 + 3 + 5
     assert jobs["evaluate"] == 24 and jobs["evaluate_sequence"] == 9 and jobs["evaluate_merge"] == 9
     assert jobs["train_stage"] == 9 and jobs["calibrate_stage"] == 3  # lota and lotto share a calibration run
     commands = {line.split("--out ")[1].split()[0]: line for line in output.splitlines() if "lota.train" in line}

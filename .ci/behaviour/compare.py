@@ -7,7 +7,7 @@ folders, samples, sequence and merge results, report.md) must be byte-identical,
 - JSON and JSONL files: the values of VOLATILE keys (below) are masked in the raw text before the
   bytes are compared, so key order, formatting and every other value still count. Tokenizer files
   (tokenizer*.json) are compared unmasked.
-- results/report.md: numbers with a unit of time or memory (e.g. "5 s", "564 MB") are masked; the
+- results/report.md: numbers with a unit of time or memory (e.g. "5 s", "0.3 hours", "564 MB") are masked; the
   raw lines that differ are listed as a note.
 - PNG plots: compared, but a difference is only a note (matplotlib output is not part of the check).
 
@@ -31,7 +31,7 @@ from pathlib import Path
 VOLATILE = ("wall_s", "train_wall_s", "step_s", "checkpoint_s", "tokens_per_s")
 VOLATILE += ("peak_memory_mb", "max_rss_mb", "peak_rss_mb")
 VOLATILE_VALUE = re.compile(rf'("(?:{"|".join(VOLATILE)})"\s*:\s*)(-?[0-9][0-9.eE+-]*|null|NaN|-?Infinity)')
-REPORT_MEASURE = re.compile(r"\b\d+(?:\.\d+)?\s?(?:ms|s|min|h|kB|MB|GB|MiB|GiB)\b")
+REPORT_MEASURE = re.compile(r"\b\d+(?:\.\d+)?\s?(?:ms|s|min|h|hours|kB|MB|GB|MiB|GiB)\b")
 TREES = ("results", "work")
 
 
