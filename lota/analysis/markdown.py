@@ -74,8 +74,6 @@ STRATEGY_NOTE = (
     "model's squared and mean gradients on calibration batches, base_magnitude `|base weight|`, random a seeded "
     "uniform choice. RoSA trains a LoRA adapter and the sparse update together."
 )
-
-
 SWEEP_COMPARISONS_NOTE = (
     "Comparisons over seeds: a method is a run name without its _seed<N>, its seeds the replicates (each "
     "result's config seed). Its accuracy is the mean ± standard deviation over seeds with each seed's value; "
@@ -88,8 +86,6 @@ SWEEP_COMPARISONS_NOTE = (
     "together, as one family. MDD, the minimum detectable difference, is the smallest difference those items "
     "would show in a two-sided 5% test with 80% power, at the spread of their item differences."
 )
-
-
 SEQUENCE_COMPARISONS_NOTE = (
     "Comparisons over seeds: a method is a sequence name without its _seed<N>; its forgetting of each earlier "
     "task and its final mean accuracy are the mean ± standard deviation over seeds with each seed's value, and "
@@ -98,8 +94,6 @@ SEQUENCE_COMPARISONS_NOTE = (
     "stage less after the last stage, averaged over the seeds both ran), with a 95% percentile bootstrap "
     "interval over items and the MDD as in the sweep; every two methods of a sequence are paired."
 )
-
-
 MERGE_COMPARISONS_NOTE = (
     "Comparisons over seeds: a method is a merge name without its _seed<N>; its mean accuracy and the share of "
     "single-task accuracy it keeps are the mean ± standard deviation over seeds with each seed's value, and "
@@ -107,8 +101,6 @@ MERGE_COMPARISONS_NOTE = (
     "are paired on all its tasks' items pooled, with the sweep's difference, McNemar and Holm p (one family "
     "per task set) and MDD."
 )
-
-
 CLAIMS_NOTE = (
     "The LoTA paper's claims, each comparison read in LoTA's favour: A better by is A − B on accuracy, B − A "
     "on forgetting, over the items both scored, each item averaged over the seeds both ran, with a 95% "
@@ -117,8 +109,6 @@ CLAIMS_NOTE = (
     "does not hold: Holm p < 0.05 with the difference for / against LoTA; cannot tell: otherwise, the "
     "interval saying how far apart the two could still be."
 )
-
-
 STABILITY_NOTE = (
     "Mask stability: for two seeds' masks of one sparsity and strategy, the Jaccard index of their trainable "
     "entries (trainable in both over trainable in either) and the share of covered entries on which they agree "

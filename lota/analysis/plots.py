@@ -27,11 +27,7 @@ STRATEGY_COLOURS = {
     "base_magnitude": "tab:pink",
     "random": "tab:olive",
 }
-
-
 MASKED_FORMATS = {"lota": "o-", "rosa": "s--"}
-
-
 SEQUENCE_STYLES = {
     "fft": ("FFT", "tab:blue"),
     "lora": ("LoRA", "tab:orange"),
@@ -39,8 +35,6 @@ SEQUENCE_STYLES = {
     "lotto": ("LoTTO (disjoint masks)", "tab:green"),
     "lottoflip": ("LoTTO, flipped-mask calibration", "tab:cyan"),
 }
-
-
 LINE_STYLES = {"fft": ("FFT", "tab:blue"), "lora": ("LoRA", "tab:orange"), "base": ("base", "tab:gray")}
 
 

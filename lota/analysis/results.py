@@ -23,23 +23,11 @@ from lota.pipeline.names import (
 
 # Single-task methods, then the task sequences' own, then the merges'.
 METHOD_ORDER = {method: order for order, method in enumerate((*RUN_METHODS, *DISJOINT_METHODS, *MERGE_METHODS))}
-
-
 MASKED_LABELS = {"lota": "LoTA", "rosa": "RoSA"}  # the methods that train through a mask
-
-
 SEQUENCE_REQUIRED = ("run", "method", "tasks", "stages", "forgetting")
-
-
 REQUIRED = ("run", "task", "method", "accuracy", "ci95", "n")
-
-
 MERGE_REQUIRED = ("run", "method", "tasks", "accuracy", "mean_accuracy", "single_task", "base")
-
-
 LMEVAL_REQUIRED = ("model", "harness_version", "backend", "tasks")
-
-
 ALPACA_EVAL_REQUIRED = ("model", "judge", "win_rate", "standard_error", "n_total")
 
 

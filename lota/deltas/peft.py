@@ -38,8 +38,6 @@ from lota.deltas.sparse import SparseDelta, check_entries, is_sparse_delta, read
 
 # Logged under the stage's name: the peft_adapter stage writes the adapter.
 log = logging.getLogger("lota.peft_adapter")
-
-
 ADAPTER_NAME = "default"  # PEFT's name for a model's only adapter, which save_pretrained leaves out of the keys
 
 

@@ -19,7 +19,6 @@ from lota.deltas.masks import load_masks_alike
 from lota.evaluation.scoring import Z95
 
 Samples = list[dict[str, Any]]
-
 Flips = tuple[int, int, int]  # items right before and wrong after, wrong before and right after, all items
 
 

@@ -29,8 +29,6 @@ from lota.tasks.local_datasets import LOCAL_DATASETS, LocalDataset
 
 # Logged under the stage's name: the lmeval_tasks stage writes the tasks.
 log = logging.getLogger("lota.lmeval_tasks")
-
-
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 
 
