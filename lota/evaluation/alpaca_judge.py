@@ -29,12 +29,15 @@ from lota.core.modeling import device, inference_dtype, load_model, load_tokeniz
 
 # Logged under the stage's name: the alpaca_eval stage judges.
 log = logging.getLogger("lota.alpaca_eval")
+
 LOCAL_JUDGE = "local"
 LOCAL_JUDGE_NAME = "weighted_alpaca_eval_local"
+
 # AlpacaEval 2's judge: its prompt names the two outputs m and M, and the preference is read
 # from the probabilities of those tokens.
 JUDGE_PROMPT = "alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt"
 JUDGE_TOKENS = ("m", "M")
+
 # The credentials each API decoder of alpaca-eval reads from the environment.
 API_KEYS = {
     "openai_completions": ("OpenAI", ("OPENAI_API_KEY", "OPENAI_API_KEYS")),
